@@ -1,0 +1,637 @@
+//! SOFT attention blocks (stages 1–3) and the stage-4 softmax blocks, run in place on the
+//! token map with scratch independent of the token count `N` (apart from one V ring of
+//! `k` token rows): the `N×m` kernel matrix `K1` is never stored, its rows are recomputed
+//! from the queries in two passes (accumulate `K1ᵀV`, then emit `K1·Z`).
+
+use crate::arena::{bytes_for, Arena};
+use crate::error::{Error, Result};
+use crate::format::{TensorId, TensorKind as K};
+use crate::kernels::{
+    axpy, gelu_erf, gelu_tanh, layer_norm, linear, load_row, matmul, store_row, TokenElem,
+};
+use crate::weights::{Matrix, Vector, Weights};
+
+/// Tokens per tile: each weight row is applied to this many tokens while in cache.
+pub const TILE: usize = 8;
+const SOFT_EPS: f32 = 1e-5;
+const STAGE4_EPS: f32 = 1e-6;
+
+/// Shape of one SOFT stage at a given input size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftDims {
+    pub rows: usize,
+    pub cols: usize,
+    pub c: usize,
+    pub heads: usize,
+    pub d: usize,
+    pub r: usize,
+    pub k: usize,
+    pub m: usize,
+}
+
+impl SoftDims {
+    fn n(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    fn landmark_cols(&self) -> usize {
+        self.cols / self.r
+    }
+
+    /// Arena bytes of one block above the token map (see [`soft_block`]).
+    pub fn scratch_bytes<E>(&self) -> usize {
+        let (c, m, d) = (self.c, self.m, self.d);
+        let tile = bytes_for::<f32>(TILE * c);
+        let landmarks = 2 * tile;
+        let accumulate = 3 * tile + bytes_for::<f32>(m);
+        let solve = 3 * bytes_for::<f32>(m * m) + bytes_for::<f32>(m) + bytes_for::<f32>(m * d);
+        let emit = bytes_for::<E>(self.k * self.cols * c)
+            + 3 * tile
+            + bytes_for::<f32>(TILE * 4 * c)
+            + bytes_for::<f32>(m);
+        2 * bytes_for::<f32>(m * c) + landmarks.max(accumulate).max(solve).max(emit)
+    }
+
+    /// Bytes of the `m×m` Newton–Schulz buffers, the only part that grows faster than `N`.
+    pub fn newton_bytes(&self) -> usize {
+        3 * bytes_for::<f32>(self.m * self.m)
+    }
+}
+
+/// Weights of one SOFT block, shape-checked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftBlockWeights<'a> {
+    q: Matrix<'a>,
+    q_bias: Vector<'a>,
+    v: Matrix<'a>,
+    v_bias: Vector<'a>,
+    landmark: Matrix<'a>,
+    landmark_norm: (Vector<'a>, Vector<'a>),
+    vconv: Vector<'a>,
+    out: Matrix<'a>,
+    out_bias: Vector<'a>,
+    norm1: (Vector<'a>, Vector<'a>),
+    mlp1: Matrix<'a>,
+    mlp1_bias: Vector<'a>,
+    mlp2: Matrix<'a>,
+    mlp2_bias: Vector<'a>,
+    norm2: (Vector<'a>, Vector<'a>),
+}
+
+impl<'a> SoftBlockWeights<'a> {
+    pub fn load(w: &Weights<'a>, dims: &SoftDims, stage: u8, block: u16) -> Result<Self> {
+        let id = |kind| TensorId::new(kind, stage, block);
+        let (c, d, r, k) = (dims.c, dims.d, dims.r, dims.k);
+        let hidden = 4 * c;
+        Ok(SoftBlockWeights {
+            q: w.matrix(id(K::QWeight), &[c, c])?,
+            q_bias: w.vector(id(K::QBias), &[c])?,
+            v: w.matrix(id(K::VWeight), &[c, c])?,
+            v_bias: w.vector(id(K::VBias), &[c])?,
+            landmark: w.matrix(id(K::LandmarkWeight), &[r, r, d, d])?,
+            landmark_norm: (
+                w.vector(id(K::LandmarkNormWeight), &[d])?,
+                w.vector(id(K::LandmarkNormBias), &[d])?,
+            ),
+            vconv: w.vector(id(K::VConvWeight), &[dims.heads, k, k])?,
+            out: w.matrix(id(K::OutWeight), &[c, c])?,
+            out_bias: w.vector(id(K::OutBias), &[c])?,
+            norm1: (w.vector(id(K::Norm1Weight), &[c])?, w.vector(id(K::Norm1Bias), &[c])?),
+            mlp1: w.matrix(id(K::Mlp1Weight), &[c, hidden])?,
+            mlp1_bias: w.vector(id(K::Mlp1Bias), &[hidden])?,
+            mlp2: w.matrix(id(K::Mlp2Weight), &[hidden, c])?,
+            mlp2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
+            norm2: (w.vector(id(K::Norm2Weight), &[c])?, w.vector(id(K::Norm2Bias), &[c])?),
+        })
+    }
+}
+
+/// How the pseudo-inverse of `K2` is formed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct InverseConfig {
+    pub normalized: bool,
+    pub iters: usize,
+    pub stage: u8,
+    pub block: u16,
+}
+
+/// Scaled queries of a tile: `(x·Wq + b) / d^(1/4)`, as the reference divides.
+fn queries(wt: &SoftBlockWeights<'_>, d: usize, x: &[f32], q: &mut [f32]) {
+    linear(&wt.q, Some(&wt.q_bias), x, q);
+    let scale = libm::sqrt(libm::sqrt(d as f64)) as f32;
+    for v in q.iter_mut() {
+        *v /= scale;
+    }
+}
+
+/// Gaussian kernel `exp(-|a - b|²/2)`.
+#[inline]
+fn gaussian(a: &[f32], b: &[f32]) -> f32 {
+    let dist = a.iter().zip(b).fold(0.0f32, |acc, (x, y)| acc + (x - y) * (x - y));
+    libm::expf(-dist / 2.0)
+}
+
+/// `k1[l] = exp(-|q - L_l|²/2)` for every landmark of one head.
+fn kernel_row(q: &[f32], landmarks: &[f32], d: usize, k1: &mut [f32]) {
+    for (kl, l) in k1.iter_mut().zip(landmarks.chunks_exact(d)) {
+        *kl = gaussian(q, l);
+    }
+}
+
+/// Loads tokens `first..first + out.len()/c` of the map into `out`.
+fn load_tokens<E: TokenElem>(map: &[E], first: usize, c: usize, out: &mut [f32]) {
+    if let Some(src) = map.get(first * c..first * c + out.len()) {
+        load_row(src, out);
+    }
+}
+
+/// One SOFT block over the `rows×cols×c` token map, in place.
+pub(crate) fn soft_block<E: TokenElem>(
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    inv: &InverseConfig,
+) -> Result<()> {
+    let mut ar = ar.scope();
+    let lm = ar.alloc::<f32>(dims.m * dims.c)?;
+    let z = ar.alloc::<f32>(dims.m * dims.c)?;
+    landmarks(&mut ar.scope(), map, dims, wt, lm)?;
+    accumulate_kv(&mut ar.scope(), map, dims, wt, lm, z)?;
+    solve(&mut ar.scope(), dims, lm, z, inv)?;
+    emit(&mut ar.scope(), map, dims, wt, lm, z)
+}
+
+/// Landmarks per head, `[head][m][d]`: `r×r` stride-`r` conv of the head's queries
+/// (weights shared by all heads), LayerNorm, exact GELU.
+fn landmarks<E: TokenElem>(
+    ar: &mut Arena<'_>,
+    map: &[E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    lm: &mut [f32],
+) -> Result<()> {
+    let (c, d, r, m) = (dims.c, dims.d, dims.r, dims.m);
+    let xt = ar.alloc::<f32>(TILE * c)?;
+    let qt = ar.alloc::<f32>(TILE * c)?;
+    let lw = dims.landmark_cols();
+    for l in 0..m {
+        let (ly, lx) = (l / lw, l % lw);
+        for head in lm.chunks_exact_mut(m * d) {
+            if let Some(row) = head.get_mut(l * d..l * d + d) {
+                wt.landmark.begin(None, row);
+            }
+        }
+        // Patch positions p = ky·r + kx, in tiles.
+        for p0 in (0..r * r).step_by(TILE) {
+            let count = TILE.min(r * r - p0);
+            for i in 0..count {
+                let (ky, kx) = ((p0 + i) / r, (p0 + i) % r);
+                let t = (ly * r + ky) * dims.cols + lx * r + kx;
+                load_tokens(map, t, c, xt.get_mut(i * c..i * c + c).unwrap_or_default());
+            }
+            let (x, q) = (&xt[..count * c], &mut qt[..count * c]);
+            queries(wt, d, x, q);
+            for (i, qtok) in q.chunks_exact(c).enumerate() {
+                for (qh, head) in qtok.chunks_exact(d).zip(lm.chunks_exact_mut(m * d)) {
+                    let Some(row) = head.get_mut(l * d..l * d + d) else { continue };
+                    for (ci, &v) in qh.iter().enumerate() {
+                        wt.landmark.accumulate((p0 + i) * d + ci, v, row);
+                    }
+                }
+            }
+        }
+        for head in lm.chunks_exact_mut(m * d) {
+            if let Some(row) = head.get_mut(l * d..l * d + d) {
+                wt.landmark.finish(None, row);
+                layer_norm(row, &wt.landmark_norm.0, &wt.landmark_norm.1, SOFT_EPS);
+                for v in row.iter_mut() {
+                    *v = gelu_erf(*v);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pass 1: `S_h = K1_hᵀ · V_h` (`[head][m][d]`), one token row of `K1` at a time.
+fn accumulate_kv<E: TokenElem>(
+    ar: &mut Arena<'_>,
+    map: &[E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    lm: &[f32],
+    s: &mut [f32],
+) -> Result<()> {
+    let (c, d, m, n) = (dims.c, dims.d, dims.m, dims.n());
+    let xt = ar.alloc::<f32>(TILE * c)?;
+    let qt = ar.alloc::<f32>(TILE * c)?;
+    let vt = ar.alloc::<f32>(TILE * c)?;
+    let k1 = ar.alloc::<f32>(m)?;
+    s.fill(0.0);
+    for t0 in (0..n).step_by(TILE) {
+        let len = TILE.min(n - t0) * c;
+        let (x, q, v) = (&mut xt[..len], &mut qt[..len], &mut vt[..len]);
+        load_tokens(map, t0, c, x);
+        queries(wt, d, x, q);
+        linear(&wt.v, Some(&wt.v_bias), x, v);
+        for (qtok, vtok) in q.chunks_exact(c).zip(v.chunks_exact(c)) {
+            let heads = qtok.chunks_exact(d).zip(vtok.chunks_exact(d));
+            for ((qh, vh), (lh, sh)) in heads.zip(lm.chunks_exact(m * d).zip(s.chunks_exact_mut(m * d))) {
+                kernel_row(qh, lh, d, k1);
+                for (&kl, srow) in k1.iter().zip(sh.chunks_exact_mut(d)) {
+                    axpy(srow, kl, vh);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `K2[a][b] = exp(-|L_a - L_b|²/2)` for one head's landmarks.
+fn landmark_kernel(lh: &[f32], d: usize, k2: &mut [f32]) {
+    let m = lh.len() / d.max(1);
+    for (row, la) in k2.chunks_exact_mut(m).zip(lh.chunks_exact(d)) {
+        kernel_row(la, lh, d, row);
+    }
+}
+
+fn max_row_sum(k2: &[f32], m: usize) -> f32 {
+    k2.chunks_exact(m)
+        .map(|row| row.iter().fold(0.0f32, |a, v| a + v))
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Newton–Schulz: `iters` times `V = 2V - (V·P)·V`, exactly the reference's count and order.
+/// `t` is scratch the size of `V`; `row` is scratch of one row.
+fn newton_schulz(v: &mut [f32], p: &[f32], t: &mut [f32], row: &mut [f32], m: usize, iters: usize) {
+    for _ in 0..iters {
+        matmul(v, p, t, m, m);
+        for (trow, vrow) in t.chunks_exact_mut(m).zip(v.chunks_exact(m)) {
+            matmul(trow, v, row, m, m);
+            for ((tr, &vv), &r) in trow.iter_mut().zip(vrow).zip(row.iter()) {
+                *tr = 2.0 * vv - r;
+            }
+        }
+        v.swap_with_slice(t);
+    }
+}
+
+/// Max column sum of `|I - A·B|` (the reference's convergence test for SOFT-Norm).
+fn identity_gap(a: &[f32], b: &[f32], prod: &mut [f32], m: usize) -> f32 {
+    matmul(a, b, prod, m, m);
+    (0..m)
+        .map(|j| {
+            prod.chunks_exact(m).enumerate().fold(0.0f32, |acc, (i, row)| {
+                let e = if i == j { 1.0 } else { 0.0 };
+                acc + libm::fabsf(e - row.get(j).copied().unwrap_or(0.0))
+            })
+        })
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
+/// Per head: `Z_h = pinv(K2_h) · S_h`, written over `S_h`.
+fn solve(
+    ar: &mut Arena<'_>,
+    dims: &SoftDims,
+    lm: &[f32],
+    s: &mut [f32],
+    inv: &InverseConfig,
+) -> Result<()> {
+    let (d, m) = (dims.d, dims.m);
+    let p = ar.alloc::<f32>(m * m)?;
+    let v = ar.alloc::<f32>(m * m)?;
+    let t = ar.alloc::<f32>(m * m)?;
+    let row = ar.alloc::<f32>(m)?;
+    let zt = ar.alloc::<f32>(m * d)?;
+    let heads = || lm.chunks_exact(m * d);
+
+    // SOFT-Norm scales all heads by one alpha, halved until the first step contracts.
+    let mut alpha = 0.0f32;
+    if inv.normalized {
+        let mut max_sum = f32::NEG_INFINITY;
+        for lh in heads() {
+            landmark_kernel(lh, d, p);
+            max_sum = max_sum.max(max_row_sum(p, m));
+        }
+        alpha = 2.0 / (max_sum * max_sum);
+        let gap = |alpha: f32, p: &mut [f32], v: &mut [f32], t: &mut [f32]| {
+            let mut worst = f32::NEG_INFINITY;
+            for lh in heads() {
+                landmark_kernel(lh, d, p);
+                for (vv, &pv) in v.iter_mut().zip(p.iter()) {
+                    *vv = alpha * pv;
+                }
+                worst = worst.max(identity_gap(p, v, t, m));
+            }
+            worst
+        };
+        let mut pnorm = gap(alpha, p, v, t);
+        let mut halvings = 0;
+        while pnorm > 1.01 && halvings < 10 {
+            alpha *= 0.5;
+            pnorm = gap(alpha, p, v, t);
+            halvings += 1;
+        }
+    }
+
+    for (lh, sh) in heads().zip(s.chunks_exact_mut(m * d)) {
+        landmark_kernel(lh, d, p);
+        if inv.normalized {
+            for (vv, &pv) in v.iter_mut().zip(p.iter()) {
+                *vv = alpha * pv;
+            }
+        } else {
+            let max_sum = max_row_sum(p, m);
+            let alpha = 1.8 / (max_sum * max_sum);
+            for (i, prow) in p.chunks_exact_mut(m).enumerate() {
+                if let Some(diag) = prow.get_mut(i) {
+                    *diag += 0.01;
+                }
+            }
+            for (vv, &pv) in v.iter_mut().zip(p.iter()) {
+                *vv = alpha * pv;
+            }
+        }
+        newton_schulz(v, p, t, row, m, inv.iters);
+        if inv.normalized {
+            // Kinv = diag(s)·V·diag(s), s = 1/sqrt(row sums of K2).
+            for (ri, prow) in row.iter_mut().zip(p.chunks_exact(m)) {
+                *ri = 1.0 / libm::sqrtf(prow.iter().fold(0.0f32, |a, x| a + x));
+            }
+            for (vrow, &sa) in v.chunks_exact_mut(m).zip(row.iter()) {
+                for (vv, &sb) in vrow.iter_mut().zip(row.iter()) {
+                    *vv = sa * *vv * sb;
+                }
+            }
+        }
+        if !v.iter().all(|x| x.is_finite()) {
+            return Err(Error::NonFiniteAttention { stage: inv.stage, block: inv.block });
+        }
+        matmul(v, sh, zt, m, d);
+        sh.copy_from_slice(zt);
+    }
+    Ok(())
+}
+
+/// Pass 2, in token order: attention output `K1·Z + vconv(V)`, projection, post-norm MLP,
+/// written over each token. V of the original map is kept for the `k` rows the
+/// depthwise conv can still reach, computed once as each row enters the window.
+fn emit<E: TokenElem>(
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    lm: &[f32],
+    z: &[f32],
+) -> Result<()> {
+    let (c, d, m, k) = (dims.c, dims.d, dims.m, dims.k);
+    let (rows, cols) = (dims.rows, dims.cols);
+    let row_len = cols * c;
+    let ring = ar.alloc::<E>(k * row_len)?;
+    let xt = ar.alloc::<f32>(TILE * c)?;
+    let qt = ar.alloc::<f32>(TILE * c)?;
+    let at = ar.alloc::<f32>(TILE * c)?;
+    let ht = ar.alloc::<f32>(TILE * 4 * c)?;
+    let k1 = ar.alloc::<f32>(m)?;
+    let pad = k / 2;
+
+    let fill_ring = |map: &[E], ring: &mut [E], y: usize, xt: &mut [f32], vt: &mut [f32]| {
+        let slot = (y % k) * row_len;
+        for x0 in (0..cols).step_by(TILE) {
+            let len = TILE.min(cols - x0) * c;
+            load_tokens(map, y * cols + x0, c, &mut xt[..len]);
+            linear(&wt.v, Some(&wt.v_bias), &xt[..len], &mut vt[..len]);
+            if let Some(dst) = ring.get_mut(slot + x0 * c..slot + x0 * c + len) {
+                store_row(&vt[..len], dst);
+            }
+        }
+    };
+    for y in 0..pad.min(rows) {
+        fill_ring(map, ring, y, xt, qt);
+    }
+    for y in 0..rows {
+        if y + pad < rows {
+            fill_ring(map, ring, y + pad, xt, qt);
+        }
+        for x0 in (0..cols).step_by(TILE) {
+            let count = TILE.min(cols - x0);
+            let len = count * c;
+            let (x, q, a, h) = (&mut xt[..len], &mut qt[..len], &mut at[..len], &mut ht[..4 * len]);
+            load_tokens(map, y * cols + x0, c, x);
+            queries(wt, d, x, q);
+            for (i, (qtok, atok)) in q.chunks_exact_mut(c).zip(a.chunks_exact_mut(c)).enumerate() {
+                // K1 row times Z, per head.
+                for ((qh, ah), (lh, zh)) in qtok
+                    .chunks_exact(d)
+                    .zip(atok.chunks_exact_mut(d))
+                    .zip(lm.chunks_exact(m * d).zip(z.chunks_exact(m * d)))
+                {
+                    kernel_row(qh, lh, d, k1);
+                    ah.fill(0.0);
+                    for (&kl, zrow) in k1.iter().zip(zh.chunks_exact(d)) {
+                        axpy(ah, kl, zrow);
+                    }
+                }
+                // Depthwise conv of V, one kernel per head; the query row is free now.
+                let conv = qtok;
+                conv.fill(0.0);
+                let xx = x0 + i;
+                for dy in 0..k {
+                    let Some(yy) = (y + dy).checked_sub(pad).filter(|&v| v < rows) else { continue };
+                    let slot = (yy % k) * row_len;
+                    for dx in 0..k {
+                        let Some(xs) = (xx + dx).checked_sub(pad).filter(|&v| v < cols) else { continue };
+                        let Some(vtok) = ring.get(slot + xs * c..slot + xs * c + c) else { continue };
+                        for (head, (ch, vh)) in conv.chunks_exact_mut(d).zip(vtok.chunks_exact(d)).enumerate() {
+                            let w = wt.vconv.get((head * k + dy) * k + dx);
+                            for (o, v) in ch.iter_mut().zip(vh) {
+                                *o += w * v.load();
+                            }
+                        }
+                    }
+                }
+                for (o, cv) in atok.iter_mut().zip(conv.iter()) {
+                    *o += *cv;
+                }
+            }
+            // Projection, residual, norm1; MLP (tanh GELU), residual, norm2.
+            linear(&wt.out, Some(&wt.out_bias), a, q);
+            for (xtok, otok) in x.chunks_exact_mut(c).zip(q.chunks_exact(c)) {
+                for (xv, ov) in xtok.iter_mut().zip(otok) {
+                    *xv += *ov;
+                }
+                layer_norm(xtok, &wt.norm1.0, &wt.norm1.1, SOFT_EPS);
+            }
+            linear(&wt.mlp1, Some(&wt.mlp1_bias), x, h);
+            for v in h.iter_mut() {
+                *v = gelu_tanh(*v);
+            }
+            linear(&wt.mlp2, Some(&wt.mlp2_bias), h, q);
+            for (xtok, ftok) in x.chunks_exact_mut(c).zip(q.chunks_exact(c)) {
+                for (xv, fv) in xtok.iter_mut().zip(ftok) {
+                    *xv += *fv;
+                }
+                layer_norm(xtok, &wt.norm2.0, &wt.norm2.1, SOFT_EPS);
+            }
+            let first = (y * cols + x0) * c;
+            if let Some(dst) = map.get_mut(first..first + len) {
+                store_row(x, dst);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Shape of the stage-4 softmax blocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stage4Dims {
+    /// Tokens including the class token.
+    pub n: usize,
+    pub c: usize,
+    pub heads: usize,
+    pub hidden: usize,
+}
+
+impl Stage4Dims {
+    pub fn scratch_bytes<E>(&self) -> usize {
+        let (n, c) = (self.n, self.c);
+        2 * bytes_for::<E>(n * c)
+            + 4 * bytes_for::<f32>(TILE * c)
+            + bytes_for::<f32>(TILE * 2 * c)
+            + bytes_for::<f32>(TILE * self.hidden)
+            + bytes_for::<f32>(n)
+    }
+}
+
+/// Weights of one stage-4 block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stage4Weights<'a> {
+    norm1: (Vector<'a>, Vector<'a>),
+    q: Matrix<'a>,
+    q_bias: Vector<'a>,
+    kv: Matrix<'a>,
+    kv_bias: Vector<'a>,
+    proj: Matrix<'a>,
+    proj_bias: Vector<'a>,
+    norm2: (Vector<'a>, Vector<'a>),
+    fc1: Matrix<'a>,
+    fc1_bias: Vector<'a>,
+    fc2: Matrix<'a>,
+    fc2_bias: Vector<'a>,
+}
+
+impl<'a> Stage4Weights<'a> {
+    pub fn load(w: &Weights<'a>, dims: &Stage4Dims, block: u16) -> Result<Self> {
+        let id = |kind| TensorId::new(kind, 4, block);
+        let (c, hid) = (dims.c, dims.hidden);
+        Ok(Stage4Weights {
+            norm1: (w.vector(id(K::Norm1Weight), &[c])?, w.vector(id(K::Norm1Bias), &[c])?),
+            q: w.matrix(id(K::QWeight), &[c, c])?,
+            q_bias: w.vector(id(K::QBias), &[c])?,
+            kv: w.matrix(id(K::KvWeight), &[c, 2 * c])?,
+            kv_bias: w.vector(id(K::KvBias), &[2 * c])?,
+            proj: w.matrix(id(K::OutWeight), &[c, c])?,
+            proj_bias: w.vector(id(K::OutBias), &[c])?,
+            norm2: (w.vector(id(K::Norm2Weight), &[c])?, w.vector(id(K::Norm2Bias), &[c])?),
+            fc1: w.matrix(id(K::Mlp1Weight), &[c, hid])?,
+            fc1_bias: w.vector(id(K::Mlp1Bias), &[hid])?,
+            fc2: w.matrix(id(K::Mlp2Weight), &[hid, c])?,
+            fc2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
+        })
+    }
+}
+
+/// One pre-norm softmax-attention block over `n` tokens (class token first), in place.
+pub(crate) fn stage4_block<E: TokenElem>(
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &Stage4Dims,
+    wt: &Stage4Weights<'_>,
+) -> Result<()> {
+    let (n, c, heads) = (dims.n, dims.c, dims.heads);
+    let d = c / heads.max(1);
+    let mut ar = ar.scope();
+    let keys = ar.alloc::<E>(n * c)?;
+    let values = ar.alloc::<E>(n * c)?;
+    let xt = ar.alloc::<f32>(TILE * c)?;
+    let yt = ar.alloc::<f32>(TILE * c)?;
+    let qt = ar.alloc::<f32>(TILE * c)?;
+    let ot = ar.alloc::<f32>(TILE * c)?;
+    let kvt = ar.alloc::<f32>(TILE * 2 * c)?;
+    let ht = ar.alloc::<f32>(TILE * dims.hidden)?;
+    let scores = ar.alloc::<f32>(n)?;
+    let scale = libm::pow(d as f64, -0.5) as f32;
+
+    let normed = |map: &[E], t0: usize, len: usize, x: &mut [f32], y: &mut [f32]| {
+        load_tokens(map, t0, c, &mut x[..len]);
+        y[..len].copy_from_slice(&x[..len]);
+        for ytok in y[..len].chunks_exact_mut(c) {
+            layer_norm(ytok, &wt.norm1.0, &wt.norm1.1, STAGE4_EPS);
+        }
+    };
+    for t0 in (0..n).step_by(TILE) {
+        let count = TILE.min(n - t0);
+        normed(map, t0, count * c, xt, yt);
+        let kv = &mut kvt[..2 * count * c];
+        linear(&wt.kv, Some(&wt.kv_bias), &yt[..count * c], kv);
+        for (i, tok) in kv.chunks_exact(2 * c).enumerate() {
+            let at = (t0 + i) * c;
+            if let (Some(kd), Some(vd)) = (keys.get_mut(at..at + c), values.get_mut(at..at + c)) {
+                store_row(&tok[..c], kd);
+                store_row(&tok[c..], vd);
+            }
+        }
+    }
+    for t0 in (0..n).step_by(TILE) {
+        let count = TILE.min(n - t0);
+        let len = count * c;
+        normed(map, t0, len, xt, yt);
+        let (x, y, q, o, h) = (&mut xt[..len], &mut yt[..len], &mut qt[..len], &mut ot[..len], &mut ht[..count * dims.hidden]);
+        linear(&wt.q, Some(&wt.q_bias), y, q);
+        for (qtok, otok) in q.chunks_exact(c).zip(o.chunks_exact_mut(c)) {
+            for (head, (qh, oh)) in qtok.chunks_exact(d).zip(otok.chunks_exact_mut(d)).enumerate() {
+                let mut max = f32::NEG_INFINITY;
+                for (sc, ktok) in scores.iter_mut().zip(keys.chunks_exact(c)) {
+                    let kh = ktok.get(head * d..head * d + d).unwrap_or_default();
+                    let dot = qh.iter().zip(kh).fold(0.0f32, |a, (qv, kv)| a + qv * kv.load());
+                    *sc = dot * scale;
+                    max = max.max(*sc);
+                }
+                let mut sum = 0.0f32;
+                for sc in scores.iter_mut() {
+                    *sc = libm::expf(*sc - max);
+                    sum += *sc;
+                }
+                oh.fill(0.0);
+                for (&sc, vtok) in scores.iter().zip(values.chunks_exact(c)) {
+                    let p = sc / sum;
+                    let vh = vtok.get(head * d..head * d + d).unwrap_or_default();
+                    for (ov, vv) in oh.iter_mut().zip(vh) {
+                        *ov += p * vv.load();
+                    }
+                }
+            }
+        }
+        linear(&wt.proj, Some(&wt.proj_bias), o, y);
+        for ((xv, yv), ov) in x.iter_mut().zip(y.iter()).zip(o.iter_mut()) {
+            *xv += *yv;
+            *ov = *xv;
+        }
+        for otok in o.chunks_exact_mut(c) {
+            layer_norm(otok, &wt.norm2.0, &wt.norm2.1, STAGE4_EPS);
+        }
+        linear(&wt.fc1, Some(&wt.fc1_bias), o, h);
+        for v in h.iter_mut() {
+            *v = gelu_erf(*v);
+        }
+        linear(&wt.fc2, Some(&wt.fc2_bias), h, y);
+        for (xv, yv) in x.iter_mut().zip(y.iter()) {
+            *xv += *yv;
+        }
+        if let Some(dst) = map.get_mut(t0 * c..t0 * c + len) {
+            store_row(x, dst);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,507 @@
+//! The model blob: one little-endian byte string a firmware keeps in flash and reads in place.
+//!
+//! Layout (all offsets from the blob's first byte; see `docs/FORMAT.md`):
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 0..64 | header: magic `SOFTMDL\0`, version, section offsets and sizes |
+//! | config | [`ModelConfig`] as 27 `u32` words |
+//! | table | one 40-byte entry per tensor: id, dtype, shape, offset, size, scale offset |
+//! | data | tensor bytes, each tensor 16-byte aligned |
+//! | last 4 | CRC-32 (IEEE) of every byte before it |
+//!
+//! Parsing never copies: tensors are borrowed from the blob, every offset and size is
+//! checked before use, and nothing a corrupt blob holds can make the parser panic.
+
+use core::fmt;
+
+use crate::config::{ModelConfig, CONFIG_WORDS};
+use crate::error::{Error, Result};
+
+/// First eight bytes of every blob.
+pub const MAGIC: [u8; 8] = *b"SOFTMDL\0";
+/// Format version this build reads and writes.
+pub const VERSION: u32 = 1;
+/// Header bytes.
+pub const HEADER_BYTES: usize = 64;
+/// Bytes of one tensor-table entry.
+pub const ENTRY_BYTES: usize = 40;
+/// Alignment of every tensor's data.
+pub const TENSOR_ALIGN: usize = 16;
+const CONFIG_BYTES: usize = CONFIG_WORDS * 4;
+const MAX_RANK: usize = 4;
+
+/// Element type of a stored tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum Dtype {
+    /// IEEE binary32.
+    F32 = 0,
+    /// IEEE binary16 (`half::f16`).
+    F16 = 1,
+    /// Signed 8-bit with one `f32` scale per output channel (last dimension).
+    I8 = 2,
+}
+
+impl Dtype {
+    /// Bytes per element.
+    pub const fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+            Dtype::I8 => 1,
+        }
+    }
+
+    fn from_u8(v: u8) -> Result<Dtype> {
+        match v {
+            0 => Ok(Dtype::F32),
+            1 => Ok(Dtype::F16),
+            2 => Ok(Dtype::I8),
+            _ => Err(Error::CorruptBlob("unknown tensor dtype")),
+        }
+    }
+}
+
+macro_rules! tensor_kinds {
+    ($($(#[$doc:meta])* $name:ident = $code:literal,)*) => {
+        /// What a tensor is; with a stage and block index it names one tensor of the model.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+        #[repr(u16)]
+        #[allow(missing_docs)]
+        pub enum TensorKind { $($(#[$doc])* $name = $code,)* }
+
+        impl TensorKind {
+            fn from_u16(v: u16) -> Option<TensorKind> {
+                match v { $($code => Some(TensorKind::$name),)* _ => None }
+            }
+        }
+    };
+}
+
+tensor_kinds! {
+    /// 3×3 convolution with BatchNorm folded in, `[3, 3, C_in, C_out]`. Stage 0 is the stem
+    /// (block = its conv 0..2), stages 2–4 the patch embeddings.
+    ConvWeight = 1,
+    /// Bias of a folded convolution, `[C_out]`.
+    ConvBias = 2,
+    /// Position embedding, `[G·G, C]` (stage 4: `[1 + G·G, C]`, row 0 for the cls token).
+    PosEmbed = 3,
+    /// Stage-4 class token, `[C]`.
+    ClsToken = 4,
+    /// Query projection, `[C_in, C_out]` (linear weights are stored input-major).
+    QWeight = 10,
+    QBias = 11,
+    /// SOFT value projection.
+    VWeight = 12,
+    VBias = 13,
+    /// Landmark convolution, `[r, r, d, d]` (`[ky, kx, in, out]`), shared by all heads.
+    LandmarkWeight = 14,
+    LandmarkNormWeight = 15,
+    LandmarkNormBias = 16,
+    /// Depthwise V convolution, `[h, k, k]`.
+    VConvWeight = 17,
+    /// Attention output projection (SOFT `mha.ff`, stage-4 `attn.proj`).
+    OutWeight = 18,
+    OutBias = 19,
+    Norm1Weight = 20,
+    Norm1Bias = 21,
+    Norm2Weight = 22,
+    Norm2Bias = 23,
+    /// First MLP layer (SOFT `ff1`, stage-4 `mlp.fc1`).
+    Mlp1Weight = 24,
+    Mlp1Bias = 25,
+    /// Second MLP layer (SOFT `ff2`, stage-4 `mlp.fc2`).
+    Mlp2Weight = 26,
+    Mlp2Bias = 27,
+    /// Stage-4 key and value projection, `[C, 2C]` (keys first).
+    KvWeight = 28,
+    KvBias = 29,
+    FinalNormWeight = 40,
+    FinalNormBias = 41,
+    HeadWeight = 42,
+    HeadBias = 43,
+}
+
+/// One tensor of a model: what it is, in which stage (1–4; 0 for stem and head) and block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct TensorId {
+    /// What the tensor is.
+    pub kind: TensorKind,
+    /// Stage 1–4, or 0 for the stem and the head.
+    pub stage: u8,
+    /// Block within the stage (stem: conv index).
+    pub block: u16,
+}
+
+impl TensorId {
+    /// Builds an id.
+    pub const fn new(kind: TensorKind, stage: u8, block: u16) -> TensorId {
+        TensorId { kind, stage, block }
+    }
+}
+
+/// Prints the reference checkpoint's key for the tensor, so errors point at the checkpoint.
+impl fmt::Display for TensorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use TensorKind::*;
+        let (s, b) = (self.stage, self.block);
+        let wb = |k: TensorKind| match k {
+            ConvWeight | QWeight | VWeight | OutWeight | Norm1Weight | Norm2Weight
+            | Mlp1Weight | Mlp2Weight | KvWeight | LandmarkNormWeight | FinalNormWeight
+            | HeadWeight => "weight",
+            _ => "bias",
+        };
+        let suffix = wb(self.kind);
+        match self.kind {
+            ConvWeight | ConvBias if s == 0 => {
+                write!(f, "patch_embed1.proj.{}.{suffix}", 3 * b)
+            }
+            ConvWeight | ConvBias => write!(f, "patch_embed{s}.proj.0.{suffix}"),
+            PosEmbed => write!(f, "pos_embed{s}"),
+            ClsToken => f.write_str("cls_token"),
+            FinalNormWeight | FinalNormBias => write!(f, "norm.{suffix}"),
+            HeadWeight | HeadBias => write!(f, "head.{suffix}"),
+            kind if s == 4 => {
+                let part = match kind {
+                    QWeight | QBias => "attn.q",
+                    KvWeight | KvBias => "attn.kv",
+                    OutWeight | OutBias => "attn.proj",
+                    Norm1Weight | Norm1Bias => "norm1",
+                    Norm2Weight | Norm2Bias => "norm2",
+                    Mlp1Weight | Mlp1Bias => "mlp.fc1",
+                    Mlp2Weight | Mlp2Bias => "mlp.fc2",
+                    _ => "?",
+                };
+                write!(f, "block4.{b}.{part}.{suffix}")
+            }
+            kind => {
+                let part = match kind {
+                    QWeight | QBias => "mha.W_q",
+                    VWeight | VBias => "mha.W_v",
+                    LandmarkWeight => "mha.attn.Qlandmark_op",
+                    LandmarkNormWeight | LandmarkNormBias => "mha.attn.Qnorm_act.0",
+                    VConvWeight => "mha.attn.conv",
+                    OutWeight | OutBias => "mha.ff",
+                    Norm1Weight | Norm1Bias => "norm1",
+                    Norm2Weight | Norm2Bias => "norm2",
+                    Mlp1Weight | Mlp1Bias => "ff1",
+                    Mlp2Weight | Mlp2Bias => "ff2",
+                    _ => "?",
+                };
+                let suffix = if matches!(kind, LandmarkWeight | VConvWeight) { "weight" } else { suffix };
+                write!(f, "block{s}.{b}.att.{part}.{suffix}")
+            }
+        }
+    }
+}
+
+/// A tensor borrowed from a parsed blob.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    /// Which tensor.
+    pub id: TensorId,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions; only the first `rank` are meaningful.
+    pub shape: [usize; MAX_RANK],
+    /// Number of dimensions.
+    pub rank: usize,
+    /// The elements, little-endian, 16-byte aligned within the blob.
+    pub data: &'a [u8],
+    /// Per-output-channel scales (`I8` only), one `f32` per last-dimension index.
+    pub scales: Option<&'a [u8]>,
+}
+
+impl TensorRef<'_> {
+    /// The meaningful dimensions.
+    pub fn dims(&self) -> &[usize] {
+        self.shape.get(..self.rank).unwrap_or(&[])
+    }
+}
+
+/// A parsed, checksum-verified blob.
+#[derive(Debug, Clone, Copy)]
+pub struct Blob<'a> {
+    bytes: &'a [u8],
+    config: ModelConfig,
+    table: &'a [u8],
+    data_start: usize,
+    data_end: usize,
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Result<u32> {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+        .ok_or(Error::CorruptBlob("field beyond the end"))
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> Result<u16> {
+    bytes
+        .get(at..at + 2)
+        .and_then(|b| b.try_into().ok())
+        .map(u16::from_le_bytes)
+        .ok_or(Error::CorruptBlob("field beyond the end"))
+}
+
+/// `bytes[start..start+len]` if it lies inside `bytes`, without overflow.
+fn section(bytes: &[u8], start: usize, len: usize) -> Option<&[u8]> {
+    bytes.get(start..start.checked_add(len)?)
+}
+
+impl<'a> Blob<'a> {
+    /// Parses and verifies a blob (magic, version, sizes, CRC-32, config).
+    pub fn parse(bytes: &'a [u8]) -> Result<Blob<'a>> {
+        if bytes.len() < HEADER_BYTES + 4 {
+            return Err(Error::BlobTruncated { needed: HEADER_BYTES + 4, got: bytes.len() });
+        }
+        if bytes.get(..8) != Some(&MAGIC[..]) {
+            return Err(Error::BadMagic);
+        }
+        let version = u32_at(bytes, 8)?;
+        if version != VERSION {
+            return Err(Error::UnsupportedVersion(version));
+        }
+        let field = |at: usize| u32_at(bytes, at).map(|v| v as usize);
+        let total = field(40)?;
+        if total > bytes.len() {
+            return Err(Error::BlobTruncated { needed: total, got: bytes.len() });
+        }
+        if total < HEADER_BYTES + 4 {
+            return Err(Error::CorruptBlob("declared length shorter than the header"));
+        }
+        let body = bytes.get(..total - 4).ok_or(Error::CorruptBlob("length"))?;
+        let stored = u32_at(bytes, total - 4)?;
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(Error::ChecksumMismatch { stored, computed });
+        }
+        if field(12)? != HEADER_BYTES {
+            return Err(Error::CorruptBlob("header size"));
+        }
+        if bytes.as_ptr() as usize % 4 != 0 {
+            return Err(Error::BlobMisaligned);
+        }
+        let (config_at, config_len) = (field(16)?, field(20)?);
+        if config_len != CONFIG_BYTES {
+            return Err(Error::CorruptBlob("config size"));
+        }
+        let config_bytes =
+            section(body, config_at, config_len).ok_or(Error::CorruptBlob("config out of range"))?;
+        let mut words = [0u32; CONFIG_WORDS];
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = u32_at(config_bytes, 4 * i)?;
+        }
+        let config = ModelConfig::decode(&words)?;
+
+        let (table_at, count) = (field(24)?, field(28)?);
+        let table_len = count
+            .checked_mul(ENTRY_BYTES)
+            .ok_or(Error::CorruptBlob("tensor count"))?;
+        let table =
+            section(body, table_at, table_len).ok_or(Error::CorruptBlob("table out of range"))?;
+        let (data_start, data_len) = (field(32)?, field(36)?);
+        let data_end = data_start
+            .checked_add(data_len)
+            .filter(|&end| end <= body.len())
+            .ok_or(Error::CorruptBlob("data section out of range"))?;
+        Ok(Blob { bytes: body, config, table, data_start, data_end })
+    }
+
+    /// The model configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Number of tensors in the table.
+    pub fn tensor_count(&self) -> usize {
+        self.table.len() / ENTRY_BYTES
+    }
+
+    /// Bytes of the whole blob, checksum included.
+    pub fn len(&self) -> usize {
+        self.bytes.len() + 4
+    }
+
+    /// Always false: a parsed blob has at least a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The `index`-th table entry, checked.
+    pub fn tensor_at(&self, index: usize) -> Result<TensorRef<'a>> {
+        let at = index.checked_mul(ENTRY_BYTES).ok_or(Error::CorruptBlob("tensor index"))?;
+        let e = section(self.table, at, ENTRY_BYTES).ok_or(Error::CorruptBlob("tensor index"))?;
+        let kind = TensorKind::from_u16(u16_at(e, 0)?)
+            .ok_or(Error::CorruptBlob("unknown tensor kind"))?;
+        let stage = *e.get(2).ok_or(Error::CorruptBlob("entry"))?;
+        let dtype = Dtype::from_u8(*e.get(3).ok_or(Error::CorruptBlob("entry"))?)?;
+        let block = u16_at(e, 4)?;
+        let id = TensorId { kind, stage, block };
+        let rank = usize::from(u16_at(e, 6)?);
+        if !(1..=MAX_RANK).contains(&rank) {
+            return Err(Error::CorruptBlob("tensor rank"));
+        }
+        let mut shape = [1usize; MAX_RANK];
+        let mut numel: usize = 1;
+        for (i, dim) in shape.iter_mut().enumerate().take(rank) {
+            *dim = u32_at(e, 8 + 4 * i)? as usize;
+            numel = numel.checked_mul(*dim).ok_or(Error::CorruptBlob("tensor size"))?;
+        }
+        let offset = u32_at(e, 24)? as usize;
+        let len = u32_at(e, 28)? as usize;
+        if Some(len) != numel.checked_mul(dtype.size()) {
+            return Err(Error::CorruptBlob("tensor byte length disagrees with its shape"));
+        }
+        let data = self.data_slice(offset, len)?;
+        let scale_offset = u32_at(e, 32)? as usize;
+        let scales = match dtype {
+            Dtype::I8 => {
+                let channels = shape.get(rank - 1).copied().unwrap_or(0);
+                Some(self.data_slice(scale_offset, channels * 4)?)
+            }
+            _ if scale_offset != 0 => return Err(Error::CorruptBlob("scales on a float tensor")),
+            _ => None,
+        };
+        Ok(TensorRef { id, dtype, shape, rank, data, scales })
+    }
+
+    fn data_slice(&self, offset: usize, len: usize) -> Result<&'a [u8]> {
+        if offset % TENSOR_ALIGN != 0 || offset < self.data_start {
+            return Err(Error::CorruptBlob("tensor offset misaligned or outside data"));
+        }
+        let end = offset.checked_add(len).ok_or(Error::CorruptBlob("tensor size"))?;
+        if end > self.data_end {
+            return Err(Error::CorruptBlob("tensor extends past the data section"));
+        }
+        self.bytes.get(offset..end).ok_or(Error::CorruptBlob("tensor range"))
+    }
+
+    /// Finds a tensor by id.
+    pub fn tensor(&self, id: TensorId) -> Result<TensorRef<'a>> {
+        for i in 0..self.tensor_count() {
+            let t = self.tensor_at(i)?;
+            if t.id == id {
+                return Ok(t);
+            }
+        }
+        Err(Error::MissingTensor(id))
+    }
+}
+
+/// One tensor to encode with [`encode`].
+#[derive(Debug, Clone, Copy)]
+pub struct TensorSpec<'a> {
+    /// Which tensor.
+    pub id: TensorId,
+    /// Element type of `data`.
+    pub dtype: Dtype,
+    /// Dimensions (1 to 4).
+    pub shape: &'a [usize],
+    /// Little-endian elements.
+    pub data: &'a [u8],
+    /// `I8` only: little-endian `f32` scale per last-dimension index.
+    pub scales: Option<&'a [u8]>,
+}
+
+const fn align_up(n: usize) -> usize {
+    (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN
+}
+
+fn layout(tensors: &[TensorSpec<'_>]) -> (usize, usize, usize) {
+    let table_at = HEADER_BYTES + CONFIG_BYTES;
+    let data_at = align_up(table_at + tensors.len() * ENTRY_BYTES);
+    let mut end = data_at;
+    for t in tensors {
+        end = align_up(end) + t.data.len();
+        if let Some(s) = t.scales {
+            end = align_up(end) + s.len();
+        }
+    }
+    (table_at, data_at, end)
+}
+
+/// Bytes [`encode`] writes for these tensors.
+pub fn encoded_len(tensors: &[TensorSpec<'_>]) -> usize {
+    layout(tensors).2 + 4
+}
+
+/// Writes a blob into `out` (which must be exactly [`encoded_len`] bytes).
+pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) -> Result<()> {
+    config.validate()?;
+    let (table_at, data_at, end) = layout(tensors);
+    let total = end + 4;
+    if out.len() != total || u32::try_from(total).is_err() {
+        return Err(Error::CorruptBlob("output buffer size or blob over 4 GiB"));
+    }
+    out.fill(0);
+    let put = |out: &mut [u8], at: usize, v: u32| {
+        if let Some(dst) = out.get_mut(at..at + 4) {
+            dst.copy_from_slice(&v.to_le_bytes());
+        }
+    };
+    if let Some(m) = out.get_mut(..8) {
+        m.copy_from_slice(&MAGIC);
+    }
+    let header = [
+        (8, VERSION),
+        (12, HEADER_BYTES as u32),
+        (16, HEADER_BYTES as u32),
+        (20, CONFIG_BYTES as u32),
+        (24, table_at as u32),
+        (28, tensors.len() as u32),
+        (32, data_at as u32),
+        (36, (end - data_at) as u32),
+        (40, total as u32),
+    ];
+    for (at, v) in header {
+        put(out, at, v);
+    }
+    for (i, w) in config.encode().iter().enumerate() {
+        put(out, HEADER_BYTES + 4 * i, *w);
+    }
+    let mut cursor = data_at;
+    for (i, t) in tensors.iter().enumerate() {
+        if t.shape.is_empty() || t.shape.len() > MAX_RANK {
+            return Err(Error::TensorMismatch(t.id));
+        }
+        let numel: usize = t.shape.iter().product();
+        if numel * t.dtype.size() != t.data.len() || (t.dtype == Dtype::I8) != t.scales.is_some() {
+            return Err(Error::TensorMismatch(t.id));
+        }
+        let e = table_at + i * ENTRY_BYTES;
+        if let Some(dst) = out.get_mut(e..e + 8) {
+            dst[..2].copy_from_slice(&(t.id.kind as u16).to_le_bytes());
+            dst[2] = t.id.stage;
+            dst[3] = t.dtype as u8;
+            dst[4..6].copy_from_slice(&t.id.block.to_le_bytes());
+            dst[6..8].copy_from_slice(&(t.shape.len() as u16).to_le_bytes());
+        }
+        for (d, &dim) in t.shape.iter().enumerate() {
+            put(out, e + 8 + 4 * d, u32::try_from(dim).map_err(|_| Error::TensorMismatch(t.id))?);
+        }
+        cursor = align_up(cursor);
+        put(out, e + 24, cursor as u32);
+        put(out, e + 28, t.data.len() as u32);
+        if let Some(dst) = out.get_mut(cursor..cursor + t.data.len()) {
+            dst.copy_from_slice(t.data);
+        }
+        cursor += t.data.len();
+        if let Some(s) = t.scales {
+            cursor = align_up(cursor);
+            put(out, e + 32, cursor as u32);
+            if let Some(dst) = out.get_mut(cursor..cursor + s.len()) {
+                dst.copy_from_slice(s);
+            }
+            cursor += s.len();
+        }
+    }
+    let crc = crc32fast::hash(out.get(..end).unwrap_or(&[]));
+    put(out, end, crc);
+    Ok(())
+}

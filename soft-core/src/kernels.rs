@@ -1,0 +1,384 @@
+//! Numeric kernels. Every sum runs in one fixed order (inputs in index order, added to the
+//! output one at a time), the same on every target; loops vectorise across independent
+//! outputs only, never by splitting a sum. No FMA contraction: Rust never fuses `a * b + c`.
+
+use bytemuck::Pod;
+use half::f16;
+
+use crate::weights::{widen, Matrix, MatrixData, Vector};
+
+/// Storage type of token maps and line buffers: f32, or f16 to halve the arena.
+pub trait TokenElem: Pod + Default + core::fmt::Debug {
+    /// Widens to f32 (exact).
+    fn load(self) -> f32;
+    /// Rounds an f32 to this type (round to nearest even).
+    fn store(v: f32) -> Self;
+}
+
+impl TokenElem for f32 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn store(v: f32) -> Self {
+        v
+    }
+}
+
+impl TokenElem for f16 {
+    #[inline(always)]
+    fn load(self) -> f32 {
+        widen(self.to_bits())
+    }
+    #[inline(always)]
+    fn store(v: f32) -> Self {
+        f16::from_f32(v)
+    }
+}
+
+/// Widens `src` into `dst`.
+pub fn load_row<E: TokenElem>(src: &[E], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.load();
+    }
+}
+
+/// Rounds `src` into `dst`.
+pub fn store_row<E: TokenElem>(src: &[f32], dst: &mut [E]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = E::store(*s);
+    }
+}
+
+/// `y += a * x`, elementwise over contiguous outputs.
+#[inline(always)]
+pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    for (yo, xo) in y.iter_mut().zip(x) {
+        *yo += a * *xo;
+    }
+}
+
+impl Matrix<'_> {
+    /// Starts an accumulation of outputs `o`: the bias for float weights, zero for int8
+    /// (whose scale and bias are applied by [`Matrix::finish`]).
+    #[inline]
+    pub fn begin(&self, bias: Option<&Vector<'_>>, out: &mut [f32]) {
+        match (self.data, bias) {
+            (MatrixData::I8 { .. }, _) | (_, None) => out.fill(0.0),
+            (_, Some(b)) => b.read_into(0, out),
+        }
+    }
+
+    /// `out += x * row`, for input row `row` (all outputs).
+    #[inline]
+    pub fn accumulate(&self, row: usize, x: f32, out: &mut [f32]) {
+        let n = self.outputs;
+        let range = row * n..row * n + n;
+        match self.data {
+            MatrixData::F32(w) => {
+                if let Some(w) = w.get(range) {
+                    axpy(out, x, w);
+                }
+            }
+            MatrixData::F16(w) => {
+                if let Some(w) = w.get(range) {
+                    for (o, &h) in out.iter_mut().zip(w) {
+                        *o += x * widen(h);
+                    }
+                }
+            }
+            MatrixData::I8 { q, .. } => {
+                if let Some(q) = q.get(range) {
+                    for (o, &v) in out.iter_mut().zip(q) {
+                        *o += x * f32::from(v);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Completes an accumulation begun with [`Matrix::begin`].
+    #[inline]
+    pub fn finish(&self, bias: Option<&Vector<'_>>, out: &mut [f32]) {
+        if let MatrixData::I8 { scales, .. } = self.data {
+            for (i, (o, s)) in out.iter_mut().zip(scales).enumerate() {
+                *o = bias.map_or(0.0, |b| b.get(i)) + *s * *o;
+            }
+        }
+    }
+}
+
+/// `y[t] = W·x[t] + b` for every token `t` of a tile (`x`: tokens × inputs, `y`: tokens ×
+/// outputs). Each weight row is read once per tile and applied to all its tokens.
+pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32]) {
+    let (ni, no) = (w.inputs, w.outputs);
+    if ni == 0 || no == 0 {
+        return;
+    }
+    let tokens = (x.len() / ni).min(y.len() / no);
+    let (x, y) = (x.get(..tokens * ni).unwrap_or(&[]), y.get_mut(..tokens * no).unwrap_or(&mut []));
+    for yt in y.chunks_exact_mut(no) {
+        w.begin(bias, yt);
+    }
+    for i in 0..ni {
+        for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
+            if let Some(&xi) = xt.get(i) {
+                w.accumulate(i, xi, yt);
+            }
+        }
+    }
+    for yt in y.chunks_exact_mut(no) {
+        w.finish(bias, yt);
+    }
+}
+
+/// LayerNorm of one token in place: `(x - mean) / sqrt(var + eps) * w + b`.
+pub fn layer_norm(x: &mut [f32], w: &Vector<'_>, b: &Vector<'_>, eps: f32) {
+    if x.is_empty() {
+        return;
+    }
+    let n = x.len() as f32;
+    let mean = x.iter().fold(0.0f32, |a, v| a + v) / n;
+    let var = x.iter().fold(0.0f32, |a, v| a + (v - mean) * (v - mean)) / n;
+    let rstd = 1.0 / libm::sqrtf(var + eps);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (*v - mean) * rstd * w.get(i) + b.get(i);
+    }
+}
+
+/// Exact GELU, `x/2 · (1 + erf(x/√2))`, as PyTorch's `nn.GELU()`.
+#[inline]
+pub fn gelu_erf(x: f32) -> f32 {
+    x * 0.5 * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// The SOFT blocks' tanh GELU, `x/2 · (1 + tanh(√(2/π)(x + 0.044715 x³)))`.
+#[inline]
+pub fn gelu_tanh(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + libm::tanhf(SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))))
+}
+
+/// `c = a · b` with `a`: n×k, `b`: k×m, `c`: n×m, row-major; sums over `k` in order.
+pub fn matmul(a: &[f32], b: &[f32], c: &mut [f32], k: usize, m: usize) {
+    if k == 0 || m == 0 {
+        return;
+    }
+    for (arow, crow) in a.chunks_exact(k).zip(c.chunks_exact_mut(m)) {
+        crow.fill(0.0);
+        for (&aik, brow) in arow.iter().zip(b.chunks_exact(m)) {
+            axpy(crow, aik, brow);
+        }
+    }
+}
+
+/// One output row of a 3×3, pad-1 convolution (+ folded BatchNorm bias) and ReLU.
+///
+/// `rows` are the input rows `y·stride - 1 ..= y·stride + 1` (`None` outside the image), each
+/// `in_w × cin` channel-last; `out` is `out_w × cout`; `w` is `[3, 3, cin, cout]`.
+pub fn conv3x3_relu_row<E: TokenElem>(
+    rows: [Option<&[E]>; 3],
+    cin: usize,
+    stride: usize,
+    w: &Matrix<'_>,
+    bias: &Vector<'_>,
+    out: &mut [f32],
+) {
+    let cout = w.outputs;
+    if cout == 0 || cin == 0 {
+        return;
+    }
+    for (ox, o) in out.chunks_exact_mut(cout).enumerate() {
+        w.begin(Some(bias), o);
+        for (ky, row) in rows.iter().enumerate() {
+            let Some(row) = row else { continue };
+            for kx in 0..3 {
+                let Some(ix) = (ox * stride + kx).checked_sub(1) else { continue };
+                let Some(px) = row.get(ix * cin..ix * cin + cin) else { continue };
+                let base = (ky * 3 + kx) * cin;
+                for (ci, v) in px.iter().enumerate() {
+                    w.accumulate(base + ci, v.load(), o);
+                }
+            }
+        }
+        w.finish(Some(bias), o);
+        for v in o.iter_mut() {
+            *v = v.max(0.0);
+        }
+    }
+}
+
+/// Source taps of PyTorch's bilinear resize (`align_corners=False`) along one axis:
+/// `(i0, i1, w0, w1)` with `out = w0·in[i0] + w1·in[i1]`.
+pub fn bilinear_taps(dst: usize, src_len: usize, dst_len: usize) -> (usize, usize, f32, f32) {
+    let scale = src_len as f32 / dst_len as f32;
+    let real = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+    let i0 = (real as usize).min(src_len.saturating_sub(1));
+    let i1 = if i0 + 1 < src_len { i0 + 1 } else { i0 };
+    let w1 = real - i0 as f32;
+    (i0, i1, 1.0 - w1, w1)
+}
+
+/// `out += ` the `G×G` grid `grid` (rows of `out.len()` channels starting at grid row
+/// `first_row`) resampled at token `(y, x)` of an `h×w` map.
+#[allow(clippy::too_many_arguments)]
+pub fn add_resampled(
+    grid: &Vector<'_>,
+    first_row: usize,
+    g: usize,
+    h: usize,
+    w: usize,
+    y: usize,
+    x: usize,
+    out: &mut [f32],
+) {
+    let c = out.len();
+    let (y0, y1, wy0, wy1) = bilinear_taps(y, g, h);
+    let (x0, x1, wx0, wx1) = bilinear_taps(x, g, w);
+    let at = |gy: usize, gx: usize, ch: usize| grid.get((first_row + gy * g + gx) * c + ch);
+    for (ch, o) in out.iter_mut().enumerate() {
+        let top = wx0 * at(y0, x0, ch) + wx1 * at(y0, x1, ch);
+        let bottom = wx0 * at(y1, x0, ch) + wx1 * at(y1, x1, ch);
+        *o += wy0 * top + wy1 * bottom;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn linear_f64(w: &[f32], b: &[f32], x: &[f32], ni: usize, no: usize) -> Vec<f64> {
+        (0..no)
+            .map(|o| {
+                f64::from(b[o])
+                    + (0..ni).map(|i| f64::from(x[i]) * f64::from(w[i * no + o])).sum::<f64>()
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn linear_matches_f64(ni in 1usize..40, no in 1usize..40, tokens in 1usize..5, seed in any::<u64>()) {
+            let mut s = seed;
+            let mut rnd = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
+            let w: Vec<f32> = (0..ni * no).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..no).map(|_| rnd()).collect();
+            let x: Vec<f32> = (0..ni * tokens).map(|_| rnd()).collect();
+            let m = Matrix { inputs: ni, outputs: no, data: MatrixData::F32(&w) };
+            let mut y = vec![0.0; no * tokens];
+            linear(&m, Some(&Vector::F32(&b)), &x, &mut y);
+            for t in 0..tokens {
+                let want = linear_f64(&w, &b, &x[t * ni..][..ni], ni, no);
+                for o in 0..no {
+                    prop_assert!((f64::from(y[t * no + o]) - want[o]).abs() < 1e-5 * (ni as f64 + 1.0));
+                }
+            }
+            // f16 and int8 storage agree with f32 weights of the same values.
+            let wh: Vec<u16> = w.iter().map(|v| f16::from_f32(*v).to_bits()).collect();
+            let wr: Vec<f32> = wh.iter().map(|h| widen(*h)).collect();
+            let mh = Matrix { inputs: ni, outputs: no, data: MatrixData::F16(&wh) };
+            let mr = Matrix { inputs: ni, outputs: no, data: MatrixData::F32(&wr) };
+            let (mut y1, mut y2) = (vec![0.0; no * tokens], vec![0.0; no * tokens]);
+            linear(&mh, Some(&Vector::F32(&b)), &x, &mut y1);
+            linear(&mr, Some(&Vector::F32(&b)), &x, &mut y2);
+            prop_assert_eq!(&y1, &y2);
+            let q: Vec<i8> = (0..ni * no).map(|i| (i % 255) as i8).collect();
+            let scales: Vec<f32> = (0..no).map(|o| 0.01 * (o + 1) as f32).collect();
+            let mq = Matrix { inputs: ni, outputs: no, data: MatrixData::I8 { q: &q, scales: &scales } };
+            linear(&mq, Some(&Vector::F32(&b)), &x, &mut y1);
+            for t in 0..tokens {
+                for o in 0..no {
+                    let want = f64::from(b[o]) + f64::from(scales[o]) * (0..ni).map(|i| f64::from(x[t * ni + i]) * f64::from(q[i * no + o])).sum::<f64>();
+                    prop_assert!((f64::from(y1[t * no + o]) - want).abs() < 1e-4 * (ni as f64 + 1.0));
+                }
+            }
+        }
+
+        #[test]
+        fn layer_norm_matches_f64(x in prop::collection::vec(-100.0f32..100.0, 2..64)) {
+            let n = x.len();
+            let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * -0.02).collect();
+            let mut y = x.clone();
+            layer_norm(&mut y, &Vector::F32(&w), &Vector::F32(&b), 1e-5);
+            let mean = x.iter().map(|v| f64::from(*v)).sum::<f64>() / n as f64;
+            let var = x.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n as f64;
+            for i in 0..n {
+                let want = (f64::from(x[i]) - mean) / (var + 1e-5).sqrt() * f64::from(w[i]) + f64::from(b[i]);
+                prop_assert!((f64::from(y[i]) - want).abs() < 2e-4, "{} vs {}", y[i], want);
+            }
+        }
+    }
+
+    #[test]
+    fn gelus_match_f64() {
+        for i in -4000..4000 {
+            let x = i as f32 * 0.0025;
+            let xd = f64::from(x);
+            let erf = 0.5 * xd * (1.0 + libm::erf(xd / 2f64.sqrt()));
+            let tanh = 0.5
+                * xd
+                * (1.0
+                    + ((2.0 / core::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+            assert!((f64::from(gelu_erf(x)) - erf).abs() <= 1e-6 * (1.0 + erf.abs()), "{x}");
+            assert!((f64::from(gelu_tanh(x)) - tanh).abs() <= 1e-6 * (1.0 + tanh.abs()), "{x}");
+        }
+    }
+
+    #[test]
+    fn matmul_matches_f64() {
+        let (n, k, m) = (5, 7, 3);
+        let a: Vec<f32> = (0..n * k).map(|i| (i as f32 * 0.37).sin()).collect();
+        let b: Vec<f32> = (0..k * m).map(|i| (i as f32 * 0.11).cos()).collect();
+        let mut c = vec![0.0; n * m];
+        matmul(&a, &b, &mut c, k, m);
+        for i in 0..n {
+            for j in 0..m {
+                let want: f64 = (0..k).map(|l| f64::from(a[i * k + l]) * f64::from(b[l * m + j])).sum();
+                assert!((f64::from(c[i * m + j]) - want).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn conv_row_matches_f64() {
+        let (cin, cout, in_w, stride) = (3, 4, 7, 2);
+        let out_w = (in_w - 1) / stride + 1;
+        let w: Vec<f32> = (0..9 * cin * cout).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let b: Vec<f32> = (0..cout).map(|i| i as f32 * 0.05 - 0.1).collect();
+        let img: Vec<Vec<f32>> = (0..3).map(|r| (0..in_w * cin).map(|i| ((i + r * 5) as f32 * 0.3).sin()).collect()).collect();
+        let m = Matrix { inputs: 9 * cin, outputs: cout, data: MatrixData::F32(&w) };
+        let mut out = vec![0.0; out_w * cout];
+        // Top row missing: the first output row of an image.
+        conv3x3_relu_row::<f32>([None, Some(&img[1]), Some(&img[2])], cin, stride, &m, &Vector::F32(&b), &mut out);
+        for ox in 0..out_w {
+            for co in 0..cout {
+                let mut acc = f64::from(b[co]);
+                for ky in 1..3 {
+                    for kx in 0..3 {
+                        let ix = (ox * stride + kx) as isize - 1;
+                        if ix < 0 || ix >= in_w as isize { continue; }
+                        for ci in 0..cin {
+                            acc += f64::from(img[ky][ix as usize * cin + ci]) * f64::from(w[((ky * 3 + kx) * cin + ci) * cout + co]);
+                        }
+                    }
+                }
+                assert!((f64::from(out[ox * cout + co]) - acc.max(0.0)).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn bilinear_taps_follow_pytorch() {
+        // Identity when sizes agree.
+        assert_eq!(bilinear_taps(3, 7, 7), (3, 4, 1.0, 0.0));
+        // 2 -> 4 upsampling: source coords -0.25 (clamped), 0.25, 0.75, 1.25.
+        assert_eq!(bilinear_taps(0, 2, 4), (0, 1, 1.0, 0.0));
+        assert_eq!(bilinear_taps(1, 2, 4), (0, 1, 0.75, 0.25));
+        assert_eq!(bilinear_taps(3, 2, 4), (1, 1, 0.75, 0.25));
+        // 56 -> 16 downsampling: 3.5 * 0.5 - 0.5 = 1.25.
+        assert_eq!(bilinear_taps(0, 56, 16), (1, 2, 0.75, 0.25));
+    }
+}
