@@ -7,7 +7,8 @@ use crate::arena::{bytes_for, Arena};
 use crate::error::{Error, Result};
 use crate::format::{TensorId, TensorKind as K};
 use crate::kernels::{
-    axpy, gelu_erf, gelu_tanh, layer_norm, linear, load_row, matmul, store_row, TokenElem,
+    axpy, gelu_erf, gelu_tanh, identity_gap, kernel_row, landmark_kernel, layer_norm, linear,
+    load_row, matmul, max_row_sum, newton_schulz, store_row, TokenElem,
 };
 use crate::weights::{Matrix, Vector, Weights};
 
@@ -124,20 +125,6 @@ fn queries(wt: &SoftBlockWeights<'_>, d: usize, x: &[f32], q: &mut [f32]) {
     }
 }
 
-/// Gaussian kernel `exp(-|a - b|²/2)`.
-#[inline]
-fn gaussian(a: &[f32], b: &[f32]) -> f32 {
-    let dist = a.iter().zip(b).fold(0.0f32, |acc, (x, y)| acc + (x - y) * (x - y));
-    libm::expf(-dist / 2.0)
-}
-
-/// `k1[l] = exp(-|q - L_l|²/2)` for every landmark of one head.
-fn kernel_row(q: &[f32], landmarks: &[f32], d: usize, k1: &mut [f32]) {
-    for (kl, l) in k1.iter_mut().zip(landmarks.chunks_exact(d)) {
-        *kl = gaussian(q, l);
-    }
-}
-
 /// Loads tokens `first..first + out.len()/c` of the map into `out`.
 fn load_tokens<E: TokenElem>(map: &[E], first: usize, c: usize, out: &mut [f32]) {
     if let Some(src) = map.get(first * c..first * c + out.len()) {
@@ -246,48 +233,6 @@ fn accumulate_kv<E: TokenElem>(
         }
     }
     Ok(())
-}
-
-/// `K2[a][b] = exp(-|L_a - L_b|²/2)` for one head's landmarks.
-fn landmark_kernel(lh: &[f32], d: usize, k2: &mut [f32]) {
-    let m = lh.len() / d.max(1);
-    for (row, la) in k2.chunks_exact_mut(m).zip(lh.chunks_exact(d)) {
-        kernel_row(la, lh, d, row);
-    }
-}
-
-fn max_row_sum(k2: &[f32], m: usize) -> f32 {
-    k2.chunks_exact(m)
-        .map(|row| row.iter().fold(0.0f32, |a, v| a + v))
-        .fold(f32::NEG_INFINITY, f32::max)
-}
-
-/// Newton–Schulz: `iters` times `V = 2V - (V·P)·V`, exactly the reference's count and order.
-/// `t` is scratch the size of `V`; `row` is scratch of one row.
-fn newton_schulz(v: &mut [f32], p: &[f32], t: &mut [f32], row: &mut [f32], m: usize, iters: usize) {
-    for _ in 0..iters {
-        matmul(v, p, t, m, m);
-        for (trow, vrow) in t.chunks_exact_mut(m).zip(v.chunks_exact(m)) {
-            matmul(trow, v, row, m, m);
-            for ((tr, &vv), &r) in trow.iter_mut().zip(vrow).zip(row.iter()) {
-                *tr = 2.0 * vv - r;
-            }
-        }
-        v.swap_with_slice(t);
-    }
-}
-
-/// Max column sum of `|I - A·B|` (the reference's convergence test for SOFT-Norm).
-fn identity_gap(a: &[f32], b: &[f32], prod: &mut [f32], m: usize) -> f32 {
-    matmul(a, b, prod, m, m);
-    (0..m)
-        .map(|j| {
-            prod.chunks_exact(m).enumerate().fold(0.0f32, |acc, (i, row)| {
-                let e = if i == j { 1.0 } else { 0.0 };
-                acc + libm::fabsf(e - row.get(j).copied().unwrap_or(0.0))
-            })
-        })
-        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Per head: `Z_h = pinv(K2_h) · S_h`, written over `S_h`.
