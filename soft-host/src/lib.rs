@@ -1,1 +1,8 @@
-//! placeholder until the converter lands
+//! Host side of `soft`: read checkpoints, convert them to model blobs, and run them.
+
+pub mod checkpoint;
+pub mod convert;
+pub mod npy;
+
+pub use checkpoint::{HostTensor, TensorMap};
+pub use convert::{build_blob, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions, WeightDtype};

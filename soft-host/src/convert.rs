@@ -1,0 +1,464 @@
+//! Checkpoint → model blob: infer the architecture from tensor shapes, fold BatchNorm into
+//! the convolutions, lay weights out input-major, and store them as f32, f16 or int8.
+
+use std::collections::BTreeSet;
+
+use anyhow::{bail, ensure, Context, Result};
+use soft_core::format::{self, Dtype, TensorId, TensorKind as K, TensorSpec};
+use soft_core::ModelConfig;
+
+use crate::checkpoint::{HostTensor, TensorMap};
+
+/// What the tensor shapes cannot tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ArchOptions {
+    /// SOFT-Norm attention.
+    pub normalized: bool,
+    /// Newton–Schulz iterations.
+    pub newton_iters: usize,
+    /// Stage-4 heads; default: stage-4 width / stage-3 head dim.
+    pub stage4_heads: Option<usize>,
+}
+
+impl Default for ArchOptions {
+    fn default() -> Self {
+        ArchOptions { normalized: false, newton_iters: 20, stage4_heads: None }
+    }
+}
+
+/// Storage type of the weight matrices in the blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// Everything f32.
+    F32,
+    /// Everything f16.
+    F16,
+    /// Matrices int8 with per-output-channel f32 scales; vectors f16.
+    I8,
+}
+
+fn get<'a>(map: &'a TensorMap, key: &str) -> Result<&'a HostTensor> {
+    map.get(key).with_context(|| format!("checkpoint lacks tensor {key}"))
+}
+
+fn shape<'a>(map: &'a TensorMap, key: &str) -> Result<&'a [usize]> {
+    Ok(&get(map, key)?.shape)
+}
+
+fn dim(map: &TensorMap, key: &str, i: usize) -> Result<usize> {
+    shape(map, key)?
+        .get(i)
+        .copied()
+        .with_context(|| format!("tensor {key} has too few dimensions"))
+}
+
+/// Reads the architecture off the tensor shapes.
+pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> {
+    let mut cfg = ModelConfig::preset("soft_tiny").context("preset")?;
+    cfg.stem_width = dim(map, "patch_embed1.proj.0.weight", 0)?;
+    cfg.embed_dims[0] = dim(map, "patch_embed1.proj.6.weight", 0)?;
+    for s in 1..4 {
+        cfg.embed_dims[s] = dim(map, &format!("patch_embed{}.proj.0.weight", s + 1), 0)?;
+    }
+    for s in 0..4 {
+        let prefix = format!("block{}.", s + 1);
+        let blocks: BTreeSet<usize> = map
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse().ok())
+            .collect();
+        cfg.depths[s] = blocks.len();
+        if blocks.iter().enumerate().any(|(i, &b)| i != b) {
+            bail!("stage {} blocks are not numbered 0..{}", s + 1, blocks.len());
+        }
+        let pos = shape(map, &format!("pos_embed{}", s + 1))?;
+        let cells = pos.get(1).copied().unwrap_or(0).saturating_sub(usize::from(s == 3));
+        let g = (cells as f64).sqrt().round() as usize;
+        ensure!(g * g == cells && g > 0, "pos_embed{} does not hold a square grid", s + 1);
+        cfg.pos_grids[s] = g;
+    }
+    let mut d3 = 0;
+    for s in 0..3 {
+        ensure!(cfg.depths[s] > 0, "stage {} has no blocks: its head size cannot be inferred", s + 1);
+        let lm = format!("block{}.0.att.mha.attn.Qlandmark_op.weight", s + 1);
+        let d = dim(map, &lm, 0)?;
+        ensure!(d > 0 && cfg.embed_dims[s] % d == 0, "{lm}: head dim {d} does not divide width");
+        cfg.heads[s] = cfg.embed_dims[s] / d;
+        cfg.landmark_ratios[s] = dim(map, &lm, 2)?;
+        cfg.vconv_sizes[s] = dim(map, &format!("block{}.0.att.mha.attn.conv.weight", s + 1), 2)?;
+        d3 = d;
+    }
+    cfg.heads[3] = match opts.stage4_heads {
+        Some(h) => h,
+        None => {
+            ensure!(cfg.embed_dims[3] % d3 == 0, "stage-4 width is not a multiple of the head dim; pass the stage-4 heads");
+            cfg.embed_dims[3] / d3
+        }
+    };
+    cfg.stage4_mlp_hidden = if cfg.depths[3] > 0 { dim(map, "block4.0.mlp.fc1.weight", 0)? } else { 4 * cfg.embed_dims[3] };
+    cfg.num_classes = dim(map, "head.weight", 0)?;
+    cfg.newton_iters = opts.newton_iters;
+    cfg.normalized = opts.normalized;
+    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(cfg)
+}
+
+/// A tensor ready for the blob: logical values in blob layout.
+struct Prepared {
+    id: TensorId,
+    shape: Vec<usize>,
+    values: Vec<f32>,
+    /// Matrices may be quantised; vectors never are.
+    matrix: bool,
+}
+
+fn expect_shape(map: &TensorMap, key: &str, want: &[usize]) -> Result<Vec<f32>> {
+    let t = get(map, key)?;
+    let numel: usize = want.iter().product();
+    ensure!(
+        t.data.len() == numel && t.shape.iter().product::<usize>() == numel,
+        "tensor {key} has shape {:?}, expected {want:?}",
+        t.shape
+    );
+    if t.shape != want {
+        bail!("tensor {key} has shape {:?}, expected {want:?}", t.shape);
+    }
+    Ok(t.data.clone())
+}
+
+/// `[out, in]` → `[in, out]`.
+fn transpose(w: &[f32], out: usize, inp: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for o in 0..out {
+        for i in 0..inp {
+            t[i * out + o] = w[o * inp + i];
+        }
+    }
+    t
+}
+
+/// `[co, ci, kh, kw]` → `[kh, kw, ci, co]`.
+fn conv_layout(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for o in 0..co {
+        for i in 0..ci {
+            for ky in 0..k {
+                for kx in 0..k {
+                    t[((ky * k + kx) * ci + i) * co + o] = w[((o * ci + i) * k + ky) * k + kx];
+                }
+            }
+        }
+    }
+    t
+}
+
+fn linear(map: &TensorMap, key: &str, id: (TensorId, TensorId), inp: usize, out: usize) -> Result<[Prepared; 2]> {
+    let w = expect_shape(map, &format!("{key}.weight"), &[out, inp])?;
+    let b = expect_shape(map, &format!("{key}.bias"), &[out])?;
+    Ok([
+        Prepared { id: id.0, shape: vec![inp, out], values: transpose(&w, out, inp), matrix: true },
+        Prepared { id: id.1, shape: vec![out], values: b, matrix: false },
+    ])
+}
+
+fn vector(map: &TensorMap, key: &str, id: TensorId, n: usize) -> Result<Prepared> {
+    Ok(Prepared { id, shape: vec![n], values: expect_shape(map, key, &[n])?, matrix: false })
+}
+
+/// Conv + BatchNorm (eps 1e-5) folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β`, in f64.
+fn folded_conv(map: &TensorMap, conv: &str, bn: &str, stage: u8, block: u16, ci: usize, co: usize) -> Result<[Prepared; 2]> {
+    let w = expect_shape(map, &format!("{conv}.weight"), &[co, ci, 3, 3])?;
+    let b = expect_shape(map, &format!("{conv}.bias"), &[co])?;
+    let gamma = expect_shape(map, &format!("{bn}.weight"), &[co])?;
+    let beta = expect_shape(map, &format!("{bn}.bias"), &[co])?;
+    let mean = expect_shape(map, &format!("{bn}.running_mean"), &[co])?;
+    let var = expect_shape(map, &format!("{bn}.running_var"), &[co])?;
+    let scale: Vec<f64> =
+        (0..co).map(|o| f64::from(gamma[o]) / (f64::from(var[o]) + 1e-5).sqrt()).collect();
+    let fw: Vec<f32> = w
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| (f64::from(v) * scale[i / (ci * 9)]) as f32)
+        .collect();
+    let fb: Vec<f32> = (0..co)
+        .map(|o| ((f64::from(b[o]) - f64::from(mean[o])) * scale[o] + f64::from(beta[o])) as f32)
+        .collect();
+    Ok([
+        Prepared {
+            id: TensorId::new(K::ConvWeight, stage, block),
+            shape: vec![3, 3, ci, co],
+            values: conv_layout(&fw, co, ci, 3),
+            matrix: true,
+        },
+        Prepared { id: TensorId::new(K::ConvBias, stage, block), shape: vec![co], values: fb, matrix: false },
+    ])
+}
+
+fn prepare(map: &TensorMap, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
+    let mut out = Vec::new();
+    let id = TensorId::new;
+    let c = cfg.embed_dims;
+    let sw = cfg.stem_width;
+    for (layer, (ci, co)) in [(3, sw), (sw, sw), (sw, c[0])].into_iter().enumerate() {
+        let conv = format!("patch_embed1.proj.{}", 3 * layer);
+        let bn = format!("patch_embed1.proj.{}", 3 * layer + 1);
+        out.extend(folded_conv(map, &conv, &bn, 0, layer as u16, ci, co)?);
+    }
+    for s in 0..4 {
+        let st = s as u8 + 1;
+        if s > 0 {
+            let p = format!("patch_embed{st}.proj");
+            out.extend(folded_conv(map, &format!("{p}.0"), &format!("{p}.1"), st, 0, c[s - 1], c[s])?);
+        }
+        let g = cfg.pos_grids[s];
+        let rows = g * g + usize::from(s == 3);
+        out.push(Prepared {
+            id: id(K::PosEmbed, st, 0),
+            shape: vec![rows, c[s]],
+            values: expect_shape(map, &format!("pos_embed{st}"), &[1, rows, c[s]])?,
+            matrix: false,
+        });
+    }
+    out.push(Prepared {
+        id: id(K::ClsToken, 4, 0),
+        shape: vec![c[3]],
+        values: expect_shape(map, "cls_token", &[1, 1, c[3]])?,
+        matrix: false,
+    });
+    for s in 0..3 {
+        let st = s as u8 + 1;
+        let (cs, d, r, k, h) = (c[s], cfg.head_dim(s), cfg.landmark_ratios[s], cfg.vconv_sizes[s], cfg.heads[s]);
+        for b in 0..cfg.depths[s] {
+            let bi = b as u16;
+            let i = |kind| id(kind, st, bi);
+            let p = format!("block{st}.{b}.att");
+            out.extend(linear(map, &format!("{p}.mha.W_q"), (i(K::QWeight), i(K::QBias)), cs, cs)?);
+            out.extend(linear(map, &format!("{p}.mha.W_v"), (i(K::VWeight), i(K::VBias)), cs, cs)?);
+            let lw = expect_shape(map, &format!("{p}.mha.attn.Qlandmark_op.weight"), &[d, d, r, r])?;
+            out.push(Prepared { id: i(K::LandmarkWeight), shape: vec![r, r, d, d], values: conv_layout(&lw, d, d, r), matrix: true });
+            out.push(vector(map, &format!("{p}.mha.attn.Qnorm_act.0.weight"), i(K::LandmarkNormWeight), d)?);
+            out.push(vector(map, &format!("{p}.mha.attn.Qnorm_act.0.bias"), i(K::LandmarkNormBias), d)?);
+            out.push(Prepared {
+                id: i(K::VConvWeight),
+                shape: vec![h, k, k],
+                values: expect_shape(map, &format!("{p}.mha.attn.conv.weight"), &[h, 1, k, k])?,
+                matrix: false,
+            });
+            out.extend(linear(map, &format!("{p}.mha.ff"), (i(K::OutWeight), i(K::OutBias)), cs, cs)?);
+            out.push(vector(map, &format!("{p}.norm1.weight"), i(K::Norm1Weight), cs)?);
+            out.push(vector(map, &format!("{p}.norm1.bias"), i(K::Norm1Bias), cs)?);
+            out.extend(linear(map, &format!("{p}.ff1"), (i(K::Mlp1Weight), i(K::Mlp1Bias)), cs, 4 * cs)?);
+            out.extend(linear(map, &format!("{p}.ff2"), (i(K::Mlp2Weight), i(K::Mlp2Bias)), 4 * cs, cs)?);
+            out.push(vector(map, &format!("{p}.norm2.weight"), i(K::Norm2Weight), cs)?);
+            out.push(vector(map, &format!("{p}.norm2.bias"), i(K::Norm2Bias), cs)?);
+        }
+    }
+    let (c4, hid) = (c[3], cfg.stage4_mlp_hidden);
+    for b in 0..cfg.depths[3] {
+        let i = |kind| id(kind, 4, b as u16);
+        let p = format!("block4.{b}");
+        out.push(vector(map, &format!("{p}.norm1.weight"), i(K::Norm1Weight), c4)?);
+        out.push(vector(map, &format!("{p}.norm1.bias"), i(K::Norm1Bias), c4)?);
+        out.extend(linear(map, &format!("{p}.attn.q"), (i(K::QWeight), i(K::QBias)), c4, c4)?);
+        out.extend(linear(map, &format!("{p}.attn.kv"), (i(K::KvWeight), i(K::KvBias)), c4, 2 * c4)?);
+        out.extend(linear(map, &format!("{p}.attn.proj"), (i(K::OutWeight), i(K::OutBias)), c4, c4)?);
+        out.push(vector(map, &format!("{p}.norm2.weight"), i(K::Norm2Weight), c4)?);
+        out.push(vector(map, &format!("{p}.norm2.bias"), i(K::Norm2Bias), c4)?);
+        out.extend(linear(map, &format!("{p}.mlp.fc1"), (i(K::Mlp1Weight), i(K::Mlp1Bias)), c4, hid)?);
+        out.extend(linear(map, &format!("{p}.mlp.fc2"), (i(K::Mlp2Weight), i(K::Mlp2Bias)), hid, c4)?);
+    }
+    out.push(vector(map, "norm.weight", id(K::FinalNormWeight, 0, 0), c4)?);
+    out.push(vector(map, "norm.bias", id(K::FinalNormBias, 0, 0), c4)?);
+    out.extend(linear(map, "head", (id(K::HeadWeight, 0, 0), id(K::HeadBias, 0, 0)), c4, cfg.num_classes)?);
+    Ok(out)
+}
+
+/// Symmetric per-output-channel int8 of an input-major `[.., out]` matrix.
+fn quantize(values: &[f32], outputs: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut amax = vec![0.0f32; outputs];
+    for row in values.chunks_exact(outputs) {
+        for (a, v) in amax.iter_mut().zip(row) {
+            *a = a.max(v.abs());
+        }
+    }
+    let scales: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+    let q = values
+        .chunks_exact(outputs)
+        .flat_map(|row| row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8))
+        .collect();
+    (q, scales)
+}
+
+/// A blob in a 16-byte aligned buffer, as `Model::from_blob` wants it.
+#[derive(Debug, Clone)]
+pub struct AlignedBlob {
+    words: Vec<u128>,
+    len: usize,
+}
+
+impl AlignedBlob {
+    /// Copies `bytes` into aligned storage.
+    pub fn new(bytes: &[u8]) -> Self {
+        let mut words = vec![0u128; bytes.len().div_ceil(16)];
+        bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+        AlignedBlob { words, len: bytes.len() }
+    }
+
+    /// The blob's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u128, u8>(&self.words)[..self.len]
+    }
+}
+
+/// Converts a checkpoint into blob bytes.
+pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Result<Vec<u8>> {
+    let prepared = prepare(map, cfg)?;
+    for p in &prepared {
+        if let Some(v) = p.values.iter().find(|v| !v.is_finite()) {
+            bail!("tensor {} holds a non-finite value ({v})", p.id);
+        }
+    }
+    struct Stored {
+        dtype: Dtype,
+        data: Vec<u8>,
+        scales: Option<Vec<u8>>,
+    }
+    let stored: Vec<Stored> = prepared
+        .iter()
+        .map(|p| match (dtype, p.matrix) {
+            (WeightDtype::F32, _) => Stored { dtype: Dtype::F32, data: bytemuck::cast_slice(&p.values).to_vec(), scales: None },
+            (WeightDtype::F16, _) | (WeightDtype::I8, false) => {
+                let h: Vec<u16> = p.values.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect();
+                Stored { dtype: Dtype::F16, data: bytemuck::cast_slice(&h).to_vec(), scales: None }
+            }
+            (WeightDtype::I8, true) => {
+                let (q, s) = quantize(&p.values, *p.shape.last().unwrap_or(&1));
+                Stored { dtype: Dtype::I8, data: bytemuck::cast_slice(&q).to_vec(), scales: Some(bytemuck::cast_slice(&s).to_vec()) }
+            }
+        })
+        .collect();
+    let specs: Vec<TensorSpec<'_>> = prepared
+        .iter()
+        .zip(&stored)
+        .map(|(p, s)| TensorSpec { id: p.id, dtype: s.dtype, shape: &p.shape, data: &s.data, scales: s.scales.as_deref() })
+        .collect();
+    let mut out = vec![0u8; format::encoded_len(&specs)];
+    format::encode(cfg, &specs, &mut out).map_err(|e| anyhow::anyhow!("encoding the blob: {e}"))?;
+    Ok(out)
+}
+
+/// A checkpoint of random weights in the reference's key names and shapes, for benchmarks
+/// and planning tests (weights `U(-1,1)/√fan_in`, unit norms, identity BatchNorm).
+pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
+    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+    let mut uniform = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    };
+    let mut map = TensorMap::new();
+    let put = |map: &mut TensorMap, key: String, shape: Vec<usize>, fill: &mut dyn FnMut() -> f32| {
+        let n = shape.iter().product();
+        map.insert(key, HostTensor { data: (0..n).map(|_| fill()).collect(), shape });
+    };
+    let mut weight = |map: &mut TensorMap, key: &str, shape: Vec<usize>, fan_in: usize| {
+        let s = 1.0 / (fan_in as f32).sqrt();
+        put(map, key.to_string(), shape, &mut || uniform() * s);
+    };
+    let constant = |map: &mut TensorMap, key: String, n: Vec<usize>, v: f32| {
+        let len = n.iter().product();
+        map.insert(key, HostTensor { shape: n, data: vec![v; len] });
+    };
+    let c = cfg.embed_dims;
+    let mut conv = |map: &mut TensorMap, conv: String, bn: String, ci: usize, co: usize| {
+        weight(map, &format!("{conv}.weight"), vec![co, ci, 3, 3], 9 * ci);
+        weight(map, &format!("{conv}.bias"), vec![co], 9 * ci);
+        constant(map, format!("{bn}.weight"), vec![co], 1.0);
+        constant(map, format!("{bn}.bias"), vec![co], 0.0);
+        constant(map, format!("{bn}.running_mean"), vec![co], 0.0);
+        constant(map, format!("{bn}.running_var"), vec![co], 1.0);
+    };
+    let sw = cfg.stem_width;
+    for (l, (ci, co)) in [(3, sw), (sw, sw), (sw, c[0])].into_iter().enumerate() {
+        conv(&mut map, format!("patch_embed1.proj.{}", 3 * l), format!("patch_embed1.proj.{}", 3 * l + 1), ci, co);
+    }
+    for s in 1..4 {
+        conv(&mut map, format!("patch_embed{}.proj.0", s + 1), format!("patch_embed{}.proj.1", s + 1), c[s - 1], c[s]);
+    }
+    let mut rng = {
+        let mut st = seed.wrapping_add(1) | 1;
+        move || {
+            st ^= st << 13;
+            st ^= st >> 7;
+            st ^= st << 17;
+            (st >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        }
+    };
+    let mut small = |map: &mut TensorMap, key: String, shape: Vec<usize>, scale: f32| {
+        let n = shape.iter().product();
+        map.insert(key, HostTensor { data: (0..n).map(|_| rng() * scale).collect(), shape });
+    };
+    for s in 0..4 {
+        let g = cfg.pos_grids[s];
+        small(&mut map, format!("pos_embed{}", s + 1), vec![1, g * g + usize::from(s == 3), c[s]], 0.02);
+    }
+    small(&mut map, "cls_token".into(), vec![1, 1, c[3]], 0.02);
+    let mut lin = |map: &mut TensorMap, key: String, inp: usize, out: usize| {
+        let s = 1.0 / (inp as f32).sqrt();
+        put(map, format!("{key}.weight"), vec![out, inp], &mut || uniform() * s * 0.999);
+        put(map, format!("{key}.bias"), vec![out], &mut || 0.0);
+    };
+    let norm = |map: &mut TensorMap, key: String, n: usize| {
+        constant(map, format!("{key}.weight"), vec![n], 1.0);
+        constant(map, format!("{key}.bias"), vec![n], 0.0);
+    };
+    for s in 0..3 {
+        let (cs, d, r, k, h) = (c[s], cfg.head_dim(s), cfg.landmark_ratios[s], cfg.vconv_sizes[s], cfg.heads[s]);
+        for b in 0..cfg.depths[s] {
+            let p = format!("block{}.{b}.att", s + 1);
+            lin(&mut map, format!("{p}.mha.W_q"), cs, cs);
+            lin(&mut map, format!("{p}.mha.W_v"), cs, cs);
+            small(&mut map, format!("{p}.mha.attn.Qlandmark_op.weight"), vec![d, d, r, r], 1.0 / ((d * r * r) as f32).sqrt());
+            norm(&mut map, format!("{p}.mha.attn.Qnorm_act.0"), d);
+            small(&mut map, format!("{p}.mha.attn.conv.weight"), vec![h, 1, k, k], 1.0 / k as f32);
+            lin(&mut map, format!("{p}.mha.ff"), cs, cs);
+            norm(&mut map, format!("{p}.norm1"), cs);
+            lin(&mut map, format!("{p}.ff1"), cs, 4 * cs);
+            lin(&mut map, format!("{p}.ff2"), 4 * cs, cs);
+            norm(&mut map, format!("{p}.norm2"), cs);
+        }
+    }
+    for b in 0..cfg.depths[3] {
+        let p = format!("block4.{b}");
+        norm(&mut map, format!("{p}.norm1"), c[3]);
+        lin(&mut map, format!("{p}.attn.q"), c[3], c[3]);
+        lin(&mut map, format!("{p}.attn.kv"), c[3], 2 * c[3]);
+        lin(&mut map, format!("{p}.attn.proj"), c[3], c[3]);
+        norm(&mut map, format!("{p}.norm2"), c[3]);
+        lin(&mut map, format!("{p}.mlp.fc1"), c[3], cfg.stage4_mlp_hidden);
+        lin(&mut map, format!("{p}.mlp.fc2"), cfg.stage4_mlp_hidden, c[3]);
+    }
+    norm(&mut map, "norm".into(), c[3]);
+    lin(&mut map, "head".into(), c[3], cfg.num_classes);
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn synthetic_tiny_round_trips_through_inference_of_its_config() {
+        let cfg = ModelConfig::preset("soft_tiny").unwrap();
+        let map = synthetic_checkpoint(&cfg, 1);
+        assert_eq!(infer_config(&map, &ArchOptions::default()).unwrap(), cfg);
+    }
+
+    #[test]
+    fn quantize_is_symmetric_per_output() {
+        let w = [1.0, -2.0, 0.5, 4.0, -1.0, 0.0];
+        let (q, s) = quantize(&w, 3);
+        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0]);
+        assert_eq!(q, vec![127, -127, 127, 127, -64, 0]);
+    }
+}

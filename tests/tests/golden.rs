@@ -1,0 +1,133 @@
+//! Golden tests: the engine against activations and logits of the reference PyTorch code
+//! (cases in `tests/golden/*/`, described by each `meta.json`).
+
+use std::path::{Path, PathBuf};
+
+use soft_core::{Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
+use soft_host::checkpoint::read_safetensors;
+use soft_host::npy;
+use soft_host::{build_blob, infer_config, AlignedBlob, ArchOptions, WeightDtype};
+
+const CASES: [&str; 3] = ["micro_64", "norm_micro_64", "deep_96_timm"];
+
+fn case_dir(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case)
+}
+
+#[derive(Default)]
+struct Capture(Vec<(Checkpoint, Vec<f32>, usize, usize)>);
+
+impl Probe for Capture {
+    fn observe(&mut self, at: Checkpoint, tokens: Tokens<'_>, rows: usize, cols: usize) {
+        let values = match tokens {
+            Tokens::F32(v) => v[..rows * cols].to_vec(),
+            Tokens::F16(v) => v[..rows * cols].iter().map(|h| h.to_f32()).collect(),
+        };
+        self.0.push((at, values, rows, cols));
+    }
+}
+
+struct Outcome {
+    logits: Vec<f32>,
+    reference: Vec<f32>,
+    stages: Capture,
+    peak: usize,
+    planned: usize,
+}
+
+fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
+    let dir = case_dir(case);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    let cfg_meta = &meta["config"];
+    let opts = ArchOptions {
+        normalized: cfg_meta["normalized_attention"].as_bool().unwrap(),
+        newton_iters: cfg_meta["newton_maxiter"].as_u64().unwrap() as usize,
+        stage4_heads: None,
+    };
+    let map = read_safetensors(&dir.join("ckpt.safetensors")).unwrap();
+    let cfg = infer_config(&map, &opts).unwrap();
+    let as_vec = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+    };
+    assert_eq!(cfg.embed_dims.to_vec(), as_vec(&cfg_meta["embed_dims"]), "{case}");
+    assert_eq!(cfg.heads.to_vec(), as_vec(&cfg_meta["num_heads"]), "{case}");
+    assert_eq!(cfg.depths.to_vec(), as_vec(&cfg_meta["depths"]), "{case}");
+    assert_eq!(cfg.num_classes as u64, cfg_meta["num_classes"].as_u64().unwrap());
+
+    let blob = AlignedBlob::new(&build_blob(&map, &cfg, dtype).unwrap());
+    let model = Model::from_blob(blob.as_bytes()).unwrap();
+    let input = npy::read(&dir.join("input.npy")).unwrap();
+    let (h, w) = (input.shape[2], input.shape[3]);
+    let plan = model.plan(h, w, precision).unwrap();
+    let mut arena = vec![0u8; plan.peak_bytes + 16];
+    let mut logits = vec![0.0; cfg.num_classes];
+    let mut stages = Capture::default();
+    let mut image = ChwImage::new(&input.data, h, w).unwrap();
+    let report = model.run(&mut image, &mut arena, precision, &mut logits, &mut stages).unwrap();
+    Outcome {
+        logits,
+        reference: npy::read(&dir.join("logits.npy")).unwrap().data,
+        stages,
+        peak: report.peak_bytes,
+        planned: plan.peak_bytes,
+    }
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |a, x| a.max(x.abs()))
+}
+
+fn max_err(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+}
+
+fn stage_file(at: Checkpoint) -> &'static str {
+    match at {
+        Checkpoint::Stem => "stem.npy",
+        Checkpoint::Stage(1) => "stage1.npy",
+        Checkpoint::Stage(2) => "stage2.npy",
+        Checkpoint::Stage(3) => "stage3.npy",
+        Checkpoint::Stage(_) => "stage4.npy",
+        Checkpoint::FinalNorm => "final_norm.npy",
+    }
+}
+
+#[test]
+fn f32_matches_reference_logits_and_every_stage() {
+    for case in CASES {
+        let out = run_case(case, WeightDtype::F32, Precision::F32);
+        assert_eq!(out.peak, out.planned, "{case}: arena high-water mark differs from the plan");
+        assert_eq!(out.stages.0.len(), 6, "{case}");
+        for (at, values, rows, cols) in &out.stages.0 {
+            let reference = npy::read(&case_dir(case).join(stage_file(*at))).unwrap();
+            assert_eq!(reference.shape, vec![*rows, *cols], "{case} {at:?}");
+            let err = max_err(values, &reference.data);
+            let scale = max_abs(&reference.data);
+            eprintln!("{case} {at:?}: max abs err {err:e}, relative {:e}", err / scale);
+            assert!(err <= 1e-4 * scale, "{case} {at:?}: error {err} > 1e-4 x {scale}");
+        }
+        let err = max_err(&out.logits, &out.reference);
+        let scale = max_abs(&out.reference);
+        eprintln!("{case} logits: relative error {:e}", err / scale);
+        assert!(err <= 1e-4 * scale, "{case}: logits {:?} vs {:?}", out.logits, out.reference);
+    }
+}
+
+#[test]
+fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
+    for case in CASES {
+        let out = run_case(case, WeightDtype::F16, Precision::F16);
+        assert_eq!(out.peak, out.planned, "{case}");
+        let err = max_err(&out.logits, &out.reference);
+        let scale = max_abs(&out.reference);
+        eprintln!("{case} f16 logits: relative error {:e}", err / scale);
+        assert_eq!(argmax(&out.logits), argmax(&out.reference), "{case}: top-1 differs");
+        assert!(err <= 2e-2 * scale, "{case}: logits {:?} vs {:?}", out.logits, out.reference);
+    }
+}
