@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod convert;
+pub mod cost;
 pub mod npy;
 
 pub use checkpoint::{HostTensor, TensorMap};

@@ -1,0 +1,1 @@
+//! Multiply-accumulate counts of a SOFT model, for benchmark tables.
