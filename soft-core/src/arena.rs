@@ -69,7 +69,11 @@ impl<'a> Arena<'a> {
     pub fn new(buf: &'a mut [u8], mark: &'a Watermark) -> Arena<'a> {
         let skip = buf.as_ptr().align_offset(ARENA_ALIGN).min(buf.len());
         let free = buf.split_at_mut(skip).1;
-        Arena { free, used: 0, peak: &mark.0 }
+        Arena {
+            free,
+            used: 0,
+            peak: &mark.0,
+        }
     }
 
     /// Bytes still free.
@@ -79,7 +83,11 @@ impl<'a> Arena<'a> {
 
     /// A scope: allocations through it are released when it is dropped.
     pub fn scope(&mut self) -> Arena<'_> {
-        Arena { free: &mut *self.free, used: self.used, peak: self.peak }
+        Arena {
+            free: &mut *self.free,
+            used: self.used,
+            peak: self.peak,
+        }
     }
 
     /// `n` values of `T`, 16-byte aligned; their contents are unspecified.
@@ -87,7 +95,10 @@ impl<'a> Arena<'a> {
         let bytes = n
             .checked_mul(size_of::<T>())
             .and_then(|b| b.checked_next_multiple_of(ARENA_ALIGN))
-            .ok_or(Error::ArenaTooSmall { needed: usize::MAX, available: self.free.len() })?;
+            .ok_or(Error::ArenaTooSmall {
+                needed: usize::MAX,
+                available: self.free.len(),
+            })?;
         if bytes > self.free.len() {
             return Err(Error::ArenaTooSmall {
                 needed: self.used + bytes,
@@ -146,7 +157,13 @@ mod tests {
         let mut ar = Arena::new(&mut buf.0, &mark);
         let _a: &mut [f32] = ar.alloc(8).unwrap();
         let err = ar.alloc::<f32>(9).unwrap_err();
-        assert_eq!(err, Error::ArenaTooSmall { needed: 32 + 48, available: 64 });
+        assert_eq!(
+            err,
+            Error::ArenaTooSmall {
+                needed: 32 + 48,
+                available: 64
+            }
+        );
         assert!(ar.alloc::<f32>(usize::MAX).is_err());
     }
 

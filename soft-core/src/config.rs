@@ -97,14 +97,18 @@ impl ModelConfig {
     pub fn validate(&self) -> Result<()> {
         let dims_ok = |v: &[usize]| v.iter().all(|&x| (1..=MAX_DIM).contains(&x));
         if !dims_ok(&self.embed_dims) || !dims_ok(&self.heads) || !dims_ok(&self.pos_grids) {
-            return Err(Error::UnsupportedConfig("widths, heads and grids must be 1..=65536"));
+            return Err(Error::UnsupportedConfig(
+                "widths, heads and grids must be 1..=65536",
+            ));
         }
         if self.depths.iter().any(|&d| d > 1024) {
             return Err(Error::UnsupportedConfig("more than 1024 blocks in a stage"));
         }
         for s in 0..STAGES {
             if self.embed_dims[s] % self.heads[s] != 0 {
-                return Err(Error::UnsupportedConfig("stage width is not a multiple of its heads"));
+                return Err(Error::UnsupportedConfig(
+                    "stage width is not a multiple of its heads",
+                ));
             }
         }
         if self.landmark_ratios.contains(&1) {
@@ -116,18 +120,24 @@ impl ModelConfig {
             return Err(Error::UnsupportedConfig("landmark ratio must be 2..=64"));
         }
         if self.vconv_sizes.iter().any(|&k| k % 2 == 0 || k > 31) {
-            return Err(Error::UnsupportedConfig("V-conv size must be odd and at most 31"));
+            return Err(Error::UnsupportedConfig(
+                "V-conv size must be odd and at most 31",
+            ));
         }
         if !(1..=MAX_DIM).contains(&self.stem_width)
             || !(1..=4 * MAX_DIM).contains(&self.stage4_mlp_hidden)
         {
-            return Err(Error::UnsupportedConfig("stem width or stage-4 MLP width out of range"));
+            return Err(Error::UnsupportedConfig(
+                "stem width or stage-4 MLP width out of range",
+            ));
         }
         if !(1..=1 << 20).contains(&self.num_classes) {
             return Err(Error::UnsupportedConfig("class count must be 1..=1048576"));
         }
         if self.newton_iters > 1000 {
-            return Err(Error::UnsupportedConfig("more than 1000 Newton–Schulz iterations"));
+            return Err(Error::UnsupportedConfig(
+                "more than 1000 Newton–Schulz iterations",
+            ));
         }
         Ok(())
     }

@@ -90,14 +90,19 @@ impl fmt::Display for Error {
                 "model blob checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ),
             Error::CorruptBlob(what) => write!(f, "corrupt model blob: {what}"),
-            Error::BlobMisaligned => f.write_str("model blob must start at a 4-byte aligned address"),
+            Error::BlobMisaligned => {
+                f.write_str("model blob must start at a 4-byte aligned address")
+            }
             Error::MissingTensor(id) => write!(f, "model blob lacks tensor {id}"),
             Error::TensorMismatch(id) => {
                 write!(f, "tensor {id} has the wrong shape or element type")
             }
             Error::UnsupportedConfig(what) => write!(f, "unsupported model configuration: {what}"),
             Error::InputShape { height, width } => {
-                write!(f, "input of {height}x{width} pixels cannot go through this model")
+                write!(
+                    f,
+                    "input of {height}x{width} pixels cannot go through this model"
+                )
             }
             Error::NonFiniteInput { row } => write!(f, "input row {row} holds a NaN or infinity"),
             Error::InputSource => f.write_str("the image source failed to deliver a row"),
@@ -110,7 +115,10 @@ impl fmt::Display for Error {
                 "attention in stage {stage} block {block} produced a non-finite value"
             ),
             Error::LogitsLength { expected, got } => {
-                write!(f, "logits buffer has {got} slots, the model has {expected} classes")
+                write!(
+                    f,
+                    "logits buffer has {got} slots, the model has {expected} classes"
+                )
             }
         }
     }

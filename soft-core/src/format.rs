@@ -150,9 +150,8 @@ impl fmt::Display for TensorId {
         use TensorKind::*;
         let (s, b) = (self.stage, self.block);
         let wb = |k: TensorKind| match k {
-            ConvWeight | QWeight | VWeight | OutWeight | Norm1Weight | Norm2Weight
-            | Mlp1Weight | Mlp2Weight | KvWeight | LandmarkNormWeight | FinalNormWeight
-            | HeadWeight => "weight",
+            ConvWeight | QWeight | VWeight | OutWeight | Norm1Weight | Norm2Weight | Mlp1Weight
+            | Mlp2Weight | KvWeight | LandmarkNormWeight | FinalNormWeight | HeadWeight => "weight",
             _ => "bias",
         };
         let suffix = wb(self.kind);
@@ -192,7 +191,11 @@ impl fmt::Display for TensorId {
                     Mlp2Weight | Mlp2Bias => "ff2",
                     _ => "?",
                 };
-                let suffix = if matches!(kind, LandmarkWeight | VConvWeight) { "weight" } else { suffix };
+                let suffix = if matches!(kind, LandmarkWeight | VConvWeight) {
+                    "weight"
+                } else {
+                    suffix
+                };
                 write!(f, "block{s}.{b}.att.{part}.{suffix}")
             }
         }
@@ -258,7 +261,10 @@ impl<'a> Blob<'a> {
     /// Parses and verifies a blob (magic, version, sizes, CRC-32, config).
     pub fn parse(bytes: &'a [u8]) -> Result<Blob<'a>> {
         if bytes.len() < HEADER_BYTES + 4 {
-            return Err(Error::BlobTruncated { needed: HEADER_BYTES + 4, got: bytes.len() });
+            return Err(Error::BlobTruncated {
+                needed: HEADER_BYTES + 4,
+                got: bytes.len(),
+            });
         }
         if bytes.get(..8) != Some(&MAGIC[..]) {
             return Err(Error::BadMagic);
@@ -270,10 +276,15 @@ impl<'a> Blob<'a> {
         let field = |at: usize| u32_at(bytes, at).map(|v| v as usize);
         let total = field(40)?;
         if total > bytes.len() {
-            return Err(Error::BlobTruncated { needed: total, got: bytes.len() });
+            return Err(Error::BlobTruncated {
+                needed: total,
+                got: bytes.len(),
+            });
         }
         if total < HEADER_BYTES + 4 {
-            return Err(Error::CorruptBlob("declared length shorter than the header"));
+            return Err(Error::CorruptBlob(
+                "declared length shorter than the header",
+            ));
         }
         let body = bytes.get(..total - 4).ok_or(Error::CorruptBlob("length"))?;
         let stored = u32_at(bytes, total - 4)?;
@@ -291,8 +302,8 @@ impl<'a> Blob<'a> {
         if config_len != CONFIG_BYTES {
             return Err(Error::CorruptBlob("config size"));
         }
-        let config_bytes =
-            section(body, config_at, config_len).ok_or(Error::CorruptBlob("config out of range"))?;
+        let config_bytes = section(body, config_at, config_len)
+            .ok_or(Error::CorruptBlob("config out of range"))?;
         let mut words = [0u32; CONFIG_WORDS];
         for (i, w) in words.iter_mut().enumerate() {
             *w = u32_at(config_bytes, 4 * i)?;
@@ -310,7 +321,13 @@ impl<'a> Blob<'a> {
             .checked_add(data_len)
             .filter(|&end| end <= body.len())
             .ok_or(Error::CorruptBlob("data section out of range"))?;
-        Ok(Blob { bytes: body, config, table, data_start, data_end })
+        Ok(Blob {
+            bytes: body,
+            config,
+            table,
+            data_start,
+            data_end,
+        })
     }
 
     /// The model configuration.
@@ -335,10 +352,12 @@ impl<'a> Blob<'a> {
 
     /// The `index`-th table entry, checked.
     pub fn tensor_at(&self, index: usize) -> Result<TensorRef<'a>> {
-        let at = index.checked_mul(ENTRY_BYTES).ok_or(Error::CorruptBlob("tensor index"))?;
+        let at = index
+            .checked_mul(ENTRY_BYTES)
+            .ok_or(Error::CorruptBlob("tensor index"))?;
         let e = section(self.table, at, ENTRY_BYTES).ok_or(Error::CorruptBlob("tensor index"))?;
-        let kind = TensorKind::from_u16(u16_at(e, 0)?)
-            .ok_or(Error::CorruptBlob("unknown tensor kind"))?;
+        let kind =
+            TensorKind::from_u16(u16_at(e, 0)?).ok_or(Error::CorruptBlob("unknown tensor kind"))?;
         let stage = *e.get(2).ok_or(Error::CorruptBlob("entry"))?;
         let dtype = Dtype::from_u8(*e.get(3).ok_or(Error::CorruptBlob("entry"))?)?;
         let block = u16_at(e, 4)?;
@@ -351,12 +370,16 @@ impl<'a> Blob<'a> {
         let mut numel: usize = 1;
         for (i, dim) in shape.iter_mut().enumerate().take(rank) {
             *dim = u32_at(e, 8 + 4 * i)? as usize;
-            numel = numel.checked_mul(*dim).ok_or(Error::CorruptBlob("tensor size"))?;
+            numel = numel
+                .checked_mul(*dim)
+                .ok_or(Error::CorruptBlob("tensor size"))?;
         }
         let offset = u32_at(e, 24)? as usize;
         let len = u32_at(e, 28)? as usize;
         if Some(len) != numel.checked_mul(dtype.size()) {
-            return Err(Error::CorruptBlob("tensor byte length disagrees with its shape"));
+            return Err(Error::CorruptBlob(
+                "tensor byte length disagrees with its shape",
+            ));
         }
         let data = self.data_slice(offset, len)?;
         let scale_offset = u32_at(e, 32)? as usize;
@@ -368,18 +391,31 @@ impl<'a> Blob<'a> {
             _ if scale_offset != 0 => return Err(Error::CorruptBlob("scales on a float tensor")),
             _ => None,
         };
-        Ok(TensorRef { id, dtype, shape, rank, data, scales })
+        Ok(TensorRef {
+            id,
+            dtype,
+            shape,
+            rank,
+            data,
+            scales,
+        })
     }
 
     fn data_slice(&self, offset: usize, len: usize) -> Result<&'a [u8]> {
         if offset % TENSOR_ALIGN != 0 || offset < self.data_start {
-            return Err(Error::CorruptBlob("tensor offset misaligned or outside data"));
+            return Err(Error::CorruptBlob(
+                "tensor offset misaligned or outside data",
+            ));
         }
-        let end = offset.checked_add(len).ok_or(Error::CorruptBlob("tensor size"))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(Error::CorruptBlob("tensor size"))?;
         if end > self.data_end {
             return Err(Error::CorruptBlob("tensor extends past the data section"));
         }
-        self.bytes.get(offset..end).ok_or(Error::CorruptBlob("tensor range"))
+        self.bytes
+            .get(offset..end)
+            .ok_or(Error::CorruptBlob("tensor range"))
     }
 
     /// Finds a tensor by id.
@@ -483,7 +519,11 @@ pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) 
             dst[6..8].copy_from_slice(&(t.shape.len() as u16).to_le_bytes());
         }
         for (d, &dim) in t.shape.iter().enumerate() {
-            put(out, e + 8 + 4 * d, u32::try_from(dim).map_err(|_| Error::TensorMismatch(t.id))?);
+            put(
+                out,
+                e + 8 + 4 * d,
+                u32::try_from(dim).map_err(|_| Error::TensorMismatch(t.id))?,
+            );
         }
         cursor = align_up(cursor);
         put(out, e + 24, cursor as u32);

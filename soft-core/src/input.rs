@@ -29,7 +29,11 @@ impl<'a> ChwImage<'a> {
         if height == 0 || width == 0 || plane.and_then(|p| p.checked_mul(3)) != Some(data.len()) {
             return Err(Error::InputShape { height, width });
         }
-        Ok(ChwImage { data, height, width })
+        Ok(ChwImage {
+            data,
+            height,
+            width,
+        })
     }
 }
 
@@ -48,7 +52,10 @@ impl ImageSource for ChwImage<'_> {
             return Err(Error::InputSource);
         }
         for (ch, px) in (0..3).flat_map(|ch| (0..w).map(move |x| (ch, x))) {
-            let src = self.data.get(ch * plane + y * w + px).ok_or(Error::InputSource)?;
+            let src = self
+                .data
+                .get(ch * plane + y * w + px)
+                .ok_or(Error::InputSource)?;
             if let Some(dst) = rgb.get_mut(px * 3 + ch) {
                 *dst = *src;
             }

@@ -117,7 +117,10 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
         return;
     }
     let tokens = (x.len() / ni).min(y.len() / no);
-    let (x, y) = (x.get(..tokens * ni).unwrap_or(&[]), y.get_mut(..tokens * no).unwrap_or(&mut []));
+    let (x, y) = (
+        x.get(..tokens * ni).unwrap_or(&[]),
+        y.get_mut(..tokens * no).unwrap_or(&mut []),
+    );
     for yt in y.chunks_exact_mut(no) {
         w.begin(bias, yt);
     }
@@ -194,8 +197,12 @@ pub fn conv3x3_relu_row<E: TokenElem>(
         for (ky, row) in rows.iter().enumerate() {
             let Some(row) = row else { continue };
             for kx in 0..3 {
-                let Some(ix) = (ox * stride + kx).checked_sub(1) else { continue };
-                let Some(px) = row.get(ix * cin..ix * cin + cin) else { continue };
+                let Some(ix) = (ox * stride + kx).checked_sub(1) else {
+                    continue;
+                };
+                let Some(px) = row.get(ix * cin..ix * cin + cin) else {
+                    continue;
+                };
                 let base = (ky * 3 + kx) * cin;
                 for (ci, v) in px.iter().enumerate() {
                     w.accumulate(base + ci, v.load(), o);
@@ -247,7 +254,10 @@ pub fn add_resampled(
 /// Gaussian kernel `exp(-|a - b|²/2)`.
 #[inline]
 pub fn gaussian(a: &[f32], b: &[f32]) -> f32 {
-    let dist = a.iter().zip(b).fold(0.0f32, |acc, (x, y)| acc + (x - y) * (x - y));
+    let dist = a
+        .iter()
+        .zip(b)
+        .fold(0.0f32, |acc, (x, y)| acc + (x - y) * (x - y));
     libm::expf(-dist / 2.0)
 }
 
@@ -300,14 +310,15 @@ pub fn identity_gap(a: &[f32], b: &[f32], prod: &mut [f32], m: usize) -> f32 {
     matmul(a, b, prod, m, m);
     (0..m)
         .map(|j| {
-            prod.chunks_exact(m).enumerate().fold(0.0f32, |acc, (i, row)| {
-                let e = if i == j { 1.0 } else { 0.0 };
-                acc + libm::fabsf(e - row.get(j).copied().unwrap_or(0.0))
-            })
+            prod.chunks_exact(m)
+                .enumerate()
+                .fold(0.0f32, |acc, (i, row)| {
+                    let e = if i == j { 1.0 } else { 0.0 };
+                    acc + libm::fabsf(e - row.get(j).copied().unwrap_or(0.0))
+                })
         })
         .fold(f32::NEG_INFINITY, f32::max)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -318,7 +329,9 @@ mod tests {
         (0..no)
             .map(|o| {
                 f64::from(b[o])
-                    + (0..ni).map(|i| f64::from(x[i]) * f64::from(w[i * no + o])).sum::<f64>()
+                    + (0..ni)
+                        .map(|i| f64::from(x[i]) * f64::from(w[i * no + o]))
+                        .sum::<f64>()
             })
             .collect()
     }
@@ -387,8 +400,14 @@ mod tests {
                 * xd
                 * (1.0
                     + ((2.0 / core::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
-            assert!((f64::from(gelu_erf(x)) - erf).abs() <= 1e-6 * (1.0 + erf.abs()), "{x}");
-            assert!((f64::from(gelu_tanh(x)) - tanh).abs() <= 1e-6 * (1.0 + tanh.abs()), "{x}");
+            assert!(
+                (f64::from(gelu_erf(x)) - erf).abs() <= 1e-6 * (1.0 + erf.abs()),
+                "{x}"
+            );
+            assert!(
+                (f64::from(gelu_tanh(x)) - tanh).abs() <= 1e-6 * (1.0 + tanh.abs()),
+                "{x}"
+            );
         }
     }
 
@@ -401,7 +420,9 @@ mod tests {
         matmul(&a, &b, &mut c, k, m);
         for i in 0..n {
             for j in 0..m {
-                let want: f64 = (0..k).map(|l| f64::from(a[i * k + l]) * f64::from(b[l * m + j])).sum();
+                let want: f64 = (0..k)
+                    .map(|l| f64::from(a[i * k + l]) * f64::from(b[l * m + j]))
+                    .sum();
                 assert!((f64::from(c[i * m + j]) - want).abs() < 1e-5);
             }
         }
@@ -411,22 +432,44 @@ mod tests {
     fn conv_row_matches_f64() {
         let (cin, cout, in_w, stride) = (3, 4, 7, 2);
         let out_w = (in_w - 1) / stride + 1;
-        let w: Vec<f32> = (0..9 * cin * cout).map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1).collect();
+        let w: Vec<f32> = (0..9 * cin * cout)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) * 0.1)
+            .collect();
         let b: Vec<f32> = (0..cout).map(|i| i as f32 * 0.05 - 0.1).collect();
-        let img: Vec<Vec<f32>> = (0..3).map(|r| (0..in_w * cin).map(|i| ((i + r * 5) as f32 * 0.3).sin()).collect()).collect();
-        let m = Matrix { inputs: 9 * cin, outputs: cout, data: MatrixData::F32(&w) };
+        let img: Vec<Vec<f32>> = (0..3)
+            .map(|r| {
+                (0..in_w * cin)
+                    .map(|i| ((i + r * 5) as f32 * 0.3).sin())
+                    .collect()
+            })
+            .collect();
+        let m = Matrix {
+            inputs: 9 * cin,
+            outputs: cout,
+            data: MatrixData::F32(&w),
+        };
         let mut out = vec![0.0; out_w * cout];
         // Top row missing: the first output row of an image.
-        conv3x3_relu_row::<f32>([None, Some(&img[1]), Some(&img[2])], cin, stride, &m, &Vector::F32(&b), &mut out);
+        conv3x3_relu_row::<f32>(
+            [None, Some(&img[1]), Some(&img[2])],
+            cin,
+            stride,
+            &m,
+            &Vector::F32(&b),
+            &mut out,
+        );
         for ox in 0..out_w {
             for co in 0..cout {
                 let mut acc = f64::from(b[co]);
                 for ky in 1..3 {
                     for kx in 0..3 {
                         let ix = (ox * stride + kx) as isize - 1;
-                        if ix < 0 || ix >= in_w as isize { continue; }
+                        if ix < 0 || ix >= in_w as isize {
+                            continue;
+                        }
                         for ci in 0..cin {
-                            acc += f64::from(img[ky][ix as usize * cin + ci]) * f64::from(w[((ky * 3 + kx) * cin + ci) * cout + co]);
+                            acc += f64::from(img[ky][ix as usize * cin + ci])
+                                * f64::from(w[((ky * 3 + kx) * cin + ci) * cout + co]);
                         }
                     }
                 }
@@ -445,5 +488,83 @@ mod tests {
         assert_eq!(bilinear_taps(3, 2, 4), (1, 1, 0.75, 0.25));
         // 56 -> 16 downsampling: 3.5 * 0.5 - 0.5 = 1.25.
         assert_eq!(bilinear_taps(0, 56, 16), (1, 2, 0.75, 0.25));
+    }
+}
+
+#[cfg(test)]
+mod newton_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Inverse by Gauss–Jordan elimination with partial pivoting, in f64.
+    pub(crate) fn inverse_f64(a: &[f64], m: usize) -> Vec<f64> {
+        let mut aug: Vec<f64> = Vec::with_capacity(m * 2 * m);
+        for i in 0..m {
+            aug.extend_from_slice(&a[i * m..(i + 1) * m]);
+            aug.extend((0..m).map(|j| if i == j { 1.0 } else { 0.0 }));
+        }
+        let w = 2 * m;
+        for col in 0..m {
+            let pivot = (col..m)
+                .max_by(|&x, &y| aug[x * w + col].abs().total_cmp(&aug[y * w + col].abs()))
+                .unwrap();
+            for j in 0..w {
+                aug.swap(col * w + j, pivot * w + j);
+            }
+            let p = aug[col * w + col];
+            for j in 0..w {
+                aug[col * w + j] /= p;
+            }
+            for r in 0..m {
+                if r != col {
+                    let f = aug[r * w + col];
+                    for j in 0..w {
+                        aug[r * w + j] -= f * aug[col * w + j];
+                    }
+                }
+            }
+        }
+        (0..m)
+            .flat_map(|i| aug[i * w + m..(i + 1) * w].to_vec())
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// On well-conditioned symmetric matrices, 20 steps from `V0 = P / max_row_sum²`
+        /// reach the exact inverse.
+        #[test]
+        fn newton_schulz_inverts_well_conditioned_symmetric(m in 1usize..24, seed in any::<u64>()) {
+            let mut s = seed | 1;
+            let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 };
+            let mut p = vec![0.0f32; m * m];
+            for i in 0..m {
+                for j in 0..i {
+                    let v = rnd() * 0.5 / m as f32;
+                    p[i * m + j] = v;
+                    p[j * m + i] = v;
+                }
+                p[i * m + i] = 1.0 + rnd();
+            }
+            let max_sum = max_row_sum(&p, m);
+            let alpha = 1.0 / (max_sum * max_sum);
+            let mut v: Vec<f32> = p.iter().map(|x| alpha * x).collect();
+            let (mut t, mut row) = (vec![0.0; m * m], vec![0.0; m]);
+            newton_schulz(&mut v, &p, &mut t, &mut row, m, 20);
+            let exact = inverse_f64(&p.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), m);
+            let scale = exact.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+            for (got, want) in v.iter().zip(&exact) {
+                prop_assert!((f64::from(*got) - want).abs() <= 1e-5 * scale, "{} vs {}", got, want);
+            }
+        }
+    }
+
+    #[test]
+    fn identity_gap_of_exact_inverse_is_zero() {
+        let a = [2.0, 0.0, 0.0, 4.0];
+        let b = [0.5, 0.0, 0.0, 0.25];
+        let mut prod = [0.0; 4];
+        assert_eq!(identity_gap(&a, &b, &mut prod, 2), 0.0);
+        assert_eq!(identity_gap(&a, &a, &mut prod, 2), 15.0);
     }
 }

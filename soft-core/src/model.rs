@@ -14,7 +14,9 @@ use crate::config::{ModelConfig, STAGES};
 use crate::error::{Error, Result};
 use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
-use crate::kernels::{add_resampled, conv3x3_relu_row, layer_norm, linear, load_row, store_row, TokenElem};
+use crate::kernels::{
+    add_resampled, conv3x3_relu_row, layer_norm, linear, load_row, store_row, TokenElem,
+};
 use crate::weights::{Matrix, Vector, Weights};
 
 /// Element type of the token maps and line buffers in the arena.
@@ -145,7 +147,11 @@ impl Geometry {
                 return Err(bad);
             }
         }
-        Ok(Geometry { image: (height, width), stem, stage })
+        Ok(Geometry {
+            image: (height, width),
+            stem,
+            stage,
+        })
     }
 
     fn tokens(&self, s: usize) -> usize {
@@ -236,7 +242,11 @@ impl EmbedDims {
     fn scratch_bytes<E>(&self) -> usize {
         bytes_for::<E>(3 * self.cols_in * self.c_in)
             + bytes_for::<f32>(self.cols_out * self.c_out)
-            + if self.in_place() { 0 } else { bytes_for::<E>(self.out_elems()) }
+            + if self.in_place() {
+                0
+            } else {
+                bytes_for::<E>(self.out_elems())
+            }
     }
 }
 
@@ -249,7 +259,10 @@ struct Conv<'a> {
 
 fn conv<'a>(w: &Weights<'a>, stage: u8, block: u16, cin: usize, cout: usize) -> Result<Conv<'a>> {
     Ok(Conv {
-        w: w.matrix(TensorId::new(K::ConvWeight, stage, block), &[3, 3, cin, cout])?,
+        w: w.matrix(
+            TensorId::new(K::ConvWeight, stage, block),
+            &[3, 3, cin, cout],
+        )?,
         b: w.vector(TensorId::new(K::ConvBias, stage, block), &[cout])?,
     })
 }
@@ -266,7 +279,10 @@ impl<'a> Model<'a> {
     /// right shape, so a run cannot fail on a missing weight.
     pub fn from_blob(bytes: &'a [u8]) -> Result<Model<'a>> {
         let blob = Blob::parse(bytes)?;
-        let model = Model { weights: Weights::new(blob), config: *blob.config() };
+        let model = Model {
+            weights: Weights::new(blob),
+            config: *blob.config(),
+        };
         model.check_tensors()?;
         Ok(model)
     }
@@ -310,8 +326,16 @@ impl<'a> Model<'a> {
     }
 
     fn stem_convs(&self) -> Result<[Conv<'a>; 3]> {
-        let (w, sw, c1) = (&self.weights, self.config.stem_width, self.config.embed_dims[0]);
-        Ok([conv(w, 0, 0, 3, sw)?, conv(w, 0, 1, sw, sw)?, conv(w, 0, 2, sw, c1)?])
+        let (w, sw, c1) = (
+            &self.weights,
+            self.config.stem_width,
+            self.config.embed_dims[0],
+        );
+        Ok([
+            conv(w, 0, 0, 3, sw)?,
+            conv(w, 0, 1, sw, sw)?,
+            conv(w, 0, 2, sw, c1)?,
+        ])
     }
 
     fn pos_embed(&self, s: usize) -> Result<Vector<'a>> {
@@ -322,7 +346,11 @@ impl<'a> Model<'a> {
     }
 
     fn head(&self) -> Result<(Vector<'a>, Vector<'a>, Matrix<'a>, Vector<'a>)> {
-        let (w, c, n) = (&self.weights, self.config.embed_dims[3], self.config.num_classes);
+        let (w, c, n) = (
+            &self.weights,
+            self.config.embed_dims[3],
+            self.config.num_classes,
+        );
         Ok((
             w.vector(TensorId::new(K::FinalNormWeight, 0, 0), &[c])?,
             w.vector(TensorId::new(K::FinalNormBias, 0, 0), &[c])?,
@@ -363,7 +391,10 @@ impl<'a> Model<'a> {
     ) -> Result<RunReport> {
         let cfg = &self.config;
         if logits.len() != cfg.num_classes {
-            return Err(Error::LogitsLength { expected: cfg.num_classes, got: logits.len() });
+            return Err(Error::LogitsLength {
+                expected: cfg.num_classes,
+                got: logits.len(),
+            });
         }
         let (height, width) = (input.height(), input.width());
         let geo = Geometry::new(cfg, height, width)?;
@@ -371,13 +402,21 @@ impl<'a> Model<'a> {
         let mark = Watermark::new();
         let mut root = Arena::new(arena, &mark);
         if root.available() < plan.peak_bytes {
-            return Err(Error::ArenaTooSmall { needed: plan.peak_bytes, available: root.available() });
+            return Err(Error::ArenaTooSmall {
+                needed: plan.peak_bytes,
+                available: root.available(),
+            });
         }
         {
             let mut ar = root.scope();
             let map = ar.alloc::<E>(geo.map_elems(cfg, 0))?;
             self.stem(&mut ar, input, &geo, map)?;
-            probe.observe(Checkpoint::Stem, E::view(map), geo.tokens(0), cfg.embed_dims[0]);
+            probe.observe(
+                Checkpoint::Stem,
+                E::view(map),
+                geo.tokens(0),
+                cfg.embed_dims[0],
+            );
         }
         for s in 0..STAGES {
             if s > 0 {
@@ -422,10 +461,17 @@ impl<'a> Model<'a> {
             layer_norm(tok, &norm_w, &norm_b, 1e-6);
             store_row(tok, row);
         }
-        probe.observe(Checkpoint::FinalNorm, E::view(map), geo.tokens(3) + 1, cfg.embed_dims[3]);
+        probe.observe(
+            Checkpoint::FinalNorm,
+            E::view(map),
+            geo.tokens(3) + 1,
+            cfg.embed_dims[3],
+        );
         load_row(map, tok);
         linear(&head_w, Some(&head_b), tok, logits);
-        Ok(RunReport { peak_bytes: mark.peak() })
+        Ok(RunReport {
+            peak_bytes: mark.peak(),
+        })
     }
 
     /// The stem's three convolutions on rings of three rows each; rows are pulled from
@@ -496,7 +542,9 @@ impl<'a> Model<'a> {
         let tok = ar.alloc::<f32>(c)?;
         let mut tokens = map.chunks_exact_mut(c);
         let first = if s == 3 {
-            let cls = self.weights.vector(TensorId::new(K::ClsToken, 4, 0), &[c])?;
+            let cls = self
+                .weights
+                .vector(TensorId::new(K::ClsToken, 4, 0), &[c])?;
             if let Some(row) = tokens.next() {
                 cls.read_into(0, tok);
                 pos.add_into(0, tok);
@@ -517,7 +565,8 @@ impl<'a> Model<'a> {
 
 /// Row `r` of a ring of three rows of `len` values.
 fn ring_row_mut<T>(ring: &mut [T], r: usize, len: usize) -> &mut [T] {
-    ring.get_mut((r % 3) * len..(r % 3 + 1) * len).unwrap_or_default()
+    ring.get_mut((r % 3) * len..(r % 3 + 1) * len)
+        .unwrap_or_default()
 }
 
 /// Rows `center-1 ..= center+1` of a ring of three rows (`None` outside `0..total`).
@@ -539,7 +588,11 @@ fn patch_embed<E: TokenElem>(
     let (row_in, row_out) = (dims.cols_in * dims.c_in, dims.cols_out * dims.c_out);
     let ring = ar.alloc::<E>(3 * row_in)?;
     let out = ar.alloc::<f32>(row_out)?;
-    let mut separate = if dims.in_place() { None } else { Some(ar.alloc::<E>(dims.out_elems())?) };
+    let mut separate = if dims.in_place() {
+        None
+    } else {
+        Some(ar.alloc::<E>(dims.out_elems())?)
+    };
     let mut next = 0;
     for j in 0..dims.rows_out {
         while next <= (2 * j + 1).min(dims.rows_in - 1) {
@@ -548,7 +601,14 @@ fn patch_embed<E: TokenElem>(
             }
             next += 1;
         }
-        conv3x3_relu_row(ring_rows(ring, 2 * j, dims.rows_in, row_in), dims.c_in, 2, &conv.w, &conv.b, out);
+        conv3x3_relu_row(
+            ring_rows(ring, 2 * j, dims.rows_in, row_in),
+            dims.c_in,
+            2,
+            &conv.w,
+            &conv.b,
+            out,
+        );
         let at = dims.first * dims.c_out + j * row_out;
         let dst = match separate.as_deref_mut() {
             Some(buf) => buf.get_mut(at..at + row_out),
@@ -568,7 +628,12 @@ fn patch_embed<E: TokenElem>(
 }
 
 /// Exact arena bytes for running a model of `cfg` on a `height × width` input.
-pub fn plan(cfg: &ModelConfig, height: usize, width: usize, precision: Precision) -> Result<MemoryPlan> {
+pub fn plan(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    precision: Precision,
+) -> Result<MemoryPlan> {
     cfg.validate()?;
     match precision {
         Precision::F16 => plan_as::<f16>(cfg, height, width),
@@ -591,10 +656,16 @@ fn plan_as<E>(cfg: &ModelConfig, height: usize, width: usize) -> Result<MemoryPl
         let stage = s as u8 + 1;
         if s > 0 {
             let dims = geo.embed(cfg, s);
-            phases[i] = (Phase::Embed(stage), bytes_for::<E>(dims.map_elems()) + dims.scratch_bytes::<E>());
+            phases[i] = (
+                Phase::Embed(stage),
+                bytes_for::<E>(dims.map_elems()) + dims.scratch_bytes::<E>(),
+            );
             i += 1;
         }
-        phases[i] = (Phase::Position(stage), map(s) + bytes_for::<f32>(cfg.embed_dims[s]));
+        phases[i] = (
+            Phase::Position(stage),
+            map(s) + bytes_for::<f32>(cfg.embed_dims[s]),
+        );
         let blocks = if cfg.depths[s] == 0 {
             0
         } else if s < 3 {
@@ -614,7 +685,11 @@ fn plan_as<E>(cfg: &ModelConfig, height: usize, width: usize) -> Result<MemoryPl
 /// of the plan that grows faster than the token count.
 pub fn newton_bytes(cfg: &ModelConfig, height: usize, width: usize, s: usize) -> Result<usize> {
     let geo = Geometry::new(cfg, height, width)?;
-    Ok(if s < 3 { geo.soft_dims(cfg, s).newton_bytes() } else { 0 })
+    Ok(if s < 3 {
+        geo.soft_dims(cfg, s).newton_bytes()
+    } else {
+        0
+    })
 }
 
 const _: () = assert!(ARENA_ALIGN % 4 == 0 && PHASES == 1 + 3 * 2 + 4 + 1);

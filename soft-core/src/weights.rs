@@ -165,7 +165,11 @@ impl<'a> Weights<'a> {
                 scales: cast(t.scales.ok_or(Error::TensorMismatch(id))?, id)?,
             },
         };
-        Ok(Matrix { inputs, outputs, data })
+        Ok(Matrix {
+            inputs,
+            outputs,
+            data,
+        })
     }
 }
 

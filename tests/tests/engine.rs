@@ -22,7 +22,9 @@ fn blob(cfg: &ModelConfig, dtype: WeightDtype) -> AlignedBlob {
 }
 
 fn pixels(h: usize, w: usize) -> Vec<f32> {
-    (0..3 * h * w).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect()
+    (0..3 * h * w)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect()
 }
 
 fn run(model: &Model<'_>, h: usize, w: usize, p: Precision) -> (Vec<f32>, usize, usize) {
@@ -31,7 +33,9 @@ fn run(model: &Model<'_>, h: usize, w: usize, p: Precision) -> (Vec<f32>, usize,
     let mut logits = vec![0.0; model.config().num_classes];
     let data = pixels(h, w);
     let mut img = ChwImage::new(&data, h, w).unwrap();
-    let report = model.run(&mut img, &mut arena, p, &mut logits, &mut ()).unwrap();
+    let report = model
+        .run(&mut img, &mut arena, p, &mut logits, &mut ())
+        .unwrap();
     (logits, report.peak_bytes, plan.peak_bytes)
 }
 
@@ -43,7 +47,10 @@ fn soft_tiny_224_f16_plan_is_exact_and_under_512_kib() {
     // Z for both heads (2 · 49·64·4 = 25,088 B), the V ring of 9 rows (9·56·64·2 = 64,512 B),
     // three f32 token tiles (3 · 8·64·4 = 6,144 B), the MLP tile (8·256·4 = 8,192 B) and
     // one K1 row (49 f32, 208 B rounded to 16).
-    assert_eq!(p.peak_bytes, 401_408 + 25_088 + 64_512 + 6_144 + 8_192 + 208);
+    assert_eq!(
+        p.peak_bytes,
+        401_408 + 25_088 + 64_512 + 6_144 + 8_192 + 208
+    );
     assert!(p.peak_bytes <= 512 * 1024);
     assert_eq!(p.phases.iter().map(|x| x.1).max(), Some(p.peak_bytes));
 }
@@ -54,17 +61,29 @@ fn plan_grows_linearly_in_tokens_apart_from_the_landmark_matrices() {
     let mut rest = Vec::new();
     for side in [224, 448, 896] {
         let p = plan(&cfg, side, side, Precision::F16).unwrap().peak_bytes;
-        let mm = (0..3).map(|s| newton_bytes(&cfg, side, side, s).unwrap()).max().unwrap();
+        let mm = (0..3)
+            .map(|s| newton_bytes(&cfg, side, side, s).unwrap())
+            .max()
+            .unwrap();
         // Without the m×m buffers, what remains is the stage-1 map plus O(m·C) landmark
         // state and per-row buffers: linear in the token count N.
         let n1 = (side / 4) * (side / 4);
         let map = n1 * 64 * 2;
-        assert!(p >= map && p - mm <= map + map / 4, "{side}: {p} vs map {map} + m² {mm}");
+        assert!(
+            p >= map && p - mm <= map + map / 4,
+            "{side}: {p} vs map {map} + m² {mm}"
+        );
         rest.push((p - mm) as f64 / n1 as f64);
-        eprintln!("{side}: plan {p} B, m² buffers {mm} B, rest per token {:.1} B", rest.last().unwrap());
+        eprintln!(
+            "{side}: plan {p} B, m² buffers {mm} B, rest per token {:.1} B",
+            rest.last().unwrap()
+        );
     }
     // Bytes per token (m² terms removed) do not grow with N.
-    assert!(rest[1] <= rest[0] * 1.01 && rest[2] <= rest[1] * 1.01, "{rest:?}");
+    assert!(
+        rest[1] <= rest[0] * 1.01 && rest[2] <= rest[1] * 1.01,
+        "{rest:?}"
+    );
 }
 
 #[test]
@@ -100,7 +119,10 @@ fn runs_are_deterministic_and_precisions_agree() {
     let model = Model::from_blob(b.as_bytes()).unwrap();
     let (a, _, _) = run(&model, 64, 96, Precision::F32);
     let (again, _, _) = run(&model, 64, 96, Precision::F32);
-    assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), again.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+        again.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+    );
     let (h, _, _) = run(&model, 64, 96, Precision::F16);
     let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
     for (x, y) in a.iter().zip(&h) {
@@ -134,8 +156,16 @@ fn too_small_arena_fails_before_any_work() {
     let data = pixels(64, 64);
     let mut src = Counting(ChwImage::new(&data, 64, 64).unwrap(), 0);
     let mut logits = [0.0; 10];
-    let err = model.run(&mut src, &mut arena.0, Precision::F32, &mut logits, &mut ()).unwrap_err();
-    assert_eq!(err, Error::ArenaTooSmall { needed, available: 4096 });
+    let err = model
+        .run(&mut src, &mut arena.0, Precision::F32, &mut logits, &mut ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::ArenaTooSmall {
+            needed,
+            available: 4096
+        }
+    );
     assert_eq!(src.1, 0, "no row may be read before the arena check");
     assert!(err.to_string().contains(&needed.to_string()));
 }
@@ -150,20 +180,44 @@ fn bad_inputs_are_errors() {
     let mut logits = [0.0; 10];
 
     let mut img = ChwImage::new(&data, 64, 64).unwrap();
-    let err = model.run(&mut img, &mut arena, Precision::F32, &mut logits[..9], &mut ()).unwrap_err();
-    assert_eq!(err, Error::LogitsLength { expected: 10, got: 9 });
+    let err = model
+        .run(
+            &mut img,
+            &mut arena,
+            Precision::F32,
+            &mut logits[..9],
+            &mut (),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::LogitsLength {
+            expected: 10,
+            got: 9
+        }
+    );
 
     let mut nan = data.clone();
     nan[3 * 64 * 64 - 1] = f32::NAN;
     let mut img = ChwImage::new(&nan, 64, 64).unwrap();
-    let err = model.run(&mut img, &mut arena, Precision::F32, &mut logits, &mut ()).unwrap_err();
+    let err = model
+        .run(&mut img, &mut arena, Precision::F32, &mut logits, &mut ())
+        .unwrap_err();
     assert_eq!(err, Error::NonFiniteInput { row: 63 });
 
     // Stage 1 of a 16x16 image is 4x4 tokens: fewer than the 8x8 landmark patch.
     let small = pixels(16, 16);
     let mut img = ChwImage::new(&small, 16, 16).unwrap();
-    let err = model.run(&mut img, &mut arena, Precision::F32, &mut logits, &mut ()).unwrap_err();
-    assert_eq!(err, Error::InputShape { height: 16, width: 16 });
+    let err = model
+        .run(&mut img, &mut arena, Precision::F32, &mut logits, &mut ())
+        .unwrap_err();
+    assert_eq!(
+        err,
+        Error::InputShape {
+            height: 16,
+            width: 16
+        }
+    );
     assert!(ChwImage::new(&data, 64, 63).is_err());
     assert!(plan(&cfg, 0, 64, Precision::F16).is_err());
     assert!(plan(&cfg, 1 << 20, 64, Precision::F16).is_err());
@@ -175,7 +229,11 @@ fn overflowing_attention_is_reported_not_propagated() {
     let mut ckpt = synthetic_checkpoint(&cfg, 3);
     // Landmark sums overflow to infinity, LayerNorm turns them into NaN, and the
     // Newton–Schulz step must report it instead of producing NaN logits.
-    for v in &mut ckpt.get_mut("block1.0.att.mha.attn.Qlandmark_op.weight").unwrap().data {
+    for v in &mut ckpt
+        .get_mut("block1.0.att.mha.attn.Qlandmark_op.weight")
+        .unwrap()
+        .data
+    {
         *v = 3e38;
     }
     let b = AlignedBlob::new(&build_blob(&ckpt, &cfg, WeightDtype::F32).unwrap());
@@ -183,7 +241,15 @@ fn overflowing_attention_is_reported_not_propagated() {
     let mut arena = vec![0u8; 1 << 20];
     let data = pixels(64, 64);
     let mut img = ChwImage::new(&data, 64, 64).unwrap();
-    let err = model.run(&mut img, &mut arena, Precision::F32, &mut [0.0; 10], &mut ()).unwrap_err();
+    let err = model
+        .run(
+            &mut img,
+            &mut arena,
+            Precision::F32,
+            &mut [0.0; 10],
+            &mut (),
+        )
+        .unwrap_err();
     assert_eq!(err, Error::NonFiniteAttention { stage: 1, block: 0 });
 }
 
@@ -193,27 +259,42 @@ fn corrupt_and_truncated_blobs_are_errors() {
     let b = blob(&cfg, WeightDtype::F16);
     let bytes = b.as_bytes();
     // Every single-bit flip is caught (by the checksum or an earlier check).
-    for at in (0..bytes.len()).step_by(97).chain([0, 8, 40, bytes.len() - 1]) {
+    for at in (0..bytes.len())
+        .step_by(97)
+        .chain([0, 8, 40, bytes.len() - 1])
+    {
         let mut bad = bytes.to_vec();
         bad[at] ^= 0x10;
         let bad = AlignedBlob::new(&bad);
-        assert!(Model::from_blob(bad.as_bytes()).is_err(), "flip at {at} accepted");
+        assert!(
+            Model::from_blob(bad.as_bytes()).is_err(),
+            "flip at {at} accepted"
+        );
     }
     for len in [0, 10, 63, 64, 67, 200, bytes.len() / 2, bytes.len() - 1] {
         let cut = AlignedBlob::new(&bytes[..len]);
-        assert!(matches!(
-            Model::from_blob(cut.as_bytes()),
-            Err(Error::BlobTruncated { .. } | Error::BadMagic)
-        ), "length {len}");
+        assert!(
+            matches!(
+                Model::from_blob(cut.as_bytes()),
+                Err(Error::BlobTruncated { .. } | Error::BadMagic)
+            ),
+            "length {len}"
+        );
     }
     let mut magic = bytes.to_vec();
     magic[0] = b'X';
-    assert_eq!(Model::from_blob(AlignedBlob::new(&magic).as_bytes()).unwrap_err(), Error::BadMagic);
+    assert_eq!(
+        Model::from_blob(AlignedBlob::new(&magic).as_bytes()).unwrap_err(),
+        Error::BadMagic
+    );
     // Unaligned blobs are refused rather than read misaligned.
     let mut shifted = vec![0u8; bytes.len() + 1];
     shifted[1..].copy_from_slice(bytes);
     let shifted = AlignedBlob::new(&shifted);
-    assert_eq!(Model::from_blob(&shifted.as_bytes()[1..]).unwrap_err(), Error::BlobMisaligned);
+    assert_eq!(
+        Model::from_blob(&shifted.as_bytes()[1..]).unwrap_err(),
+        Error::BlobMisaligned
+    );
 }
 
 #[test]
@@ -222,21 +303,35 @@ fn missing_and_misshapen_tensors_are_named() {
     let cfg = micro();
     let b = blob(&cfg, WeightDtype::F32);
     let parsed = Blob::parse(b.as_bytes()).unwrap();
-    let tensors: Vec<_> = (0..parsed.tensor_count()).map(|i| parsed.tensor_at(i).unwrap()).collect();
+    let tensors: Vec<_> = (0..parsed.tensor_count())
+        .map(|i| parsed.tensor_at(i).unwrap())
+        .collect();
     let reencode = |specs: &[TensorSpec<'_>]| {
         let mut out = vec![0u8; encoded_len(specs)];
         encode(&cfg, specs, &mut out).unwrap();
         AlignedBlob::new(&out)
     };
     fn spec<'a>(t: &'a soft_core::format::TensorRef<'a>) -> TensorSpec<'a> {
-        TensorSpec { id: t.id, dtype: t.dtype, shape: t.dims(), data: t.data, scales: t.scales }
+        TensorSpec {
+            id: t.id,
+            dtype: t.dtype,
+            shape: t.dims(),
+            data: t.data,
+            scales: t.scales,
+        }
     }
     let without: Vec<_> = tensors.iter().skip(1).map(spec).collect();
     let err = Model::from_blob(reencode(&without).as_bytes()).unwrap_err();
     assert_eq!(err, Error::MissingTensor(tensors[0].id));
-    assert_eq!(err.to_string(), "model blob lacks tensor patch_embed1.proj.0.weight");
+    assert_eq!(
+        err.to_string(),
+        "model blob lacks tensor patch_embed1.proj.0.weight"
+    );
 
-    let q = tensors.iter().position(|t| t.id.to_string() == "block2.0.att.mha.W_q.weight").unwrap();
+    let q = tensors
+        .iter()
+        .position(|t| t.id.to_string() == "block2.0.att.mha.W_q.weight")
+        .unwrap();
     let shape = [16usize, 64];
     let mut specs: Vec<_> = tensors.iter().map(spec).collect();
     specs[q].shape = &shape;

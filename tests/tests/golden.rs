@@ -11,7 +11,9 @@ use soft_host::{build_blob, infer_config, AlignedBlob, ArchOptions, WeightDtype}
 const CASES: [&str; 3] = ["micro_64", "norm_micro_64", "deep_96_timm"];
 
 fn case_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden").join(case)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("golden")
+        .join(case)
 }
 
 #[derive(Default)]
@@ -48,12 +50,23 @@ fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
     let map = read_safetensors(&dir.join("ckpt.safetensors")).unwrap();
     let cfg = infer_config(&map, &opts).unwrap();
     let as_vec = |v: &serde_json::Value| -> Vec<usize> {
-        v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect()
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
     };
-    assert_eq!(cfg.embed_dims.to_vec(), as_vec(&cfg_meta["embed_dims"]), "{case}");
+    assert_eq!(
+        cfg.embed_dims.to_vec(),
+        as_vec(&cfg_meta["embed_dims"]),
+        "{case}"
+    );
     assert_eq!(cfg.heads.to_vec(), as_vec(&cfg_meta["num_heads"]), "{case}");
     assert_eq!(cfg.depths.to_vec(), as_vec(&cfg_meta["depths"]), "{case}");
-    assert_eq!(cfg.num_classes as u64, cfg_meta["num_classes"].as_u64().unwrap());
+    assert_eq!(
+        cfg.num_classes as u64,
+        cfg_meta["num_classes"].as_u64().unwrap()
+    );
 
     let blob = AlignedBlob::new(&build_blob(&map, &cfg, dtype).unwrap());
     let model = Model::from_blob(blob.as_bytes()).unwrap();
@@ -64,7 +77,9 @@ fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
     let mut logits = vec![0.0; cfg.num_classes];
     let mut stages = Capture::default();
     let mut image = ChwImage::new(&input.data, h, w).unwrap();
-    let report = model.run(&mut image, &mut arena, precision, &mut logits, &mut stages).unwrap();
+    let report = model
+        .run(&mut image, &mut arena, precision, &mut logits, &mut stages)
+        .unwrap();
     Outcome {
         logits,
         reference: npy::read(&dir.join("logits.npy")).unwrap().data,
@@ -84,7 +99,9 @@ fn max_err(a: &[f32], b: &[f32]) -> f32 {
 }
 
 fn argmax(v: &[f32]) -> usize {
-    v.iter().enumerate().fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
+    v.iter()
+        .enumerate()
+        .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
 fn stage_file(at: Checkpoint) -> &'static str {
@@ -102,20 +119,34 @@ fn stage_file(at: Checkpoint) -> &'static str {
 fn f32_matches_reference_logits_and_every_stage() {
     for case in CASES {
         let out = run_case(case, WeightDtype::F32, Precision::F32);
-        assert_eq!(out.peak, out.planned, "{case}: arena high-water mark differs from the plan");
+        assert_eq!(
+            out.peak, out.planned,
+            "{case}: arena high-water mark differs from the plan"
+        );
         assert_eq!(out.stages.0.len(), 6, "{case}");
         for (at, values, rows, cols) in &out.stages.0 {
             let reference = npy::read(&case_dir(case).join(stage_file(*at))).unwrap();
             assert_eq!(reference.shape, vec![*rows, *cols], "{case} {at:?}");
             let err = max_err(values, &reference.data);
             let scale = max_abs(&reference.data);
-            eprintln!("{case} {at:?}: max abs err {err:e}, relative {:e}", err / scale);
-            assert!(err <= 1e-4 * scale, "{case} {at:?}: error {err} > 1e-4 x {scale}");
+            eprintln!(
+                "{case} {at:?}: max abs err {err:e}, relative {:e}",
+                err / scale
+            );
+            assert!(
+                err <= 1e-4 * scale,
+                "{case} {at:?}: error {err} > 1e-4 x {scale}"
+            );
         }
         let err = max_err(&out.logits, &out.reference);
         let scale = max_abs(&out.reference);
         eprintln!("{case} logits: relative error {:e}", err / scale);
-        assert!(err <= 1e-4 * scale, "{case}: logits {:?} vs {:?}", out.logits, out.reference);
+        assert!(
+            err <= 1e-4 * scale,
+            "{case}: logits {:?} vs {:?}",
+            out.logits,
+            out.reference
+        );
     }
 }
 
@@ -127,7 +158,16 @@ fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
         let err = max_err(&out.logits, &out.reference);
         let scale = max_abs(&out.reference);
         eprintln!("{case} f16 logits: relative error {:e}", err / scale);
-        assert_eq!(argmax(&out.logits), argmax(&out.reference), "{case}: top-1 differs");
-        assert!(err <= 2e-2 * scale, "{case}: logits {:?} vs {:?}", out.logits, out.reference);
+        assert_eq!(
+            argmax(&out.logits),
+            argmax(&out.reference),
+            "{case}: top-1 differs"
+        );
+        assert!(
+            err <= 2e-2 * scale,
+            "{case}: logits {:?} vs {:?}",
+            out.logits,
+            out.reference
+        );
     }
 }
