@@ -22,7 +22,11 @@ pub struct ArchOptions {
 
 impl Default for ArchOptions {
     fn default() -> Self {
-        ArchOptions { normalized: false, newton_iters: 20, stage4_heads: None }
+        ArchOptions {
+            normalized: false,
+            newton_iters: 20,
+            stage4_heads: None,
+        }
     }
 }
 
@@ -38,7 +42,8 @@ pub enum WeightDtype {
 }
 
 fn get<'a>(map: &'a TensorMap, key: &str) -> Result<&'a HostTensor> {
-    map.get(key).with_context(|| format!("checkpoint lacks tensor {key}"))
+    map.get(key)
+        .with_context(|| format!("checkpoint lacks tensor {key}"))
 }
 
 fn shape<'a>(map: &'a TensorMap, key: &str) -> Result<&'a [usize]> {
@@ -68,33 +73,63 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
             .collect();
         cfg.depths[s] = blocks.len();
         if blocks.iter().enumerate().any(|(i, &b)| i != b) {
-            bail!("stage {} blocks are not numbered 0..{}", s + 1, blocks.len());
+            bail!(
+                "stage {} blocks are not numbered 0..{}",
+                s + 1,
+                blocks.len()
+            );
         }
         let pos = shape(map, &format!("pos_embed{}", s + 1))?;
-        let cells = pos.get(1).copied().unwrap_or(0).saturating_sub(usize::from(s == 3));
+        let cells = pos
+            .get(1)
+            .copied()
+            .unwrap_or(0)
+            .saturating_sub(usize::from(s == 3));
         let g = (cells as f64).sqrt().round() as usize;
-        ensure!(g * g == cells && g > 0, "pos_embed{} does not hold a square grid", s + 1);
+        ensure!(
+            g * g == cells && g > 0,
+            "pos_embed{} does not hold a square grid",
+            s + 1
+        );
         cfg.pos_grids[s] = g;
     }
     let mut d3 = 0;
     for s in 0..3 {
-        ensure!(cfg.depths[s] > 0, "stage {} has no blocks: its head size cannot be inferred", s + 1);
+        ensure!(
+            cfg.depths[s] > 0,
+            "stage {} has no blocks: its head size cannot be inferred",
+            s + 1
+        );
         let lm = format!("block{}.0.att.mha.attn.Qlandmark_op.weight", s + 1);
         let d = dim(map, &lm, 0)?;
-        ensure!(d > 0 && cfg.embed_dims[s] % d == 0, "{lm}: head dim {d} does not divide width");
+        ensure!(
+            d > 0 && cfg.embed_dims[s] % d == 0,
+            "{lm}: head dim {d} does not divide width"
+        );
         cfg.heads[s] = cfg.embed_dims[s] / d;
         cfg.landmark_ratios[s] = dim(map, &lm, 2)?;
-        cfg.vconv_sizes[s] = dim(map, &format!("block{}.0.att.mha.attn.conv.weight", s + 1), 2)?;
+        cfg.vconv_sizes[s] = dim(
+            map,
+            &format!("block{}.0.att.mha.attn.conv.weight", s + 1),
+            2,
+        )?;
         d3 = d;
     }
     cfg.heads[3] = match opts.stage4_heads {
         Some(h) => h,
         None => {
-            ensure!(cfg.embed_dims[3] % d3 == 0, "stage-4 width is not a multiple of the head dim; pass the stage-4 heads");
+            ensure!(
+                cfg.embed_dims[3] % d3 == 0,
+                "stage-4 width is not a multiple of the head dim; pass the stage-4 heads"
+            );
             cfg.embed_dims[3] / d3
         }
     };
-    cfg.stage4_mlp_hidden = if cfg.depths[3] > 0 { dim(map, "block4.0.mlp.fc1.weight", 0)? } else { 4 * cfg.embed_dims[3] };
+    cfg.stage4_mlp_hidden = if cfg.depths[3] > 0 {
+        dim(map, "block4.0.mlp.fc1.weight", 0)?
+    } else {
+        4 * cfg.embed_dims[3]
+    };
     cfg.num_classes = dim(map, "head.weight", 0)?;
     cfg.newton_iters = opts.newton_iters;
     cfg.normalized = opts.normalized;
@@ -151,29 +186,59 @@ fn conv_layout(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
     t
 }
 
-fn linear(map: &TensorMap, key: &str, id: (TensorId, TensorId), inp: usize, out: usize) -> Result<[Prepared; 2]> {
+fn linear(
+    map: &TensorMap,
+    key: &str,
+    id: (TensorId, TensorId),
+    inp: usize,
+    out: usize,
+) -> Result<[Prepared; 2]> {
     let w = expect_shape(map, &format!("{key}.weight"), &[out, inp])?;
     let b = expect_shape(map, &format!("{key}.bias"), &[out])?;
     Ok([
-        Prepared { id: id.0, shape: vec![inp, out], values: transpose(&w, out, inp), matrix: true },
-        Prepared { id: id.1, shape: vec![out], values: b, matrix: false },
+        Prepared {
+            id: id.0,
+            shape: vec![inp, out],
+            values: transpose(&w, out, inp),
+            matrix: true,
+        },
+        Prepared {
+            id: id.1,
+            shape: vec![out],
+            values: b,
+            matrix: false,
+        },
     ])
 }
 
 fn vector(map: &TensorMap, key: &str, id: TensorId, n: usize) -> Result<Prepared> {
-    Ok(Prepared { id, shape: vec![n], values: expect_shape(map, key, &[n])?, matrix: false })
+    Ok(Prepared {
+        id,
+        shape: vec![n],
+        values: expect_shape(map, key, &[n])?,
+        matrix: false,
+    })
 }
 
 /// Conv + BatchNorm (eps 1e-5) folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β`, in f64.
-fn folded_conv(map: &TensorMap, conv: &str, bn: &str, stage: u8, block: u16, ci: usize, co: usize) -> Result<[Prepared; 2]> {
+fn folded_conv(
+    map: &TensorMap,
+    conv: &str,
+    bn: &str,
+    stage: u8,
+    block: u16,
+    ci: usize,
+    co: usize,
+) -> Result<[Prepared; 2]> {
     let w = expect_shape(map, &format!("{conv}.weight"), &[co, ci, 3, 3])?;
     let b = expect_shape(map, &format!("{conv}.bias"), &[co])?;
     let gamma = expect_shape(map, &format!("{bn}.weight"), &[co])?;
     let beta = expect_shape(map, &format!("{bn}.bias"), &[co])?;
     let mean = expect_shape(map, &format!("{bn}.running_mean"), &[co])?;
     let var = expect_shape(map, &format!("{bn}.running_var"), &[co])?;
-    let scale: Vec<f64> =
-        (0..co).map(|o| f64::from(gamma[o]) / (f64::from(var[o]) + 1e-5).sqrt()).collect();
+    let scale: Vec<f64> = (0..co)
+        .map(|o| f64::from(gamma[o]) / (f64::from(var[o]) + 1e-5).sqrt())
+        .collect();
     let fw: Vec<f32> = w
         .iter()
         .enumerate()
@@ -189,7 +254,12 @@ fn folded_conv(map: &TensorMap, conv: &str, bn: &str, stage: u8, block: u16, ci:
             values: conv_layout(&fw, co, ci, 3),
             matrix: true,
         },
-        Prepared { id: TensorId::new(K::ConvBias, stage, block), shape: vec![co], values: fb, matrix: false },
+        Prepared {
+            id: TensorId::new(K::ConvBias, stage, block),
+            shape: vec![co],
+            values: fb,
+            matrix: false,
+        },
     ])
 }
 
@@ -207,7 +277,15 @@ fn prepare(map: &TensorMap, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
         let st = s as u8 + 1;
         if s > 0 {
             let p = format!("patch_embed{st}.proj");
-            out.extend(folded_conv(map, &format!("{p}.0"), &format!("{p}.1"), st, 0, c[s - 1], c[s])?);
+            out.extend(folded_conv(
+                map,
+                &format!("{p}.0"),
+                &format!("{p}.1"),
+                st,
+                0,
+                c[s - 1],
+                c[s],
+            )?);
         }
         let g = cfg.pos_grids[s];
         let rows = g * g + usize::from(s == 3);
@@ -226,49 +304,185 @@ fn prepare(map: &TensorMap, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
     });
     for s in 0..3 {
         let st = s as u8 + 1;
-        let (cs, d, r, k, h) = (c[s], cfg.head_dim(s), cfg.landmark_ratios[s], cfg.vconv_sizes[s], cfg.heads[s]);
+        let (cs, d, r, k, h) = (
+            c[s],
+            cfg.head_dim(s),
+            cfg.landmark_ratios[s],
+            cfg.vconv_sizes[s],
+            cfg.heads[s],
+        );
         for b in 0..cfg.depths[s] {
             let bi = b as u16;
             let i = |kind| id(kind, st, bi);
             let p = format!("block{st}.{b}.att");
-            out.extend(linear(map, &format!("{p}.mha.W_q"), (i(K::QWeight), i(K::QBias)), cs, cs)?);
-            out.extend(linear(map, &format!("{p}.mha.W_v"), (i(K::VWeight), i(K::VBias)), cs, cs)?);
-            let lw = expect_shape(map, &format!("{p}.mha.attn.Qlandmark_op.weight"), &[d, d, r, r])?;
-            out.push(Prepared { id: i(K::LandmarkWeight), shape: vec![r, r, d, d], values: conv_layout(&lw, d, d, r), matrix: true });
-            out.push(vector(map, &format!("{p}.mha.attn.Qnorm_act.0.weight"), i(K::LandmarkNormWeight), d)?);
-            out.push(vector(map, &format!("{p}.mha.attn.Qnorm_act.0.bias"), i(K::LandmarkNormBias), d)?);
+            out.extend(linear(
+                map,
+                &format!("{p}.mha.W_q"),
+                (i(K::QWeight), i(K::QBias)),
+                cs,
+                cs,
+            )?);
+            out.extend(linear(
+                map,
+                &format!("{p}.mha.W_v"),
+                (i(K::VWeight), i(K::VBias)),
+                cs,
+                cs,
+            )?);
+            let lw = expect_shape(
+                map,
+                &format!("{p}.mha.attn.Qlandmark_op.weight"),
+                &[d, d, r, r],
+            )?;
+            out.push(Prepared {
+                id: i(K::LandmarkWeight),
+                shape: vec![r, r, d, d],
+                values: conv_layout(&lw, d, d, r),
+                matrix: true,
+            });
+            out.push(vector(
+                map,
+                &format!("{p}.mha.attn.Qnorm_act.0.weight"),
+                i(K::LandmarkNormWeight),
+                d,
+            )?);
+            out.push(vector(
+                map,
+                &format!("{p}.mha.attn.Qnorm_act.0.bias"),
+                i(K::LandmarkNormBias),
+                d,
+            )?);
             out.push(Prepared {
                 id: i(K::VConvWeight),
                 shape: vec![h, k, k],
                 values: expect_shape(map, &format!("{p}.mha.attn.conv.weight"), &[h, 1, k, k])?,
                 matrix: false,
             });
-            out.extend(linear(map, &format!("{p}.mha.ff"), (i(K::OutWeight), i(K::OutBias)), cs, cs)?);
-            out.push(vector(map, &format!("{p}.norm1.weight"), i(K::Norm1Weight), cs)?);
-            out.push(vector(map, &format!("{p}.norm1.bias"), i(K::Norm1Bias), cs)?);
-            out.extend(linear(map, &format!("{p}.ff1"), (i(K::Mlp1Weight), i(K::Mlp1Bias)), cs, 4 * cs)?);
-            out.extend(linear(map, &format!("{p}.ff2"), (i(K::Mlp2Weight), i(K::Mlp2Bias)), 4 * cs, cs)?);
-            out.push(vector(map, &format!("{p}.norm2.weight"), i(K::Norm2Weight), cs)?);
-            out.push(vector(map, &format!("{p}.norm2.bias"), i(K::Norm2Bias), cs)?);
+            out.extend(linear(
+                map,
+                &format!("{p}.mha.ff"),
+                (i(K::OutWeight), i(K::OutBias)),
+                cs,
+                cs,
+            )?);
+            out.push(vector(
+                map,
+                &format!("{p}.norm1.weight"),
+                i(K::Norm1Weight),
+                cs,
+            )?);
+            out.push(vector(
+                map,
+                &format!("{p}.norm1.bias"),
+                i(K::Norm1Bias),
+                cs,
+            )?);
+            out.extend(linear(
+                map,
+                &format!("{p}.ff1"),
+                (i(K::Mlp1Weight), i(K::Mlp1Bias)),
+                cs,
+                4 * cs,
+            )?);
+            out.extend(linear(
+                map,
+                &format!("{p}.ff2"),
+                (i(K::Mlp2Weight), i(K::Mlp2Bias)),
+                4 * cs,
+                cs,
+            )?);
+            out.push(vector(
+                map,
+                &format!("{p}.norm2.weight"),
+                i(K::Norm2Weight),
+                cs,
+            )?);
+            out.push(vector(
+                map,
+                &format!("{p}.norm2.bias"),
+                i(K::Norm2Bias),
+                cs,
+            )?);
         }
     }
     let (c4, hid) = (c[3], cfg.stage4_mlp_hidden);
     for b in 0..cfg.depths[3] {
         let i = |kind| id(kind, 4, b as u16);
         let p = format!("block4.{b}");
-        out.push(vector(map, &format!("{p}.norm1.weight"), i(K::Norm1Weight), c4)?);
-        out.push(vector(map, &format!("{p}.norm1.bias"), i(K::Norm1Bias), c4)?);
-        out.extend(linear(map, &format!("{p}.attn.q"), (i(K::QWeight), i(K::QBias)), c4, c4)?);
-        out.extend(linear(map, &format!("{p}.attn.kv"), (i(K::KvWeight), i(K::KvBias)), c4, 2 * c4)?);
-        out.extend(linear(map, &format!("{p}.attn.proj"), (i(K::OutWeight), i(K::OutBias)), c4, c4)?);
-        out.push(vector(map, &format!("{p}.norm2.weight"), i(K::Norm2Weight), c4)?);
-        out.push(vector(map, &format!("{p}.norm2.bias"), i(K::Norm2Bias), c4)?);
-        out.extend(linear(map, &format!("{p}.mlp.fc1"), (i(K::Mlp1Weight), i(K::Mlp1Bias)), c4, hid)?);
-        out.extend(linear(map, &format!("{p}.mlp.fc2"), (i(K::Mlp2Weight), i(K::Mlp2Bias)), hid, c4)?);
+        out.push(vector(
+            map,
+            &format!("{p}.norm1.weight"),
+            i(K::Norm1Weight),
+            c4,
+        )?);
+        out.push(vector(
+            map,
+            &format!("{p}.norm1.bias"),
+            i(K::Norm1Bias),
+            c4,
+        )?);
+        out.extend(linear(
+            map,
+            &format!("{p}.attn.q"),
+            (i(K::QWeight), i(K::QBias)),
+            c4,
+            c4,
+        )?);
+        out.extend(linear(
+            map,
+            &format!("{p}.attn.kv"),
+            (i(K::KvWeight), i(K::KvBias)),
+            c4,
+            2 * c4,
+        )?);
+        out.extend(linear(
+            map,
+            &format!("{p}.attn.proj"),
+            (i(K::OutWeight), i(K::OutBias)),
+            c4,
+            c4,
+        )?);
+        out.push(vector(
+            map,
+            &format!("{p}.norm2.weight"),
+            i(K::Norm2Weight),
+            c4,
+        )?);
+        out.push(vector(
+            map,
+            &format!("{p}.norm2.bias"),
+            i(K::Norm2Bias),
+            c4,
+        )?);
+        out.extend(linear(
+            map,
+            &format!("{p}.mlp.fc1"),
+            (i(K::Mlp1Weight), i(K::Mlp1Bias)),
+            c4,
+            hid,
+        )?);
+        out.extend(linear(
+            map,
+            &format!("{p}.mlp.fc2"),
+            (i(K::Mlp2Weight), i(K::Mlp2Bias)),
+            hid,
+            c4,
+        )?);
     }
-    out.push(vector(map, "norm.weight", id(K::FinalNormWeight, 0, 0), c4)?);
+    out.push(vector(
+        map,
+        "norm.weight",
+        id(K::FinalNormWeight, 0, 0),
+        c4,
+    )?);
     out.push(vector(map, "norm.bias", id(K::FinalNormBias, 0, 0), c4)?);
-    out.extend(linear(map, "head", (id(K::HeadWeight, 0, 0), id(K::HeadBias, 0, 0)), c4, cfg.num_classes)?);
+    out.extend(linear(
+        map,
+        "head",
+        (id(K::HeadWeight, 0, 0), id(K::HeadBias, 0, 0)),
+        c4,
+        cfg.num_classes,
+    )?);
     Ok(out)
 }
 
@@ -280,10 +494,17 @@ fn quantize(values: &[f32], outputs: usize) -> (Vec<i8>, Vec<f32>) {
             *a = a.max(v.abs());
         }
     }
-    let scales: Vec<f32> = amax.iter().map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 }).collect();
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| if a > 0.0 { a / 127.0 } else { 1.0 })
+        .collect();
     let q = values
         .chunks_exact(outputs)
-        .flat_map(|row| row.iter().zip(&scales).map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8))
+        .flat_map(|row| {
+            row.iter()
+                .zip(&scales)
+                .map(|(v, s)| (v / s).round().clamp(-127.0, 127.0) as i8)
+        })
         .collect();
     (q, scales)
 }
@@ -300,7 +521,10 @@ impl AlignedBlob {
     pub fn new(bytes: &[u8]) -> Self {
         let mut words = vec![0u128; bytes.len().div_ceil(16)];
         bytemuck::cast_slice_mut::<u128, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
-        AlignedBlob { words, len: bytes.len() }
+        AlignedBlob {
+            words,
+            len: bytes.len(),
+        }
     }
 
     /// The blob's bytes.
@@ -325,21 +549,43 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
     let stored: Vec<Stored> = prepared
         .iter()
         .map(|p| match (dtype, p.matrix) {
-            (WeightDtype::F32, _) => Stored { dtype: Dtype::F32, data: bytemuck::cast_slice(&p.values).to_vec(), scales: None },
+            (WeightDtype::F32, _) => Stored {
+                dtype: Dtype::F32,
+                data: bytemuck::cast_slice(&p.values).to_vec(),
+                scales: None,
+            },
             (WeightDtype::F16, _) | (WeightDtype::I8, false) => {
-                let h: Vec<u16> = p.values.iter().map(|v| half::f16::from_f32(*v).to_bits()).collect();
-                Stored { dtype: Dtype::F16, data: bytemuck::cast_slice(&h).to_vec(), scales: None }
+                let h: Vec<u16> = p
+                    .values
+                    .iter()
+                    .map(|v| half::f16::from_f32(*v).to_bits())
+                    .collect();
+                Stored {
+                    dtype: Dtype::F16,
+                    data: bytemuck::cast_slice(&h).to_vec(),
+                    scales: None,
+                }
             }
             (WeightDtype::I8, true) => {
                 let (q, s) = quantize(&p.values, *p.shape.last().unwrap_or(&1));
-                Stored { dtype: Dtype::I8, data: bytemuck::cast_slice(&q).to_vec(), scales: Some(bytemuck::cast_slice(&s).to_vec()) }
+                Stored {
+                    dtype: Dtype::I8,
+                    data: bytemuck::cast_slice(&q).to_vec(),
+                    scales: Some(bytemuck::cast_slice(&s).to_vec()),
+                }
             }
         })
         .collect();
     let specs: Vec<TensorSpec<'_>> = prepared
         .iter()
         .zip(&stored)
-        .map(|(p, s)| TensorSpec { id: p.id, dtype: s.dtype, shape: &p.shape, data: &s.data, scales: s.scales.as_deref() })
+        .map(|(p, s)| TensorSpec {
+            id: p.id,
+            dtype: s.dtype,
+            shape: &p.shape,
+            data: &s.data,
+            scales: s.scales.as_deref(),
+        })
         .collect();
     let mut out = vec![0u8; format::encoded_len(&specs)];
     format::encode(cfg, &specs, &mut out).map_err(|e| anyhow::anyhow!("encoding the blob: {e}"))?;
@@ -357,17 +603,30 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
         (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
     };
     let mut map = TensorMap::new();
-    let put = |map: &mut TensorMap, key: String, shape: Vec<usize>, fill: &mut dyn FnMut() -> f32| {
-        let n = shape.iter().product();
-        map.insert(key, HostTensor { data: (0..n).map(|_| fill()).collect(), shape });
-    };
+    let put =
+        |map: &mut TensorMap, key: String, shape: Vec<usize>, fill: &mut dyn FnMut() -> f32| {
+            let n = shape.iter().product();
+            map.insert(
+                key,
+                HostTensor {
+                    data: (0..n).map(|_| fill()).collect(),
+                    shape,
+                },
+            );
+        };
     let mut weight = |map: &mut TensorMap, key: &str, shape: Vec<usize>, fan_in: usize| {
         let s = 1.0 / (fan_in as f32).sqrt();
         put(map, key.to_string(), shape, &mut || uniform() * s);
     };
     let constant = |map: &mut TensorMap, key: String, n: Vec<usize>, v: f32| {
         let len = n.iter().product();
-        map.insert(key, HostTensor { shape: n, data: vec![v; len] });
+        map.insert(
+            key,
+            HostTensor {
+                shape: n,
+                data: vec![v; len],
+            },
+        );
     };
     let c = cfg.embed_dims;
     let mut conv = |map: &mut TensorMap, conv: String, bn: String, ci: usize, co: usize| {
@@ -380,10 +639,22 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
     };
     let sw = cfg.stem_width;
     for (l, (ci, co)) in [(3, sw), (sw, sw), (sw, c[0])].into_iter().enumerate() {
-        conv(&mut map, format!("patch_embed1.proj.{}", 3 * l), format!("patch_embed1.proj.{}", 3 * l + 1), ci, co);
+        conv(
+            &mut map,
+            format!("patch_embed1.proj.{}", 3 * l),
+            format!("patch_embed1.proj.{}", 3 * l + 1),
+            ci,
+            co,
+        );
     }
     for s in 1..4 {
-        conv(&mut map, format!("patch_embed{}.proj.0", s + 1), format!("patch_embed{}.proj.1", s + 1), c[s - 1], c[s]);
+        conv(
+            &mut map,
+            format!("patch_embed{}.proj.0", s + 1),
+            format!("patch_embed{}.proj.1", s + 1),
+            c[s - 1],
+            c[s],
+        );
     }
     let mut rng = {
         let mut st = seed.wrapping_add(1) | 1;
@@ -396,16 +667,29 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
     };
     let mut small = |map: &mut TensorMap, key: String, shape: Vec<usize>, scale: f32| {
         let n = shape.iter().product();
-        map.insert(key, HostTensor { data: (0..n).map(|_| rng() * scale).collect(), shape });
+        map.insert(
+            key,
+            HostTensor {
+                data: (0..n).map(|_| rng() * scale).collect(),
+                shape,
+            },
+        );
     };
     for s in 0..4 {
         let g = cfg.pos_grids[s];
-        small(&mut map, format!("pos_embed{}", s + 1), vec![1, g * g + usize::from(s == 3), c[s]], 0.02);
+        small(
+            &mut map,
+            format!("pos_embed{}", s + 1),
+            vec![1, g * g + usize::from(s == 3), c[s]],
+            0.02,
+        );
     }
     small(&mut map, "cls_token".into(), vec![1, 1, c[3]], 0.02);
     let mut lin = |map: &mut TensorMap, key: String, inp: usize, out: usize| {
         let s = 1.0 / (inp as f32).sqrt();
-        put(map, format!("{key}.weight"), vec![out, inp], &mut || uniform() * s * 0.999);
+        put(map, format!("{key}.weight"), vec![out, inp], &mut || {
+            uniform() * s * 0.999
+        });
         put(map, format!("{key}.bias"), vec![out], &mut || 0.0);
     };
     let norm = |map: &mut TensorMap, key: String, n: usize| {
@@ -413,14 +697,30 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
         constant(map, format!("{key}.bias"), vec![n], 0.0);
     };
     for s in 0..3 {
-        let (cs, d, r, k, h) = (c[s], cfg.head_dim(s), cfg.landmark_ratios[s], cfg.vconv_sizes[s], cfg.heads[s]);
+        let (cs, d, r, k, h) = (
+            c[s],
+            cfg.head_dim(s),
+            cfg.landmark_ratios[s],
+            cfg.vconv_sizes[s],
+            cfg.heads[s],
+        );
         for b in 0..cfg.depths[s] {
             let p = format!("block{}.{b}.att", s + 1);
             lin(&mut map, format!("{p}.mha.W_q"), cs, cs);
             lin(&mut map, format!("{p}.mha.W_v"), cs, cs);
-            small(&mut map, format!("{p}.mha.attn.Qlandmark_op.weight"), vec![d, d, r, r], 1.0 / ((d * r * r) as f32).sqrt());
+            small(
+                &mut map,
+                format!("{p}.mha.attn.Qlandmark_op.weight"),
+                vec![d, d, r, r],
+                1.0 / ((d * r * r) as f32).sqrt(),
+            );
             norm(&mut map, format!("{p}.mha.attn.Qnorm_act.0"), d);
-            small(&mut map, format!("{p}.mha.attn.conv.weight"), vec![h, 1, k, k], 1.0 / k as f32);
+            small(
+                &mut map,
+                format!("{p}.mha.attn.conv.weight"),
+                vec![h, 1, k, k],
+                1.0 / k as f32,
+            );
             lin(&mut map, format!("{p}.mha.ff"), cs, cs);
             norm(&mut map, format!("{p}.norm1"), cs);
             lin(&mut map, format!("{p}.ff1"), cs, 4 * cs);
@@ -435,8 +735,18 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
         lin(&mut map, format!("{p}.attn.kv"), c[3], 2 * c[3]);
         lin(&mut map, format!("{p}.attn.proj"), c[3], c[3]);
         norm(&mut map, format!("{p}.norm2"), c[3]);
-        lin(&mut map, format!("{p}.mlp.fc1"), c[3], cfg.stage4_mlp_hidden);
-        lin(&mut map, format!("{p}.mlp.fc2"), cfg.stage4_mlp_hidden, c[3]);
+        lin(
+            &mut map,
+            format!("{p}.mlp.fc1"),
+            c[3],
+            cfg.stage4_mlp_hidden,
+        );
+        lin(
+            &mut map,
+            format!("{p}.mlp.fc2"),
+            cfg.stage4_mlp_hidden,
+            c[3],
+        );
     }
     norm(&mut map, "norm".into(), c[3]);
     lin(&mut map, "head".into(), c[3], cfg.num_classes);
@@ -456,9 +766,10 @@ mod tests {
 
     #[test]
     fn quantize_is_symmetric_per_output() {
+        // Input-major [2 inputs, 3 outputs]: columns (1, 4), (-2, -1), (0.5, 0).
         let w = [1.0, -2.0, 0.5, 4.0, -1.0, 0.0];
         let (q, s) = quantize(&w, 3);
-        assert_eq!(s, vec![1.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0]);
-        assert_eq!(q, vec![127, -127, 127, 127, -64, 0]);
+        assert_eq!(s, vec![4.0 / 127.0, 2.0 / 127.0, 0.5 / 127.0]);
+        assert_eq!(q, vec![32, -127, 127, 127, -64, 0]);
     }
 }
