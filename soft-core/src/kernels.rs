@@ -109,30 +109,130 @@ impl Matrix<'_> {
     }
 }
 
+/// Tokens per register block of the linear microkernel.
+pub const TOKEN_BLOCK: usize = 4;
+/// Outputs per register block of the linear microkernel.
+pub const OUTPUT_BLOCK: usize = 8;
+
+type Acc = [[f32; OUTPUT_BLOCK]; TOKEN_BLOCK];
+
+/// `acc[t][o] += x[t] · w[o]`: 32 independent multiply-adds, which LLVM keeps in
+/// registers and vectorises across `o`. Every output still sums its inputs in order.
+#[inline(always)]
+fn mac_block(acc: &mut Acc, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
+    for (a, &xv) in acc.iter_mut().zip(x) {
+        for (ao, &wo) in a.iter_mut().zip(w) {
+            *ao += xv * wo;
+        }
+    }
+}
+
+/// A stored weight element, widened exactly to f32.
+trait WeightElem: Copy {
+    fn to_f32(self) -> f32;
+}
+impl WeightElem for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+impl WeightElem for u16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        widen(self)
+    }
+}
+impl WeightElem for i8 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f32::from(self)
+    }
+}
+
+/// Accumulates `Σ_i x[t][i] · W[i][o0 + o]` into `acc` over all inputs, in input order.
+/// `xs` are four token rows of `inputs` values (a missing token repeats another's row;
+/// its results are discarded).
+#[inline(always)]
+fn gemm_block<T: WeightElem>(d: &[T], outputs: usize, o0: usize, xs: &[&[f32]; TOKEN_BLOCK], acc: &mut Acc) {
+    let [x0, x1, x2, x3] = *xs;
+    let rows = x0.iter().zip(x1).zip(x2).zip(x3).zip(d.chunks_exact(outputs));
+    if o0 + OUTPUT_BLOCK <= outputs {
+        for ((((&a, &b), &c), &e), wrow) in rows {
+            let Some(src) = wrow.get(o0..o0 + OUTPUT_BLOCK) else { continue };
+            let w: [f32; OUTPUT_BLOCK] = core::array::from_fn(|o| src[o].to_f32());
+            mac_block(acc, &[a, b, c, e], &w);
+        }
+    } else {
+        for ((((&a, &b), &c), &e), wrow) in rows {
+            let mut w = [0.0f32; OUTPUT_BLOCK];
+            for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0)) {
+                *wo = v.to_f32();
+            }
+            mac_block(acc, &[a, b, c, e], &w);
+        }
+    }
+}
+
+impl Matrix<'_> {
+    /// Accumulator rows for outputs `o0..`: the bias for float weights, zero for int8.
+    #[inline(always)]
+    fn start_block(&self, bias: Option<&Vector<'_>>, o0: usize) -> Acc {
+        let mut row = [0.0f32; OUTPUT_BLOCK];
+        if let (false, Some(b)) = (matches!(self.data, MatrixData::I8 { .. }), bias) {
+            let n = OUTPUT_BLOCK.min(b.len().saturating_sub(o0));
+            b.read_into(o0, &mut row[..n]);
+        }
+        [row; TOKEN_BLOCK]
+    }
+
+    /// Writes finished accumulators of outputs `o0..` for `tokens` tokens into `y`
+    /// (token stride `self.outputs`), applying int8 scales and bias.
+    #[inline(always)]
+    fn store_block(&self, acc: &Acc, bias: Option<&Vector<'_>>, o0: usize, y: &mut [f32], tokens: usize) {
+        let n = OUTPUT_BLOCK.min(self.outputs.saturating_sub(o0));
+        for (t, a) in acc.iter().enumerate().take(tokens) {
+            let at = t * self.outputs + o0;
+            let Some(dst) = y.get_mut(at..at + n) else { continue };
+            dst.copy_from_slice(&a[..n]);
+            if let MatrixData::I8 { scales, .. } = self.data {
+                for (i, (o, s)) in dst.iter_mut().zip(scales.iter().skip(o0)).enumerate() {
+                    *o = bias.map_or(0.0, |b| b.get(o0 + i)) + *s * *o;
+                }
+            }
+        }
+    }
+}
+
 /// `y[t] = W·x[t] + b` for every token `t` of a tile (`x`: tokens × inputs, `y`: tokens ×
-/// outputs). Each weight row is read once per tile and applied to all its tokens.
+/// outputs). Register-blocked over 4 tokens × 8 outputs; each output is
+/// `((b + x0·w0) + x1·w1) + …` in input order, the same as [`Matrix::begin`],
+/// [`Matrix::accumulate`], [`Matrix::finish`] one input at a time.
 pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32]) {
     let (ni, no) = (w.inputs, w.outputs);
     if ni == 0 || no == 0 {
         return;
     }
     let tokens = (x.len() / ni).min(y.len() / no);
-    let (x, y) = (
-        x.get(..tokens * ni).unwrap_or(&[]),
-        y.get_mut(..tokens * no).unwrap_or(&mut []),
-    );
-    for yt in y.chunks_exact_mut(no) {
-        w.begin(bias, yt);
-    }
-    for i in 0..ni {
-        for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-            if let Some(&xi) = xt.get(i) {
-                w.accumulate(i, xi, yt);
+    let first = x.get(..ni).unwrap_or_default();
+    // Output blocks outermost: one block's weight column (inputs × 8) stays in L1 while
+    // every token of the tile passes through it.
+    for o0 in (0..no).step_by(OUTPUT_BLOCK) {
+        for t0 in (0..tokens).step_by(TOKEN_BLOCK) {
+            let count = TOKEN_BLOCK.min(tokens - t0);
+            let xs: [&[f32]; TOKEN_BLOCK] = core::array::from_fn(|t| {
+                let row = (t < count).then(|| x.get((t0 + t) * ni..(t0 + t + 1) * ni)).flatten();
+                row.unwrap_or(first)
+            });
+            let mut acc = w.start_block(bias, o0);
+            match w.data {
+                MatrixData::F32(d) => gemm_block(d, no, o0, &xs, &mut acc),
+                MatrixData::F16(d) => gemm_block(d, no, o0, &xs, &mut acc),
+                MatrixData::I8 { q, .. } => gemm_block(q, no, o0, &xs, &mut acc),
             }
+            let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
+            w.store_block(&acc, bias, o0, yb, count);
         }
-    }
-    for yt in y.chunks_exact_mut(no) {
-        w.finish(bias, yt);
     }
 }
 
