@@ -31,7 +31,10 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap> {
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::F32 => raw
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
             Dtype::F16 => raw
                 .chunks_exact(2)
                 .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
@@ -44,7 +47,25 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap> {
             other => bail!("tensor {name}: unsupported dtype {other:?}"),
         };
         let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
-        map.insert(key, HostTensor { shape: view.shape().to_vec(), data });
+        map.insert(
+            key,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
     }
     Ok(map)
+}
+
+/// Reads a checkpoint of either kind, by content: a zip archive is a `torch.save` file,
+/// anything else must be safetensors.
+pub fn read_checkpoint(path: &Path, prefer: crate::pth::Prefer) -> Result<crate::pth::Loaded> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let loaded = if bytes.starts_with(b"PK\x03\x04") {
+        crate::pth::parse(&bytes, prefer)
+    } else {
+        parse_safetensors(&bytes).map(|tensors| crate::pth::Loaded { tensors, notes: Vec::new() })
+    };
+    loaded.with_context(|| format!("reading checkpoint {}", path.display()))
 }

@@ -4,6 +4,10 @@ pub mod checkpoint;
 pub mod convert;
 pub mod cost;
 pub mod npy;
+pub mod pickle;
+pub mod pth;
 
 pub use checkpoint::{HostTensor, TensorMap};
-pub use convert::{build_blob, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions, WeightDtype};
+pub use convert::{
+    build_blob, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions, WeightDtype,
+};

@@ -21,18 +21,29 @@ pub fn read(path: &Path) -> Result<NpyArray> {
 
 /// Parses `.npy` bytes.
 pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
-    ensure!(bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY", "not an .npy file");
+    ensure!(
+        bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
+        "not an .npy file"
+    );
     let (header_len, start) = match bytes[6] {
         1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
         2 | 3 => {
             ensure!(bytes.len() >= 12, "truncated .npy header");
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         v => bail!("unsupported .npy version {v}"),
     };
-    let header = bytes.get(start..start + header_len).context("truncated .npy header")?;
+    let header = bytes
+        .get(start..start + header_len)
+        .context("truncated .npy header")?;
     let header = std::str::from_utf8(header).context(".npy header is not text")?;
-    ensure!(header.contains("'descr': '<f4'"), "only little-endian f32 .npy is supported, header: {header}");
+    ensure!(
+        header.contains("'descr': '<f4'"),
+        "only little-endian f32 .npy is supported, header: {header}"
+    );
     let fortran = header.contains("'fortran_order': True");
     let shape_text = header
         .split("'shape': (")
@@ -45,11 +56,26 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().context("bad .npy dimension"))
         .collect::<Result<Vec<_>>>()?;
-    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context(".npy shape overflows")?;
+    let count = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .context(".npy shape overflows")?;
     let body = &bytes[start + header_len..];
-    ensure!(body.len() == count * 4, ".npy holds {} bytes of data, shape {shape:?} needs {}", body.len(), count * 4);
-    let data: Vec<f32> = body.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-    let data = if fortran { fortran_to_c(&data, &shape) } else { data };
+    ensure!(
+        body.len() == count * 4,
+        ".npy holds {} bytes of data, shape {shape:?} needs {}",
+        body.len(),
+        count * 4
+    );
+    let data: Vec<f32> = body
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let data = if fortran {
+        fortran_to_c(&data, &shape)
+    } else {
+        data
+    };
     Ok(NpyArray { shape, data })
 }
 
@@ -79,8 +105,13 @@ fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
 /// Serialises an f32 array as `.npy` (version 1).
 pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 { format!("{},", dims[0]) } else { dims.join(", ") };
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
+    let shape_text = if dims.len() == 1 {
+        format!("{},", dims[0])
+    } else {
+        dims.join(", ")
+    };
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }

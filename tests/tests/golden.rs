@@ -171,3 +171,18 @@ fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
         );
     }
 }
+
+#[test]
+fn pth_and_safetensors_hold_the_same_tensors() {
+    use soft_host::checkpoint::read_checkpoint;
+    use soft_host::pth::Prefer;
+    for case in CASES {
+        let dir = case_dir(case);
+        let pth = read_checkpoint(&dir.join("ckpt.pth"), Prefer::Ema).unwrap();
+        let st = read_checkpoint(&dir.join("ckpt.safetensors"), Prefer::Ema).unwrap();
+        assert_eq!(pth.tensors.len(), st.tensors.len(), "{case}");
+        assert!(pth.tensors == st.tensors, "{case}: tensors differ");
+        eprintln!("{case}: {:?}", pth.notes);
+    }
+}
+
