@@ -154,12 +154,25 @@ impl WeightElem for i8 {
 /// `xs` are four token rows of `inputs` values (a missing token repeats another's row;
 /// its results are discarded).
 #[inline(always)]
-fn gemm_block<T: WeightElem>(d: &[T], outputs: usize, o0: usize, xs: &[&[f32]; TOKEN_BLOCK], acc: &mut Acc) {
+fn gemm_block<T: WeightElem>(
+    d: &[T],
+    outputs: usize,
+    o0: usize,
+    xs: &[&[f32]; TOKEN_BLOCK],
+    acc: &mut Acc,
+) {
     let [x0, x1, x2, x3] = *xs;
-    let rows = x0.iter().zip(x1).zip(x2).zip(x3).zip(d.chunks_exact(outputs));
+    let rows = x0
+        .iter()
+        .zip(x1)
+        .zip(x2)
+        .zip(x3)
+        .zip(d.chunks_exact(outputs));
     if o0 + OUTPUT_BLOCK <= outputs {
         for ((((&a, &b), &c), &e), wrow) in rows {
-            let Some(src) = wrow.get(o0..o0 + OUTPUT_BLOCK) else { continue };
+            let Some(src) = wrow.get(o0..o0 + OUTPUT_BLOCK) else {
+                continue;
+            };
             let w: [f32; OUTPUT_BLOCK] = core::array::from_fn(|o| src[o].to_f32());
             mac_block(acc, &[a, b, c, e], &w);
         }
@@ -189,11 +202,20 @@ impl Matrix<'_> {
     /// Writes finished accumulators of outputs `o0..` for `tokens` tokens into `y`
     /// (token stride `self.outputs`), applying int8 scales and bias.
     #[inline(always)]
-    fn store_block(&self, acc: &Acc, bias: Option<&Vector<'_>>, o0: usize, y: &mut [f32], tokens: usize) {
+    fn store_block(
+        &self,
+        acc: &Acc,
+        bias: Option<&Vector<'_>>,
+        o0: usize,
+        y: &mut [f32],
+        tokens: usize,
+    ) {
         let n = OUTPUT_BLOCK.min(self.outputs.saturating_sub(o0));
         for (t, a) in acc.iter().enumerate().take(tokens) {
             let at = t * self.outputs + o0;
-            let Some(dst) = y.get_mut(at..at + n) else { continue };
+            let Some(dst) = y.get_mut(at..at + n) else {
+                continue;
+            };
             dst.copy_from_slice(&a[..n]);
             if let MatrixData::I8 { scales, .. } = self.data {
                 for (i, (o, s)) in dst.iter_mut().zip(scales.iter().skip(o0)).enumerate() {
@@ -221,7 +243,9 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
         for t0 in (0..tokens).step_by(TOKEN_BLOCK) {
             let count = TOKEN_BLOCK.min(tokens - t0);
             let xs: [&[f32]; TOKEN_BLOCK] = core::array::from_fn(|t| {
-                let row = (t < count).then(|| x.get((t0 + t) * ni..(t0 + t + 1) * ni)).flatten();
+                let row = (t < count)
+                    .then(|| x.get((t0 + t) * ni..(t0 + t + 1) * ni))
+                    .flatten();
                 row.unwrap_or(first)
             });
             let mut acc = w.start_block(bias, o0);

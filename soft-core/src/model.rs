@@ -79,6 +79,7 @@ impl ProbeView for f16 {
 /// A part of the run, for the memory plan's breakdown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Phase {
     /// Stem convolutions.
     Stem,

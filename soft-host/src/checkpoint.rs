@@ -65,7 +65,10 @@ pub fn read_checkpoint(path: &Path, prefer: crate::pth::Prefer) -> Result<crate:
     let loaded = if bytes.starts_with(b"PK\x03\x04") {
         crate::pth::parse(&bytes, prefer)
     } else {
-        parse_safetensors(&bytes).map(|tensors| crate::pth::Loaded { tensors, notes: Vec::new() })
+        parse_safetensors(&bytes).map(|tensors| crate::pth::Loaded {
+            tensors,
+            notes: Vec::new(),
+        })
     };
     loaded.with_context(|| format!("reading checkpoint {}", path.display()))
 }

@@ -3,9 +3,12 @@
 pub mod checkpoint;
 pub mod convert;
 pub mod cost;
+pub mod image_input;
+pub mod io;
 pub mod npy;
 pub mod pickle;
 pub mod pth;
+pub mod svg;
 
 pub use checkpoint::{HostTensor, TensorMap};
 pub use convert::{

@@ -1,1 +1,657 @@
-fn main() {}
+//! `soft`: convert SOFT checkpoints into model blobs, inspect, plan, run and verify them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, ensure, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use soft_core::format::Dtype;
+use soft_core::{Blob, ChwImage, Model, ModelConfig, Precision};
+use soft_host::checkpoint::read_checkpoint;
+use soft_host::pth::Prefer;
+use soft_host::{
+    build_blob, image_input, infer_config, io, npy, svg, AlignedBlob, ArchOptions, WeightDtype,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "soft",
+    version,
+    about = "SOFT (softmax-free transformer) models for microcontrollers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DtypeArg {
+    F32,
+    F16,
+    Int8,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+enum Activations {
+    #[default]
+    F16,
+    F32,
+}
+
+impl From<Activations> for Precision {
+    fn from(a: Activations) -> Precision {
+        match a {
+            Activations::F16 => Precision::F16,
+            Activations::F32 => Precision::F32,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ArchArgs {
+    /// Published preset (soft_tiny … soft_norm_huge) for what the shapes cannot tell.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Normalised (SOFT-Norm) attention.
+    #[arg(long)]
+    norm: bool,
+    /// Stage-4 heads (default: stage-4 width / stage-3 head dim).
+    #[arg(long)]
+    stage4_heads: Option<usize>,
+    /// Newton–Schulz iterations (default 20).
+    #[arg(long)]
+    newton_iters: Option<usize>,
+    /// Take `state_dict` even where `state_dict_ema` exists.
+    #[arg(long)]
+    no_ema: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert a PyTorch (.pth) or safetensors checkpoint into a model blob.
+    Convert {
+        checkpoint: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value = "f16")]
+        dtype: DtypeArg,
+        #[command(flatten)]
+        arch: ArchArgs,
+    },
+    /// Show a blob's config, tensors and checksum.
+    Inspect { model: PathBuf },
+    /// Exact arena bytes for an input size, per phase.
+    Plan {
+        model: Option<PathBuf>,
+        /// Plan a published preset instead of a blob.
+        #[arg(long, conflicts_with = "model")]
+        arch: Option<String>,
+        /// Input size: 224 or HxW.
+        #[arg(long, default_value = "224")]
+        image_size: String,
+        #[arg(long, value_enum, default_value = "f16")]
+        activations: Activations,
+        /// Also draw the plan as an SVG bar chart.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Run a blob on an input and print the top classes.
+    Run {
+        model: PathBuf,
+        /// f32 .npy input, (1,3,H,W) or (3,H,W), already normalised.
+        #[arg(long, conflicts_with = "image")]
+        input_npy: Option<PathBuf>,
+        /// PNG or JPEG image (resized, centre-cropped, ImageNet-normalised).
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Crop size for --image (default: the model's native size).
+        #[arg(long)]
+        image_size: Option<usize>,
+        #[arg(long, value_enum, default_value = "f16")]
+        activations: Activations,
+        /// Write the logits as a (1, classes) .npy file.
+        #[arg(long)]
+        logits_out: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Class names, one per line.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Compare a blob against the f32 engine built from its reference checkpoint.
+    Verify {
+        model: PathBuf,
+        #[arg(long)]
+        reference: PathBuf,
+        /// Random inputs to compare on.
+        #[arg(long, default_value_t = 8)]
+        inputs: usize,
+        /// Compare on these .npy inputs instead of random ones.
+        #[arg(long)]
+        input_npy: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "f16")]
+        activations: Activations,
+        /// Take `state_dict` even where `state_dict_ema` exists.
+        #[arg(long)]
+        no_ema: bool,
+    },
+    /// Write the blob as a Rust source with an aligned static, for a firmware crate.
+    Export {
+        model: PathBuf,
+        #[arg(long)]
+        rust: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            print!("{e}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            eprintln!("{}", text.lines().next().unwrap_or("error: bad arguments"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> Result<()> {
+    match command {
+        Command::Convert {
+            checkpoint,
+            output,
+            dtype,
+            arch,
+        } => convert(&checkpoint, &output, dtype, &arch),
+        Command::Inspect { model } => inspect(&model),
+        Command::Plan {
+            model,
+            arch,
+            image_size,
+            activations,
+            svg,
+        } => plan(
+            model.as_deref(),
+            arch.as_deref(),
+            &image_size,
+            activations.into(),
+            svg.as_deref(),
+        ),
+        Command::Run {
+            model,
+            input_npy,
+            image,
+            image_size,
+            activations,
+            logits_out,
+            top,
+            labels,
+        } => run(
+            &model,
+            input_npy.as_deref(),
+            image.as_deref(),
+            image_size,
+            activations.into(),
+            logits_out.as_deref(),
+            top,
+            labels.as_deref(),
+        ),
+        Command::Verify {
+            model,
+            reference,
+            inputs,
+            input_npy,
+            activations,
+            no_ema,
+        } => verify(
+            &model,
+            &reference,
+            inputs,
+            &input_npy,
+            activations.into(),
+            no_ema,
+        ),
+        Command::Export { model, rust } => export(&model, &rust),
+    }
+}
+
+fn preset(name: &str) -> Result<ModelConfig> {
+    ModelConfig::preset(name).with_context(|| {
+        format!(
+            "unknown architecture {name}; known: {}",
+            ModelConfig::PRESETS.join(", ")
+        )
+    })
+}
+
+fn arch_options(arch: &ArchArgs) -> Result<(ArchOptions, Option<ModelConfig>)> {
+    let preset = arch.arch.as_deref().map(preset).transpose()?;
+    let opts = ArchOptions {
+        normalized: arch.norm || preset.is_some_and(|p| p.normalized),
+        newton_iters: arch
+            .newton_iters
+            .or(preset.map(|p| p.newton_iters))
+            .unwrap_or(20),
+        stage4_heads: arch.stage4_heads.or(preset.map(|p| p.heads[3])),
+    };
+    Ok((opts, preset))
+}
+
+/// Reads a checkpoint and infers its config, checked against `--arch` when given.
+fn load_checkpoint(
+    path: &Path,
+    arch: &ArchArgs,
+) -> Result<(soft_host::TensorMap, ModelConfig, Vec<String>)> {
+    let prefer = if arch.no_ema {
+        Prefer::Raw
+    } else {
+        Prefer::Ema
+    };
+    let loaded = read_checkpoint(path, prefer)?;
+    let (opts, preset) = arch_options(arch)?;
+    let cfg = infer_config(&loaded.tensors, &opts)?;
+    if let Some(p) = preset {
+        for (what, ours, theirs) in [
+            ("widths", cfg.embed_dims, p.embed_dims),
+            ("depths", cfg.depths, p.depths),
+            ("heads", cfg.heads, p.heads),
+        ] {
+            ensure!(
+                ours == theirs,
+                "checkpoint {what} {ours:?} do not match --arch ({theirs:?})"
+            );
+        }
+    }
+    Ok((loaded.tensors, cfg, loaded.notes))
+}
+
+fn load_blob(path: &Path) -> Result<AlignedBlob> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(AlignedBlob::new(&bytes))
+}
+
+fn open_model<'a>(blob: &'a AlignedBlob, path: &Path) -> Result<Model<'a>> {
+    Model::from_blob(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The input size a model was trained for: stage-1 grid × 4.
+fn native_size(cfg: &ModelConfig) -> usize {
+    cfg.pos_grids[0] * 4
+}
+
+fn params(map: &soft_host::TensorMap) -> usize {
+    map.iter()
+        .filter(|(k, _)| !k.contains("running_"))
+        .map(|(_, t)| t.data.len())
+        .sum()
+}
+
+fn kib(b: usize) -> String {
+    format!("{b} B ({:.1} KiB)", b as f64 / 1024.0)
+}
+
+fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<()> {
+    let (map, cfg, notes) = load_checkpoint(ckpt, arch)?;
+    for n in &notes {
+        println!("note: {n}");
+    }
+    let dt = match dtype {
+        DtypeArg::F32 => WeightDtype::F32,
+        DtypeArg::F16 => WeightDtype::F16,
+        DtypeArg::Int8 => WeightDtype::I8,
+    };
+    let bytes = build_blob(&map, &cfg, dt)?;
+    let blob = AlignedBlob::new(&bytes);
+    let model = open_model(&blob, out)?;
+    let side = native_size(&cfg);
+    let arena = model.plan(side, side, Precision::F16)?.peak_bytes;
+    if matches!(dtype, DtypeArg::Int8 | DtypeArg::F16) {
+        let reference = AlignedBlob::new(&build_blob(&map, &cfg, WeightDtype::F32)?);
+        let reference = open_model(&reference, ckpt)?;
+        let input = calibration_input(side, 0);
+        let want = infer(&reference, &input, side, side, Precision::F32)?.0;
+        let got = infer(&model, &input, side, side, Precision::F16)?.0;
+        let err = max_abs_diff(&got, &want);
+        println!(
+            "calibration: max |logit error| {err:.3e} ({:.3e} of max |logit|) against f32",
+            err / max_abs(&want).max(f32::MIN_POSITIVE)
+        );
+    }
+    io::write_atomic(out, &bytes)?;
+    println!("wrote {}", out.display());
+    println!("  config: {}", describe(&cfg));
+    println!("  parameters: {}", params(&map));
+    println!("  blob: {}", kib(bytes.len()));
+    println!("  arena at {side}x{side} (f16 activations): {}", kib(arena));
+    Ok(())
+}
+
+fn describe(c: &ModelConfig) -> String {
+    format!(
+        "widths {:?}, heads {:?}, depths {:?}, landmark ratios {:?}, V-conv {:?}, {} classes, {} Newton steps{}",
+        c.embed_dims,
+        c.heads,
+        c.depths,
+        c.landmark_ratios,
+        c.vconv_sizes,
+        c.num_classes,
+        c.newton_iters,
+        if c.normalized { ", SOFT-Norm" } else { "" }
+    )
+}
+
+fn inspect(path: &Path) -> Result<()> {
+    let blob = load_blob(path)?;
+    let parsed =
+        Blob::parse(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let crc = u32::from_le_bytes(blob.as_bytes()[blob.as_bytes().len() - 4..].try_into()?);
+    println!(
+        "{}: {} bytes, format v{}, CRC-32 {crc:#010x} ok",
+        path.display(),
+        parsed.len(),
+        soft_core::format::VERSION
+    );
+    let cfg = parsed.config();
+    println!("config: {}", describe(cfg));
+    println!(
+        "position grids {:?}, stem width {}, stage-4 MLP {}",
+        cfg.pos_grids, cfg.stem_width, cfg.stage4_mlp_hidden
+    );
+    match Model::from_blob(blob.as_bytes()) {
+        Ok(_) => println!("tensors: complete for the config"),
+        Err(e) => println!("tensors: NOT usable: {e}"),
+    }
+    println!(
+        "{:<48} {:>5} {:>20} {:>10}",
+        "tensor", "dtype", "shape", "bytes"
+    );
+    for i in 0..parsed.tensor_count() {
+        let t = parsed.tensor_at(i).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let dtype = match t.dtype {
+            Dtype::F32 => "f32",
+            Dtype::F16 => "f16",
+            Dtype::I8 => "int8",
+        };
+        let shape = format!("{:?}", t.dims());
+        let bytes = t.data.len() + t.scales.map_or(0, <[u8]>::len);
+        println!(
+            "{:<48} {dtype:>5} {shape:>20} {bytes:>10}",
+            t.id.to_string()
+        );
+    }
+    Ok(())
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize)> {
+    let parse = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .with_context(|| format!("bad image size {s:?}; use 224 or HxW"))
+    };
+    match s.split_once(['x', 'X']) {
+        Some((h, w)) => Ok((parse(h)?, parse(w)?)),
+        None => {
+            let n = parse(s)?;
+            Ok((n, n))
+        }
+    }
+}
+
+fn plan(
+    model: Option<&Path>,
+    arch: Option<&str>,
+    size: &str,
+    p: Precision,
+    svg_out: Option<&Path>,
+) -> Result<()> {
+    let (h, w) = parse_size(size)?;
+    let (cfg, name) = match (model, arch) {
+        (Some(m), _) => {
+            let blob = load_blob(m)?;
+            let model = open_model(&blob, m)?;
+            (*model.config(), m.display().to_string())
+        }
+        (None, Some(a)) => (preset(a)?, a.to_string()),
+        (None, None) => bail!("give a model blob or --arch NAME"),
+    };
+    let plan = soft_core::plan(&cfg, h, w, p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{name} at {h}x{w}, {p:?} activations: arena {}",
+        kib(plan.peak_bytes)
+    );
+    for (phase, bytes) in plan.phases {
+        let mark = if bytes == plan.peak_bytes {
+            "  <- peak"
+        } else {
+            ""
+        };
+        println!("  {:<10} {:>12}{mark}", svg::phase_name(phase), kib(bytes));
+    }
+    if let Some(path) = svg_out {
+        io::write_atomic(
+            path,
+            svg::plan_svg(&plan, &format!("{name} {h}x{w} {p:?}")).as_bytes(),
+        )?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn calibration_input(side: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..3 * side * side)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+        })
+        .collect()
+}
+
+/// Runs once; returns logits, milliseconds and the arena high-water mark.
+fn infer(
+    model: &Model<'_>,
+    input: &[f32],
+    h: usize,
+    w: usize,
+    p: Precision,
+) -> Result<(Vec<f32>, f64, usize)> {
+    let plan = model.plan(h, w, p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
+    let mut logits = vec![0.0; model.config().num_classes];
+    let mut image = ChwImage::new(input, h, w).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = Instant::now();
+    let report = model
+        .run(&mut image, &mut arena, p, &mut logits, &mut ())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok((
+        logits,
+        start.elapsed().as_secs_f64() * 1e3,
+        report.peak_bytes,
+    ))
+}
+
+fn read_input_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let a = npy::read(path)?;
+    let (h, w) = match a.shape.as_slice() {
+        [1, 3, h, w] | [3, h, w] => (*h, *w),
+        s => bail!(
+            "{}: input shape {s:?}; expected (1,3,H,W) or (3,H,W)",
+            path.display()
+        ),
+    };
+    Ok((a.data, h, w))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run(
+    path: &Path,
+    input_npy: Option<&Path>,
+    image: Option<&Path>,
+    image_size: Option<usize>,
+    p: Precision,
+    logits_out: Option<&Path>,
+    top: usize,
+    labels: Option<&Path>,
+) -> Result<()> {
+    let blob = load_blob(path)?;
+    let model = open_model(&blob, path)?;
+    let (input, h, w) = match (input_npy, image) {
+        (Some(n), _) => read_input_npy(n)?,
+        (None, Some(i)) => {
+            let side = image_size.unwrap_or_else(|| native_size(model.config()));
+            (image_input::load(i, side)?, side, side)
+        }
+        (None, None) => bail!("give --input-npy X.npy or --image FILE"),
+    };
+    let labels: Vec<String> = match labels {
+        Some(l) => std::fs::read_to_string(l)
+            .with_context(|| format!("reading {}", l.display()))?
+            .lines()
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    let (logits, ms, peak) = infer(&model, &input, h, w, p)?;
+    if let Some(out) = logits_out {
+        io::write_atomic(out, &npy::to_bytes(&[1, logits.len()], &logits))?;
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+    let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let sum: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
+    for (rank, &c) in order.iter().take(top).enumerate() {
+        let name = labels.get(c).map_or(String::new(), |l| format!(" {l}"));
+        println!(
+            "{:>2}. class {c}{name}: logit {:.4}, p {:.4}",
+            rank + 1,
+            logits[c],
+            (logits[c] - m).exp() / sum
+        );
+    }
+    println!(
+        "{h}x{w}, {p:?} activations: {ms:.2} ms, arena high-water mark {}",
+        kib(peak)
+    );
+    Ok(())
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |a, x| a.max(x.abs()))
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
+}
+
+fn verify(
+    path: &Path,
+    reference: &Path,
+    n: usize,
+    npys: &[PathBuf],
+    p: Precision,
+    no_ema: bool,
+) -> Result<()> {
+    let blob = load_blob(path)?;
+    let model = open_model(&blob, path)?;
+    let cfg = *model.config();
+    let loaded = read_checkpoint(reference, if no_ema { Prefer::Raw } else { Prefer::Ema })?;
+    let opts = ArchOptions {
+        normalized: cfg.normalized,
+        newton_iters: cfg.newton_iters,
+        stage4_heads: Some(cfg.heads[3]),
+    };
+    let ref_cfg = infer_config(&loaded.tensors, &opts)?;
+    ensure!(
+        ref_cfg == cfg,
+        "the reference checkpoint's architecture differs from the blob's"
+    );
+    let ref_blob = AlignedBlob::new(&build_blob(&loaded.tensors, &cfg, WeightDtype::F32)?);
+    let ref_model = open_model(&ref_blob, reference)?;
+    let side = native_size(&cfg);
+    let inputs: Vec<(Vec<f32>, usize, usize)> = if npys.is_empty() {
+        ensure!(n > 0, "--inputs must be at least 1");
+        (0..n as u64)
+            .map(|i| (calibration_input(side, i + 1), side, side))
+            .collect()
+    } else {
+        npys.iter()
+            .map(|f| read_input_npy(f))
+            .collect::<Result<_>>()?
+    };
+    let bar = indicatif::ProgressBar::new(inputs.len() as u64);
+    let (mut max_err, mut max_rel, mut min_cos, mut agree) = (0.0f32, 0.0f32, 1.0f64, 0);
+    for (x, h, w) in &inputs {
+        let (want, _, _) = infer(&ref_model, x, *h, *w, Precision::F32)?;
+        let (got, _, _) = infer(&model, x, *h, *w, p)?;
+        let err = max_abs_diff(&got, &want);
+        max_err = max_err.max(err);
+        max_rel = max_rel.max(err / max_abs(&want).max(f32::MIN_POSITIVE));
+        let dot: f64 = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| f64::from(*a) * f64::from(*b))
+            .sum();
+        let norm = |v: &[f32]| v.iter().map(|a| f64::from(*a).powi(2)).sum::<f64>().sqrt();
+        min_cos = min_cos.min(dot / (norm(&got) * norm(&want)).max(f64::MIN_POSITIVE));
+        agree += usize::from(argmax(&got) == argmax(&want));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    println!(
+        "{} against f32 weights and activations from {} on {} inputs:",
+        path.display(),
+        reference.display(),
+        inputs.len()
+    );
+    println!("  max |logit error| {max_err:.4e}, relative to max |logit| {max_rel:.4e}");
+    println!("  min cosine similarity {min_cos:.6}");
+    println!("  top-1 agreement {agree}/{}", inputs.len());
+    Ok(())
+}
+
+fn export(path: &Path, out: &Path) -> Result<()> {
+    let blob = load_blob(path)?;
+    let model = open_model(&blob, path)?;
+    let bytes = blob.as_bytes();
+    let data_name = out.with_extension("soft");
+    let file = data_name
+        .file_name()
+        .context("output has no file name")?
+        .to_string_lossy()
+        .into_owned();
+    ensure!(data_name != out, "output must not end in .soft");
+    let src = format!(
+        "// Generated by `soft export` from {}: {}.\n\
+         // The blob sits beside this file as `{file}`.\n\n\
+         /// 16-byte alignment for the model blob, which `Model::from_blob` reads in place.\n\
+         #[repr(C, align(16))]\n\
+         pub struct AlignedBlob<T: ?Sized>(pub T);\n\n\
+         /// The model blob ({} bytes).\n\
+         pub static MODEL: &AlignedBlob<[u8; {}]> = &AlignedBlob(*include_bytes!(\"{file}\"));\n",
+        path.display(),
+        describe(model.config()),
+        bytes.len(),
+        bytes.len()
+    );
+    io::write_atomic(&data_name, bytes)?;
+    io::write_atomic(out, src.as_bytes())?;
+    println!("wrote {} and {}", out.display(), data_name.display());
+    Ok(())
+}

@@ -7,6 +7,7 @@
 //! (`BINPERSID`), which is how torch refers to tensor storages.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
@@ -29,11 +30,11 @@ pub enum Value {
     /// A float.
     Float(f64),
     /// Text.
-    Str(String),
+    Str(Rc<str>),
     /// Raw bytes.
-    Bytes(Vec<u8>),
+    Bytes(Rc<[u8]>),
     /// A tuple.
-    Tuple(Vec<Value>),
+    Tuple(Rc<[Value]>),
     /// A list.
     List(SharedList),
     /// A dict, in insertion order.
@@ -41,17 +42,19 @@ pub enum Value {
     /// A class or function by name.
     Global {
         /// Module.
-        module: String,
+        module: Rc<str>,
         /// Name in the module.
-        name: String,
+        name: Rc<str>,
     },
     /// `callable(*args)` (REDUCE or NEWOBJ), not evaluated.
-    Call(Box<Value>, Box<Value>),
+    Call(Rc<(Value, Value)>),
     /// `obj.__setstate__(state)` (BUILD), not evaluated.
-    Build(Box<Value>, Box<Value>),
+    Build(Rc<(Value, Value)>),
     /// A persistent id (torch: a storage reference).
-    PersistentId(Box<Value>),
+    PersistentId(Rc<Value>),
 }
+// Every variant is cheap to clone (reference counted), so `BINGET` of a large value
+// costs one pointer: memory stays proportional to the pickle's length.
 
 impl Value {
     /// The global's `(module, name)` if this is one.
@@ -82,7 +85,7 @@ impl Value {
     /// Items of a tuple or list.
     pub fn items(&self) -> Option<Vec<Value>> {
         match self {
-            Value::Tuple(v) => Some(v.clone()),
+            Value::Tuple(v) => Some(v.to_vec()),
             Value::List(v) => Some(v.borrow().clone()),
             _ => None,
         }
@@ -97,7 +100,7 @@ struct Machine<'a> {
     pos: usize,
     stack: Vec<Value>,
     marks: Vec<usize>,
-    memo: Vec<Option<Value>>,
+    memo: HashMap<usize, Value>,
 }
 
 impl<'a> Machine<'a> {
@@ -125,15 +128,20 @@ impl<'a> Machine<'a> {
 
     fn line(&mut self) -> Result<String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&c| c == b'\n').context("pickle GLOBAL without newline")?;
-        let s = std::str::from_utf8(&rest[..n]).context("pickle GLOBAL is not text")?.to_string();
+        let n = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .context("pickle GLOBAL without newline")?;
+        let s = std::str::from_utf8(&rest[..n])
+            .context("pickle GLOBAL is not text")?
+            .to_string();
         self.pos += n + 1;
         Ok(s)
     }
 
     fn text(&mut self, n: usize) -> Result<Value> {
         let b = self.take(n)?;
-        Ok(Value::Str(String::from_utf8_lossy(b).into_owned()))
+        Ok(Value::Str(String::from_utf8_lossy(b).into()))
     }
 
     fn push(&mut self, v: Value) -> Result<()> {
@@ -165,19 +173,20 @@ impl<'a> Machine<'a> {
     }
 
     fn memo_put(&mut self, index: usize) -> Result<()> {
-        if index >= MAX_ITEMS {
-            bail!("pickle memo index {index} out of range");
+        if self.memo.len() >= MAX_ITEMS {
+            bail!("pickle memo exceeds {MAX_ITEMS} entries");
         }
-        let v = self.stack.last().context("pickle memoizes an empty stack")?.clone();
-        if self.memo.len() <= index {
-            self.memo.resize(index + 1, None);
-        }
-        self.memo[index] = Some(v);
+        let v = self
+            .stack
+            .last()
+            .context("pickle memoizes an empty stack")?
+            .clone();
+        self.memo.insert(index, v);
         Ok(())
     }
 
     fn memo_get(&mut self, index: usize) -> Result<()> {
-        let v = self.memo.get(index).cloned().flatten();
+        let v = self.memo.get(&index).cloned();
         let v = v.with_context(|| format!("pickle reads unset memo slot {index}"))?;
         self.push(v)
     }
@@ -186,7 +195,9 @@ impl<'a> Machine<'a> {
         if items.len() % 2 != 0 {
             bail!("pickle SETITEMS with an odd number of values");
         }
-        let Value::Dict(d) = self.top()? else { bail!("pickle SETITEMS on a non-dict") };
+        let Value::Dict(d) = self.top()? else {
+            bail!("pickle SETITEMS on a non-dict")
+        };
         let d = d.clone();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -207,7 +218,7 @@ impl<'a> Machine<'a> {
         // OrderedDict() is the one call whose result is later mutated (SETITEMS).
         let v = match callable.global() {
             Some(("collections", "OrderedDict")) => Value::Dict(Rc::default()),
-            _ => Value::Call(Box::new(callable), Box::new(args)),
+            _ => Value::Call(Rc::new((callable, args))),
         };
         self.push(v)
     }
@@ -228,7 +239,7 @@ impl<'a> Machine<'a> {
                 }
                 b'}' => self.push(Value::Dict(Rc::default()))?,
                 b']' => self.push(Value::List(Rc::default()))?,
-                b')' => self.push(Value::Tuple(Vec::new()))?,
+                b')' => self.push(Value::Tuple(Rc::new([])))?,
                 b'(' => {
                     if self.marks.len() >= MAX_ITEMS {
                         bail!("too many pickle MARKs");
@@ -257,12 +268,20 @@ impl<'a> Machine<'a> {
                 }
                 b'X' | b'T' | b'B' => {
                     let n = self.u32()? as usize;
-                    let v = if op == b'B' { Value::Bytes(self.take(n)?.to_vec()) } else { self.text(n)? };
+                    let v = if op == b'B' {
+                        Value::Bytes(self.take(n)?.into())
+                    } else {
+                        self.text(n)?
+                    };
                     self.push(v)?;
                 }
                 0x8c | b'U' | b'C' => {
                     let n = usize::from(self.u8()?);
-                    let v = if op == b'C' { Value::Bytes(self.take(n)?.to_vec()) } else { self.text(n)? };
+                    let v = if op == b'C' {
+                        Value::Bytes(self.take(n)?.into())
+                    } else {
+                        self.text(n)?
+                    };
                     self.push(v)?;
                 }
                 0x8d => {
@@ -273,13 +292,18 @@ impl<'a> Machine<'a> {
                 b'c' => {
                     let module = self.line()?;
                     let name = self.line()?;
-                    self.push(Value::Global { module, name })?;
+                    self.push(Value::Global {
+                        module: module.into(),
+                        name: name.into(),
+                    })?;
                 }
                 0x93 => {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Str(module), Value::Str(name)) => self.push(Value::Global { module, name })?,
+                        (Value::Str(module), Value::Str(name)) => {
+                            self.push(Value::Global { module, name })?
+                        }
                         _ => bail!("pickle STACK_GLOBAL with non-text names"),
                     }
                 }
@@ -319,7 +343,7 @@ impl<'a> Machine<'a> {
                 0x89 => self.push(Value::Bool(false))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items))?;
+                    self.push(Value::Tuple(items.into()))?;
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -327,7 +351,7 @@ impl<'a> Machine<'a> {
                         bail!("pickle TUPLE{n} on a short stack");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(items))?;
+                    self.push(Value::Tuple(items.into()))?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
@@ -366,13 +390,13 @@ impl<'a> Machine<'a> {
                     // A dict subclass rebuilt by state keeps its identity for later readers.
                     let v = match obj {
                         Value::Dict(d) => Value::Dict(d),
-                        obj => Value::Build(Box::new(obj), Box::new(state)),
+                        obj => Value::Build(Rc::new((obj, state))),
                     };
                     self.push(v)?;
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.push(Value::PersistentId(Box::new(pid)))?;
+                    self.push(Value::PersistentId(Rc::new(pid)))?;
                 }
                 b'.' => return self.pop(),
                 _ => bail!("unknown pickle opcode {op:#04x} at byte {at}"),
@@ -383,7 +407,14 @@ impl<'a> Machine<'a> {
 
 /// Unpickles `data` into a value tree.
 pub fn parse(data: &[u8]) -> Result<Value> {
-    Machine { data, pos: 0, stack: Vec::new(), marks: Vec::new(), memo: Vec::new() }.run()
+    Machine {
+        data,
+        pos: 0,
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
 }
 
 #[cfg(test)]
@@ -405,7 +436,10 @@ mod tests {
 
     #[test]
     fn bad_pickles_are_errors() {
-        assert!(parse(b"\x80\x02\xff").unwrap_err().to_string().contains("unknown pickle opcode 0xff"));
+        assert!(parse(b"\x80\x02\xff")
+            .unwrap_err()
+            .to_string()
+            .contains("unknown pickle opcode 0xff"));
         assert!(parse(b"\x80\x02").is_err());
         assert!(parse(b"\x80\x02h\x05.").is_err());
         assert!(parse(b"\x80\x02s.").is_err());
@@ -416,7 +450,12 @@ mod tests {
     #[test]
     fn ints_decode_with_sign() {
         let v = parse(b"\x80\x02(J\xff\xff\xff\xff\x8a\x02\x00\x80K\x07M\x00\x01t.").unwrap();
-        let ints: Vec<i64> = v.items().unwrap().iter().map(|x| x.as_int().unwrap()).collect();
+        let ints: Vec<i64> = v
+            .items()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_int().unwrap())
+            .collect();
         assert_eq!(ints, vec![-1, -32768, 7, 256]);
     }
 }

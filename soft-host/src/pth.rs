@@ -79,26 +79,41 @@ struct TensorRef {
 }
 
 fn usize_of(v: &Value, what: &str) -> Result<usize> {
-    let i = v.as_int().with_context(|| format!("{what} is not an integer"))?;
+    let i = v
+        .as_int()
+        .with_context(|| format!("{what} is not an integer"))?;
     usize::try_from(i).with_context(|| format!("{what} is negative ({i})"))
 }
 
 fn storage_of(pid: &Value) -> Result<Storage> {
     let items = pid.items().context("storage reference is not a tuple")?;
-    ensure!(items.len() >= 5 && items[0].as_str() == Some("storage"), "unexpected storage reference");
+    ensure!(
+        items.len() >= 5 && items[0].as_str() == Some("storage"),
+        "unexpected storage reference"
+    );
     let (_, name) = items[1].global().context("storage type is not a class")?;
     let key = match &items[2] {
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => s.to_string(),
         other => bail!("storage key {other:?} is not text"),
     };
-    ensure!(key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'), "storage key {key:?} is not a plain name");
-    Ok(Storage { dtype: StorageType::from_name(name)?, key, numel: usize_of(&items[4], "storage size")? })
+    ensure!(
+        key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'),
+        "storage key {key:?} is not a plain name"
+    );
+    Ok(Storage {
+        dtype: StorageType::from_name(name)?,
+        key,
+        numel: usize_of(&items[4], "storage size")?,
+    })
 }
 
 /// Recognises `_rebuild_tensor_v2(storage, offset, size, stride, ...)` and
 /// `_rebuild_parameter(tensor, ...)`.
 fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
-    let Value::Call(callable, args) = v else { return Ok(None) };
+    let Value::Call(call) = v else {
+        return Ok(None);
+    };
+    let (callable, args) = &**call;
     let args = args.items().unwrap_or_default();
     match callable.global() {
         Some(("torch._utils", "_rebuild_parameter")) => match args.first() {
@@ -106,15 +121,33 @@ fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
             None => bail!("_rebuild_parameter without a tensor"),
         },
         Some(("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor")) => {
-            ensure!(args.len() >= 4, "_rebuild_tensor_v2 with {} arguments", args.len());
-            let Value::PersistentId(pid) = &args[0] else { bail!("tensor without a storage reference") };
+            ensure!(
+                args.len() >= 4,
+                "_rebuild_tensor_v2 with {} arguments",
+                args.len()
+            );
+            let Value::PersistentId(pid) = &args[0] else {
+                bail!("tensor without a storage reference")
+            };
             let dims = |v: &Value, what: &str| -> Result<Vec<usize>> {
-                v.items().with_context(|| format!("tensor {what} is not a tuple"))?.iter().map(|d| usize_of(d, what)).collect()
+                v.items()
+                    .with_context(|| format!("tensor {what} is not a tuple"))?
+                    .iter()
+                    .map(|d| usize_of(d, what))
+                    .collect()
             };
             let shape = dims(&args[2], "size")?;
             let stride = dims(&args[3], "stride")?;
-            ensure!(shape.len() == stride.len(), "tensor size and stride differ in rank");
-            Ok(Some(TensorRef { storage: storage_of(pid)?, offset: usize_of(&args[1], "storage offset")?, shape, stride }))
+            ensure!(
+                shape.len() == stride.len(),
+                "tensor size and stride differ in rank"
+            );
+            Ok(Some(TensorRef {
+                storage: storage_of(pid)?,
+                offset: usize_of(&args[1], "storage offset")?,
+                shape,
+                stride,
+            }))
         }
         _ => Ok(None),
     }
@@ -128,13 +161,24 @@ fn dict_items(v: &Value) -> Option<Vec<(Value, Value)>> {
 }
 
 fn is_state_dict(items: &[(Value, Value)]) -> bool {
-    items.iter().any(|(_, v)| matches!(tensor_ref(v), Ok(Some(_))))
+    items
+        .iter()
+        .any(|(_, v)| matches!(tensor_ref(v), Ok(Some(_))))
 }
 
 /// Picks the state dict out of the known wrappers.
-fn select_state_dict(root: &Value, prefer: Prefer, notes: &mut Vec<String>) -> Result<Vec<(Value, Value)>> {
+fn select_state_dict(
+    root: &Value,
+    prefer: Prefer,
+    notes: &mut Vec<String>,
+) -> Result<Vec<(Value, Value)>> {
     let items = dict_items(root).context("checkpoint does not hold a dict")?;
-    let get = |key: &str| items.iter().find(|(k, _)| k.as_str() == Some(key)).and_then(|(_, v)| dict_items(v));
+    let get = |key: &str| {
+        items
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .and_then(|(_, v)| dict_items(v))
+    };
     if is_state_dict(&items) {
         return Ok(items);
     }
@@ -142,7 +186,10 @@ fn select_state_dict(root: &Value, prefer: Prefer, notes: &mut Vec<String>) -> R
     match (prefer, ema, raw) {
         (Prefer::Ema, Some(ema), raw) if is_state_dict(&ema) => {
             if raw.is_some() {
-                notes.push("took state_dict_ema (what the reference evaluates); --no-ema takes state_dict".into());
+                notes.push(
+                    "took state_dict_ema (what the reference evaluates); --no-ema takes state_dict"
+                        .into(),
+                );
             } else {
                 notes.push("took state_dict_ema".into());
             }
@@ -152,15 +199,23 @@ fn select_state_dict(root: &Value, prefer: Prefer, notes: &mut Vec<String>) -> R
             notes.push("took state_dict".into());
             Ok(raw)
         }
-        (Prefer::Raw, Some(_), None) => bail!("checkpoint has state_dict_ema but no state_dict (drop --no-ema)"),
+        (Prefer::Raw, Some(_), None) => {
+            bail!("checkpoint has state_dict_ema but no state_dict (drop --no-ema)")
+        }
         _ => match get("model") {
             Some(model) if is_state_dict(&model) => {
                 notes.push("took the 'model' entry".into());
                 Ok(model)
             }
             _ => {
-                let keys: Vec<String> = items.iter().filter_map(|(k, _)| k.as_str().map(str::to_string)).collect();
-                bail!("no state dict found in the checkpoint (top-level keys: {})", keys.join(", "))
+                let keys: Vec<String> = items
+                    .iter()
+                    .filter_map(|(k, _)| k.as_str().map(str::to_string))
+                    .collect();
+                bail!(
+                    "no state dict found in the checkpoint (top-level keys: {})",
+                    keys.join(", ")
+                )
             }
         },
     }
@@ -168,22 +223,43 @@ fn select_state_dict(root: &Value, prefer: Prefer, notes: &mut Vec<String>) -> R
 
 fn widen(dtype: StorageType, bytes: &[u8]) -> Vec<f32> {
     match dtype {
-        StorageType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        StorageType::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        StorageType::Bf16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        StorageType::F64 => bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32).collect(),
+        StorageType::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        StorageType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        StorageType::Bf16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        StorageType::F64 => bytes
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32)
+            .collect(),
         StorageType::Other(_) => Vec::new(),
     }
 }
 
 /// Gathers a (possibly strided) view of `storage` into a row-major vector.
 fn gather(storage: &[f32], offset: usize, shape: &[usize], stride: &[usize]) -> Result<Vec<f32>> {
-    let numel = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).context("tensor size overflows")?;
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .context("tensor size overflows")?;
     if numel == 0 {
         return Ok(Vec::new());
     }
-    let last = shape.iter().zip(stride).try_fold(offset, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?));
-    ensure!(last.is_some_and(|l| l < storage.len()), "tensor view reaches past its storage");
+    let last = shape
+        .iter()
+        .zip(stride)
+        .try_fold(offset, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?));
+    ensure!(
+        last.is_some_and(|l| l < storage.len()),
+        "tensor view reaches past its storage"
+    );
     let mut out = Vec::with_capacity(numel);
     let mut index = vec![0usize; shape.len()];
     for _ in 0..numel {
@@ -212,18 +288,34 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
     if let Ok(f) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut order = String::new();
         f.take(16).read_to_string(&mut order)?;
-        ensure!(order.trim() != "big", "big-endian checkpoints are not supported");
+        ensure!(
+            order.trim() != "big",
+            "big-endian checkpoints are not supported"
+        );
     }
-    let read_entry = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>, name: &str, expect: Option<usize>| -> Result<Vec<u8>> {
-        let f = zip.by_name(name).with_context(|| format!("checkpoint archive lacks {name}"))?;
+    let read_entry = |zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+                      name: &str,
+                      expect: Option<usize>|
+     -> Result<Vec<u8>> {
+        let f = zip
+            .by_name(name)
+            .with_context(|| format!("checkpoint archive lacks {name}"))?;
         let size = usize::try_from(f.size())?;
         // torch stores entries uncompressed; a size beyond the archive's is a lie or a bomb.
-        ensure!(size <= bytes.len(), "{name} claims {size} bytes, more than the whole file");
+        ensure!(
+            size <= bytes.len(),
+            "{name} claims {size} bytes, more than the whole file"
+        );
         if let Some(want) = expect {
-            ensure!(size >= want, "{name} holds {size} bytes, its tensors need {want}");
+            ensure!(
+                size >= want,
+                "{name} holds {size} bytes, its tensors need {want}"
+            );
         }
         let mut out = Vec::with_capacity(size);
-        f.take(size as u64).read_to_end(&mut out).with_context(|| format!("reading {name}"))?;
+        f.take(size as u64)
+            .read_to_end(&mut out)
+            .with_context(|| format!("reading {name}"))?;
         ensure!(out.len() == size, "{name} is truncated");
         Ok(out)
     };
@@ -242,17 +334,35 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
         if let StorageType::Other(_) = t.storage.dtype {
             continue;
         }
-        let want = t.storage.numel.checked_mul(t.storage.dtype.size()).context("storage size overflows")?;
-        let raw = read_entry(&mut zip, &format!("{prefix}data/{}", t.storage.key), Some(want))?;
+        let want = t
+            .storage
+            .numel
+            .checked_mul(t.storage.dtype.size())
+            .context("storage size overflows")?;
+        let raw = read_entry(
+            &mut zip,
+            &format!("{prefix}data/{}", t.storage.key),
+            Some(want),
+        )?;
         let storage = widen(t.storage.dtype, &raw[..want]);
-        let data = gather(&storage, t.offset, &t.shape, &t.stride).with_context(|| format!("tensor {key}"))?;
+        let data = gather(&storage, t.offset, &t.shape, &t.stride)
+            .with_context(|| format!("tensor {key}"))?;
         let key = key.strip_prefix("module.").unwrap_or(key).to_string();
-        tensors.insert(key, HostTensor { shape: t.shape, data });
+        tensors.insert(
+            key,
+            HostTensor {
+                shape: t.shape,
+                data,
+            },
+        );
     }
     if skipped > 0 {
         notes.push(format!("skipped {skipped} non-tensor entries"));
     }
-    ensure!(!tensors.is_empty(), "the checkpoint's state dict holds no float tensors");
+    ensure!(
+        !tensors.is_empty(),
+        "the checkpoint's state dict holds no float tensors"
+    );
     Ok(Loaded { tensors, notes })
 }
 
@@ -264,7 +374,10 @@ mod tests {
     fn gather_follows_strides() {
         let s: Vec<f32> = (0..6).map(|x| x as f32).collect();
         // A transposed 2x3 view: shape (3, 2), stride (1, 3).
-        assert_eq!(gather(&s, 0, &[3, 2], &[1, 3]).unwrap(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+        assert_eq!(
+            gather(&s, 0, &[3, 2], &[1, 3]).unwrap(),
+            vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
         assert!(gather(&s, 1, &[3, 2], &[1, 3]).is_err());
         assert!(gather(&s, 0, &[usize::MAX, 2], &[1, 1]).is_err());
     }
