@@ -185,4 +185,3 @@ fn pth_and_safetensors_hold_the_same_tensors() {
         eprintln!("{case}: {:?}", pth.notes);
     }
 }
-

@@ -1,0 +1,455 @@
+//! The `soft` binary end to end: every golden case through convert and run, every
+//! checkpoint wrapper, and one clear error line (exit 1, no output file) per bad input.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use soft_host::npy;
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests")
+        .join(rel)
+}
+
+fn soft() -> Command {
+    Command::cargo_bin("soft").unwrap()
+}
+
+fn max_abs(v: &[f32]) -> f32 {
+    v.iter().fold(0.0, |a, x| a.max(x.abs()))
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+/// Converts `ckpt` and runs the case's input; returns the logits.
+fn convert_and_run(
+    ckpt: &Path,
+    case: &str,
+    dtype: &str,
+    activations: &str,
+    extra: &[&str],
+) -> Vec<f32> {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("m.soft");
+    let mut convert = soft();
+    convert
+        .arg("convert")
+        .arg(ckpt)
+        .arg("-o")
+        .arg(&blob)
+        .args(["--dtype", dtype])
+        .args(extra);
+    if case.starts_with("norm_") {
+        convert.arg("--norm");
+    }
+    convert
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("arena at"));
+    let logits = dir.path().join("logits.npy");
+    soft()
+        .arg("run")
+        .arg(&blob)
+        .arg("--input-npy")
+        .arg(data(&format!("golden/{case}/input.npy")))
+        .args(["--activations", activations])
+        .arg("--logits-out")
+        .arg(&logits)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("arena high-water mark"));
+    npy::read(&logits).unwrap().data
+}
+
+#[test]
+fn golden_cases_convert_from_pth_and_safetensors_and_match_the_reference() {
+    for case in ["micro_64", "norm_micro_64", "deep_96_timm"] {
+        let reference = npy::read(&data(&format!("golden/{case}/logits.npy")))
+            .unwrap()
+            .data;
+        let scale = max_abs(&reference);
+        for file in ["ckpt.pth", "ckpt.safetensors"] {
+            let ckpt = data(&format!("golden/{case}/{file}"));
+            for (dtype, act, tol) in [
+                ("f32", "f32", 1e-4),
+                ("f16", "f16", 2e-2),
+                ("int8", "f16", 5e-2),
+            ] {
+                let got = convert_and_run(&ckpt, case, dtype, act, &[]);
+                let err = got
+                    .iter()
+                    .zip(&reference)
+                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                eprintln!("{case} {file} {dtype}: relative error {:.2e}", err / scale);
+                assert!(
+                    err <= tol * scale,
+                    "{case} {file} {dtype}: {got:?} vs {reference:?}"
+                );
+                assert_eq!(argmax(&got), argmax(&reference), "{case} {file} {dtype}");
+            }
+        }
+    }
+}
+
+#[test]
+fn every_wrapper_layout_converts_to_the_same_model() {
+    let reference = npy::read(&data("golden/micro_64/logits.npy")).unwrap().data;
+    let scale = max_abs(&reference);
+    for (file, tol) in [
+        ("fixtures/wrap_model.pth", 1e-4),
+        ("fixtures/wrap_timm_module.pth", 1e-4),
+        ("fixtures/strided.pth", 1e-4),
+        ("fixtures/half.pth", 2e-2),
+        ("fixtures/bf16.pth", 5e-2),
+    ] {
+        let got = convert_and_run(&data(file), "micro_64", "f32", "f32", &[]);
+        let err = got
+            .iter()
+            .zip(&reference)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= tol * scale, "{file}: error {err}");
+    }
+    // The timm fixture's state_dict has head.bias + 1: --no-ema must take it.
+    let raw = convert_and_run(
+        &data("fixtures/wrap_timm_module.pth"),
+        "micro_64",
+        "f32",
+        "f32",
+        &["--no-ema"],
+    );
+    for (r, e) in raw.iter().zip(&reference) {
+        assert!(
+            (r - e - 1.0).abs() < 1e-3,
+            "--no-ema logits {raw:?} vs {reference:?}"
+        );
+    }
+    soft()
+        .args(["convert"])
+        .arg(data("fixtures/wrap_timm_module.pth"))
+        .args(["-o", "/dev/null/x.soft"])
+        .assert()
+        .failure()
+        .stdout(predicate::str::contains("took state_dict_ema"));
+}
+
+/// Runs `soft convert` on `bytes` and checks it fails with one line containing `message`
+/// and leaves no output file.
+fn convert_fails(name: &str, bytes: &[u8], message: &str, extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    std::fs::write(&input, bytes).unwrap();
+    let out = dir.path().join("out.soft");
+    let assert = soft()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .args(extra)
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
+    assert!(
+        stderr.contains(message),
+        "{name}: {stderr:?} lacks {message:?}"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{name}: left behind {left:?}");
+}
+
+/// The golden micro_64 `.pth` with its `data.pkl` replaced.
+fn pth_with_pickle(pickle: &[u8]) -> Vec<u8> {
+    let bytes = std::fs::read(data("golden/micro_64/ckpt.pth")).unwrap();
+    let mut src = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..src.len() {
+        let mut f = src.by_index(i).unwrap();
+        let name = f.name().to_string();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+        if name.ends_with("data.pkl") {
+            content = pickle.to_vec();
+        }
+        out.start_file(name, stored).unwrap();
+        out.write_all(&content).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+fn safetensors_without(key: &str, poison: Option<&str>) -> Vec<u8> {
+    use safetensors::tensor::{serialize, TensorView};
+    let bytes = std::fs::read(data("golden/micro_64/ckpt.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        if name == key {
+            continue;
+        }
+        let mut raw = view.data().to_vec();
+        if Some(name.as_str()) == poison {
+            raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        }
+        owned.push((name, view.dtype(), view.shape().to_vec(), raw));
+    }
+    let views: Vec<(String, TensorView<'_>)> = owned
+        .iter()
+        .map(|(n, d, s, r)| (n.clone(), TensorView::new(*d, s.clone(), r).unwrap()))
+        .collect();
+    serialize(views, &None).unwrap()
+}
+
+#[test]
+fn bad_checkpoints_give_one_clear_error_and_no_output() {
+    let pth = std::fs::read(data("golden/micro_64/ckpt.pth")).unwrap();
+    convert_fails(
+        "cut.pth",
+        &pth[..pth.len() / 2],
+        "not a readable zip archive",
+        &[],
+    );
+    convert_fails(
+        "junk.pth",
+        b"PK\x03\x04 not really a zip",
+        "not a readable zip archive",
+        &[],
+    );
+    convert_fails(
+        "junk.safetensors",
+        b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
+        "reading checkpoint",
+        &[],
+    );
+    convert_fails("empty.safetensors", b"", "reading checkpoint", &[]);
+    convert_fails(
+        "opcode.pth",
+        &pth_with_pickle(b"\x80\x02}\xfe."),
+        "unknown pickle opcode 0xfe",
+        &[],
+    );
+    // A tensor claiming 2^40 floats: refused before anything of that size is allocated.
+    let absurd = b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu\x8a\x06\x00\x00\x00\x00\x00\x01tQK\x00(K\x02t(K\x01t\x89ccollections\nOrderedDict\n)RtRu.";
+    convert_fails(
+        "absurd.pth",
+        &pth_with_pickle(absurd),
+        "its tensors need 4398046511104",
+        &[],
+    );
+    convert_fails(
+        "missing.safetensors",
+        &safetensors_without("head.weight", None),
+        "lacks tensor head.weight",
+        &[],
+    );
+    convert_fails(
+        "nan.safetensors",
+        &safetensors_without("", Some("block2.0.att.ff1.weight")),
+        "block2.0.att.ff1.weight holds a non-finite value",
+        &[],
+    );
+    let st = std::fs::read(data("golden/micro_64/ckpt.safetensors")).unwrap();
+    convert_fails(
+        "mismatch.safetensors",
+        &st,
+        "do not match --arch",
+        &["--arch", "soft_tiny"],
+    );
+    convert_fails(
+        "unknown-arch.safetensors",
+        &st,
+        "unknown architecture soft_giant",
+        &["--arch", "soft_giant"],
+    );
+}
+
+#[test]
+fn bad_blobs_and_inputs_give_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("m.soft");
+    soft()
+        .arg("convert")
+        .arg(data("golden/micro_64/ckpt.safetensors"))
+        .arg("-o")
+        .arg(&blob)
+        .assert()
+        .success();
+    let good = std::fs::read(&blob).unwrap();
+    let check = |bytes: &[u8], args: &[&str], message: &str| {
+        let path = dir.path().join("bad.soft");
+        std::fs::write(&path, bytes).unwrap();
+        let a = soft()
+            .args(&args[..1])
+            .arg(&path)
+            .args(&args[1..])
+            .assert()
+            .failure()
+            .code(1);
+        let stderr = String::from_utf8(a.get_output().stderr.clone()).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(message), "{stderr:?} lacks {message:?}");
+    };
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 1;
+    check(&flipped, &["inspect"], "checksum mismatch");
+    check(
+        b"NOTSOFT!........................................................................",
+        &["inspect"],
+        "bad magic",
+    );
+    check(&good[..100], &["inspect"], "truncated");
+    let input = data("golden/micro_64/input.npy")
+        .to_string_lossy()
+        .into_owned();
+    check(
+        &flipped,
+        &["run", "--input-npy", &input],
+        "checksum mismatch",
+    );
+    let bad_npy = dir.path().join("x.npy");
+    std::fs::write(&bad_npy, npy::to_bytes(&[1, 2, 8, 8], &[0.0; 128])).unwrap();
+    let a = soft()
+        .arg("run")
+        .arg(&blob)
+        .arg("--input-npy")
+        .arg(&bad_npy)
+        .assert()
+        .failure()
+        .code(1);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("expected (1,3,H,W)"));
+    soft()
+        .arg("run")
+        .arg(&blob)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("--input-npy"));
+    soft()
+        .args(["plan", "--arch", "soft_tiny", "--image-size", "12x"])
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains("bad image size"));
+    soft().arg("frobnicate").assert().failure().code(1);
+}
+
+#[test]
+fn plan_inspect_verify_and_export_report_what_they_promise() {
+    let dir = tempfile::tempdir().unwrap();
+    soft()
+        .args([
+            "plan",
+            "--arch",
+            "soft_tiny",
+            "--image-size",
+            "224",
+            "--svg",
+        ])
+        .arg(dir.path().join("p.svg"))
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("arena 505552 B").and(predicate::str::contains("<- peak")),
+        );
+    let svg = std::fs::read_to_string(dir.path().join("p.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("stage 1"));
+    soft()
+        .args([
+            "plan",
+            "--arch",
+            "soft_tiny",
+            "--image-size",
+            "64x128",
+            "--activations",
+            "f32",
+        ])
+        .assert()
+        .success();
+
+    let blob = dir.path().join("m.soft");
+    let ckpt = data("golden/micro_64/ckpt.pth");
+    soft()
+        .arg("convert")
+        .arg(&ckpt)
+        .arg("-o")
+        .arg(&blob)
+        .args(["--dtype", "int8"])
+        .assert()
+        .success();
+    soft().arg("inspect").arg(&blob).assert().success().stdout(
+        predicate::str::contains("ok")
+            .and(predicate::str::contains("block1.0.att.mha.W_q.weight"))
+            .and(predicate::str::contains("int8")),
+    );
+    soft()
+        .arg("verify")
+        .arg(&blob)
+        .arg("--reference")
+        .arg(&ckpt)
+        .args(["--inputs", "2"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("top-1 agreement").and(predicate::str::contains("cosine")),
+        );
+    let rs = dir.path().join("model.rs");
+    soft()
+        .arg("export")
+        .arg(&blob)
+        .arg("--rust")
+        .arg(&rs)
+        .assert()
+        .success();
+    let src = std::fs::read_to_string(&rs).unwrap();
+    assert!(src.contains("align(16)") && src.contains("include_bytes!(\"model.soft\")"));
+    assert_eq!(
+        std::fs::read(dir.path().join("model.soft")).unwrap(),
+        std::fs::read(&blob).unwrap()
+    );
+}
+
+#[test]
+fn image_input_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("m.soft");
+    soft()
+        .arg("convert")
+        .arg(data("golden/micro_64/ckpt.pth"))
+        .arg("-o")
+        .arg(&blob)
+        .assert()
+        .success();
+    let img = dir.path().join("x.png");
+    image::RgbImage::from_fn(90, 70, |x, y| {
+        image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])
+    })
+    .save(&img)
+    .unwrap();
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(
+        &labels,
+        (0..10).map(|i| format!("digit-{i}\n")).collect::<String>(),
+    )
+    .unwrap();
+    soft()
+        .arg("run")
+        .arg(&blob)
+        .arg("--image")
+        .arg(&img)
+        .args(["--image-size", "64", "--top", "3"])
+        .arg("--labels")
+        .arg(&labels)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("digit-").and(predicate::str::contains("64x64")));
+}
