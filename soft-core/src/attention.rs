@@ -646,6 +646,7 @@ mod tests {
         x: Vec<f32>,
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn case(
         rows: usize,
         cols: usize,

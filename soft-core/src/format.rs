@@ -446,7 +446,7 @@ pub struct TensorSpec<'a> {
 }
 
 const fn align_up(n: usize) -> usize {
-    (n + TENSOR_ALIGN - 1) / TENSOR_ALIGN * TENSOR_ALIGN
+    n.div_ceil(TENSOR_ALIGN) * TENSOR_ALIGN
 }
 
 fn layout(tensors: &[TensorSpec<'_>]) -> (usize, usize, usize) {

@@ -126,7 +126,7 @@ struct Geometry {
 
 /// Output size of a 3×3, pad-1, stride-2 convolution.
 const fn half(x: usize) -> usize {
-    (x + 1) / 2
+    x.div_ceil(2)
 }
 
 /// Largest image side accepted; keeps every size product far from overflow on 32-bit targets.

@@ -111,7 +111,7 @@ pub enum MatrixData<'a> {
     },
 }
 
-fn cast<'a, T: bytemuck::Pod>(bytes: &'a [u8], id: TensorId) -> Result<&'a [T]> {
+fn cast<T: bytemuck::Pod>(bytes: &[u8], id: TensorId) -> Result<&[T]> {
     bytemuck::try_cast_slice(bytes).map_err(|_| Error::TensorMismatch(id))
 }
 

@@ -263,6 +263,8 @@ fn folded_conv(
     ])
 }
 
+// The stage index addresses several parallel config arrays at once.
+#[allow(clippy::needless_range_loop)]
 fn prepare(map: &TensorMap, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
     let mut out = Vec::new();
     let id = TensorId::new;
@@ -594,6 +596,8 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
 
 /// A checkpoint of random weights in the reference's key names and shapes, for benchmarks
 /// and planning tests (weights `U(-1,1)/√fan_in`, unit norms, identity BatchNorm).
+// The stage index addresses several parallel config arrays at once.
+#[allow(clippy::needless_range_loop)]
 pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
     let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
     let mut uniform = move || {

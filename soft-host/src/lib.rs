@@ -3,6 +3,7 @@
 pub mod checkpoint;
 pub mod convert;
 pub mod cost;
+pub mod demo;
 pub mod image_input;
 pub mod io;
 pub mod npy;

@@ -136,6 +136,15 @@ enum Command {
         #[arg(long)]
         no_ema: bool,
     },
+    /// The demo: convert the bundled digits model to f32, f16 and int8, run its test split.
+    Demo {
+        /// Directory with soft_digits.pth and the test split.
+        #[arg(long)]
+        models: Option<PathBuf>,
+        /// Where to write the three blobs.
+        #[arg(long, default_value = "target/demo")]
+        out: PathBuf,
+    },
     /// Write the blob as a Rust source with an aligned static, for a firmware crate.
     Export {
         model: PathBuf,
@@ -223,6 +232,9 @@ fn dispatch(command: Command) -> Result<()> {
             no_ema,
         ),
         Command::Export { model, rust } => export(&model, &rust),
+        Command::Demo { models, out } => {
+            demo(models.unwrap_or_else(soft_host::demo::default_dir), &out)
+        }
     }
 }
 
@@ -653,5 +665,22 @@ fn export(path: &Path, out: &Path) -> Result<()> {
     io::write_atomic(&data_name, bytes)?;
     io::write_atomic(out, src.as_bytes())?;
     println!("wrote {} and {}", out.display(), data_name.display());
+    Ok(())
+}
+
+fn demo(dir: PathBuf, out: &Path) -> Result<()> {
+    use soft_host::demo;
+    let images = demo::load_split(&dir)?.images.len();
+    let bar = indicatif::ProgressBar::new(3 * images as u64);
+    let rows = demo::evaluate(&dir, || bar.inc(1))?;
+    bar.finish_and_clear();
+    print!("{}", demo::table(&rows, images));
+    for p in demo::write_blobs(&rows, out)? {
+        println!("wrote {}", p.display());
+    }
+    demo::check(&rows)?;
+    println!(
+        "all accuracy floors met (f32 >= 97 %, f16 = f32 on >= 99.5 %, int8 within 0.5 points)"
+    );
     Ok(())
 }

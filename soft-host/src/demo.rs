@@ -1,0 +1,215 @@
+//! The demo: the bundled digits model converted to f32, f16 and int8 blobs and run over
+//! its held-out test split, with the accuracy floors the product promises.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{ensure, Context, Result};
+use soft_core::{ChwImage, Model, Precision};
+
+use crate::checkpoint::read_checkpoint;
+use crate::pth::Prefer;
+use crate::{build_blob, infer_config, npy, AlignedBlob, ArchOptions, WeightDtype};
+
+/// Side of the demo's input images (8×8 digits upsampled ×8).
+pub const SIDE: usize = 64;
+
+/// Where the bundled model and split live in the source tree.
+pub fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/digits")
+}
+
+/// One configuration's results.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Weight storage.
+    pub weights: WeightDtype,
+    /// Activation storage.
+    pub activations: Precision,
+    /// The blob.
+    pub blob: Vec<u8>,
+    /// Arena bytes at 64×64.
+    pub arena_bytes: usize,
+    /// Predicted class per test image.
+    pub predictions: Vec<usize>,
+    /// Logits per test image.
+    pub logits: Vec<Vec<f32>>,
+    /// Fraction of the split classified correctly.
+    pub accuracy: f64,
+    /// Fraction whose top-1 equals the f32 configuration's.
+    pub agreement: f64,
+    /// Wall-clock milliseconds per image (measured, single thread).
+    pub ms_per_image: f64,
+}
+
+/// The held-out split: raw 8×8 digits (values 0..16) and labels.
+pub struct Split {
+    /// `[N][64]` pixels.
+    pub images: Vec<Vec<f32>>,
+    /// Labels 0..9.
+    pub labels: Vec<usize>,
+}
+
+/// Reads `test_images.npy` and `test_labels.npy`.
+pub fn load_split(dir: &Path) -> Result<Split> {
+    let images = npy::read(&dir.join("test_images.npy"))?;
+    let labels = npy::read(&dir.join("test_labels.npy"))?;
+    ensure!(
+        images.shape.len() == 3 && images.shape[1..] == [8, 8],
+        "test images must be [N, 8, 8]"
+    );
+    ensure!(labels.shape == images.shape[..1], "labels must be [N]");
+    Ok(Split {
+        images: images.data.chunks_exact(64).map(<[f32]>::to_vec).collect(),
+        labels: labels.data.iter().map(|&l| l as usize).collect(),
+    })
+}
+
+/// 8×8 digit → normalised `[3, 64, 64]`: `/16`, nearest ×8, `(x - 0.5) / 0.5`, as in training.
+pub fn preprocess(digit: &[f32]) -> Vec<f32> {
+    let plane: Vec<f32> = (0..SIDE * SIDE)
+        .map(|i| {
+            let v = digit
+                .get((i / SIDE / 8) * 8 + (i % SIDE) / 8)
+                .copied()
+                .unwrap_or(0.0)
+                / 16.0;
+            (v - 0.5) / 0.5
+        })
+        .collect();
+    plane.repeat(3)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+/// Converts the bundled checkpoint three ways and runs the split through each.
+pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
+    let ckpt = dir.join("soft_digits.pth");
+    let loaded = read_checkpoint(&ckpt, Prefer::Ema)?;
+    let cfg = infer_config(&loaded.tensors, &ArchOptions::default())?;
+    let split = load_split(dir)?;
+    ensure!(!split.images.is_empty(), "the test split is empty");
+    let inputs: Vec<Vec<f32>> = split.images.iter().map(|d| preprocess(d)).collect();
+    let mut rows: Vec<Row> = Vec::new();
+    for (weights, activations) in [
+        (WeightDtype::F32, Precision::F32),
+        (WeightDtype::F16, Precision::F16),
+        (WeightDtype::I8, Precision::F16),
+    ] {
+        let blob = build_blob(&loaded.tensors, &cfg, weights)?;
+        let aligned = AlignedBlob::new(&blob);
+        let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let plan = model
+            .plan(SIDE, SIDE, activations)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
+        let mut logits = Vec::with_capacity(inputs.len());
+        let start = Instant::now();
+        for x in &inputs {
+            let mut out = vec![0.0; cfg.num_classes];
+            let mut image = ChwImage::new(x, SIDE, SIDE).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let report = model
+                .run(&mut image, &mut arena, activations, &mut out, &mut ())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            ensure!(
+                report.peak_bytes == plan.peak_bytes,
+                "arena use differs from the plan"
+            );
+            logits.push(out);
+            progress();
+        }
+        let ms_per_image = start.elapsed().as_secs_f64() * 1e3 / inputs.len() as f64;
+        let predictions: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
+        let correct = predictions
+            .iter()
+            .zip(&split.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        let reference = rows.first().map_or(&predictions, |r| &r.predictions);
+        let agree = predictions
+            .iter()
+            .zip(reference)
+            .filter(|(a, b)| a == b)
+            .count();
+        rows.push(Row {
+            weights,
+            activations,
+            arena_bytes: plan.peak_bytes,
+            accuracy: correct as f64 / inputs.len() as f64,
+            agreement: agree as f64 / inputs.len() as f64,
+            predictions,
+            logits,
+            blob,
+            ms_per_image,
+        });
+    }
+    Ok(rows)
+}
+
+/// The floors: f32 ≥ 97 %, f16 top-1 equal to f32 on ≥ 99.5 %, int8 within 0.5 points.
+pub fn check(rows: &[Row]) -> Result<()> {
+    let [f32_row, f16_row, i8_row] = rows else {
+        anyhow::bail!("expected three configurations")
+    };
+    ensure!(
+        f32_row.accuracy >= 0.97,
+        "f32 accuracy {:.2} % is below 97 %",
+        100.0 * f32_row.accuracy
+    );
+    ensure!(
+        f16_row.agreement >= 0.995,
+        "f16 agrees with f32 on only {:.2} %",
+        100.0 * f16_row.agreement
+    );
+    ensure!(
+        i8_row.accuracy >= f32_row.accuracy - 0.005,
+        "int8 accuracy {:.2} % is more than 0.5 points below f32",
+        100.0 * i8_row.accuracy
+    );
+    Ok(())
+}
+
+/// The table `soft demo` prints.
+pub fn table(rows: &[Row], images: usize) -> String {
+    let mut s = format!(
+        "SOFT digits demo: {images} held-out 8x8 digits at {SIDE}x{SIDE}\n\
+         | weights | activations | accuracy | top-1 = f32 | blob bytes | arena bytes | ms / image |\n\
+         |---|---|---|---|---|---|---|\n"
+    );
+    for r in rows {
+        let w = match r.weights {
+            WeightDtype::F32 => "f32",
+            WeightDtype::F16 => "f16",
+            WeightDtype::I8 => "int8",
+        };
+        s += &format!(
+            "| {w} | {:?} | {:.2} % | {:.2} % | {} | {} | {:.2} |\n",
+            r.activations,
+            100.0 * r.accuracy,
+            100.0 * r.agreement,
+            r.blob.len(),
+            r.arena_bytes,
+            r.ms_per_image
+        );
+    }
+    s
+}
+
+/// Writes the three blobs (`soft_digits_{f32,f16,int8}.soft`) for the firmware.
+pub fn write_blobs(rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    rows.iter()
+        .map(|r| {
+            let tag = match r.weights {
+                WeightDtype::F32 => "f32",
+                WeightDtype::F16 => "f16",
+                WeightDtype::I8 => "int8",
+            };
+            let path = out.join(format!("soft_digits_{tag}.soft"));
+            crate::io::write_atomic(&path, &r.blob)?;
+            Ok(path)
+        })
+        .collect()
+}
