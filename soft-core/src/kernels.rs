@@ -154,11 +154,11 @@ impl WeightElem for i8 {
 /// `xs` are four token rows of `inputs` values (a missing token repeats another's row;
 /// its results are discarded).
 #[inline(always)]
-fn gemm_block<T: WeightElem>(
+fn gemm_block<T: WeightElem, X: TokenElem>(
     d: &[T],
     outputs: usize,
     o0: usize,
-    xs: &[&[f32]; TOKEN_BLOCK],
+    xs: &[&[X]; TOKEN_BLOCK],
     acc: &mut Acc,
 ) {
     let [x0, x1, x2, x3] = *xs;
@@ -169,25 +169,48 @@ fn gemm_block<T: WeightElem>(
         .zip(x3)
         .zip(d.chunks_exact(outputs));
     if o0 + OUTPUT_BLOCK <= outputs {
-        for ((((&a, &b), &c), &e), wrow) in rows {
+        for ((((a, b), c), e), wrow) in rows {
             let Some(src) = wrow.get(o0..o0 + OUTPUT_BLOCK) else {
                 continue;
             };
             let w: [f32; OUTPUT_BLOCK] = core::array::from_fn(|o| src[o].to_f32());
-            mac_block(acc, &[a, b, c, e], &w);
+            mac_block(acc, &[a.load(), b.load(), c.load(), e.load()], &w);
         }
     } else {
-        for ((((&a, &b), &c), &e), wrow) in rows {
+        for ((((a, b), c), e), wrow) in rows {
             let mut w = [0.0f32; OUTPUT_BLOCK];
             for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0)) {
                 *wo = v.to_f32();
             }
-            mac_block(acc, &[a, b, c, e], &w);
+            mac_block(acc, &[a.load(), b.load(), c.load(), e.load()], &w);
         }
     }
 }
 
 impl Matrix<'_> {
+    /// `acc += Σ_{i < inputs} xs[t][i] · W[first + i][o0..o0 + 8]`, rows in order.
+    #[inline(always)]
+    fn accumulate_block<X: TokenElem>(
+        &self,
+        first: usize,
+        inputs: usize,
+        o0: usize,
+        xs: &[&[X]; TOKEN_BLOCK],
+        acc: &mut Acc,
+    ) {
+        let (no, rows) = (
+            self.outputs,
+            first * self.outputs..(first + inputs) * self.outputs,
+        );
+        match self.data {
+            MatrixData::F32(d) => gemm_block(d.get(rows).unwrap_or_default(), no, o0, xs, acc),
+            MatrixData::F16(d) => gemm_block(d.get(rows).unwrap_or_default(), no, o0, xs, acc),
+            MatrixData::I8 { q, .. } => {
+                gemm_block(q.get(rows).unwrap_or_default(), no, o0, xs, acc)
+            }
+        }
+    }
+
     /// Accumulator rows for outputs `o0..`: the bias for float weights, zero for int8.
     #[inline(always)]
     fn start_block(&self, bias: Option<&Vector<'_>>, o0: usize) -> Acc {
@@ -249,11 +272,7 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
                 row.unwrap_or(first)
             });
             let mut acc = w.start_block(bias, o0);
-            match w.data {
-                MatrixData::F32(d) => gemm_block(d, no, o0, &xs, &mut acc),
-                MatrixData::F16(d) => gemm_block(d, no, o0, &xs, &mut acc),
-                MatrixData::I8 { q, .. } => gemm_block(q, no, o0, &xs, &mut acc),
-            }
+            w.accumulate_block(0, ni, o0, &xs, &mut acc);
             let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
             w.store_block(&acc, bias, o0, yb, count);
         }
@@ -313,10 +332,46 @@ pub fn conv3x3_relu_row<E: TokenElem>(
     out: &mut [f32],
 ) {
     let cout = w.outputs;
-    if cout == 0 || cin == 0 {
+    if cout == 0 || cin == 0 || stride == 0 {
         return;
     }
-    for (ox, o) in out.chunks_exact_mut(cout).enumerate() {
+    let out_w = out.len() / cout;
+    let in_w = rows
+        .iter()
+        .flatten()
+        .map(|r| r.len() / cin)
+        .max()
+        .unwrap_or(0);
+    // Interior pixels (all three taps inside the row) go through the register-blocked
+    // microkernel; the border pixels, whose padding taps are skipped, one at a time.
+    // Both sum the taps in (ky, kx, ci) order, so the path does not change any bit.
+    let interior = |ox: usize| ox >= 1 && ox * stride + 1 < in_w;
+    let mut ox = 0;
+    while ox < out_w {
+        if interior(ox) && ox + TOKEN_BLOCK <= out_w && interior(ox + TOKEN_BLOCK - 1) {
+            for o0 in (0..cout).step_by(OUTPUT_BLOCK) {
+                let mut acc = w.start_block(Some(bias), o0);
+                for (ky, row) in rows.iter().enumerate() {
+                    let Some(row) = row else { continue };
+                    for kx in 0..3 {
+                        let xs: [&[E]; TOKEN_BLOCK] = core::array::from_fn(|t| {
+                            let ix = (ox + t) * stride + kx - 1;
+                            row.get(ix * cin..ix * cin + cin).unwrap_or_default()
+                        });
+                        w.accumulate_block((ky * 3 + kx) * cin, cin, o0, &xs, &mut acc);
+                    }
+                }
+                let block = out
+                    .get_mut(ox * cout..(ox + TOKEN_BLOCK) * cout)
+                    .unwrap_or_default();
+                w.store_block(&acc, Some(bias), o0, block, TOKEN_BLOCK);
+            }
+            ox += TOKEN_BLOCK;
+            continue;
+        }
+        let Some(o) = out.get_mut(ox * cout..(ox + 1) * cout) else {
+            break;
+        };
         w.begin(Some(bias), o);
         for (ky, row) in rows.iter().enumerate() {
             let Some(row) = row else { continue };
@@ -334,9 +389,10 @@ pub fn conv3x3_relu_row<E: TokenElem>(
             }
         }
         w.finish(Some(bias), o);
-        for v in o.iter_mut() {
-            *v = v.max(0.0);
-        }
+        ox += 1;
+    }
+    for v in out.iter_mut() {
+        *v = v.max(0.0);
     }
 }
 
@@ -385,10 +441,32 @@ pub fn gaussian(a: &[f32], b: &[f32]) -> f32 {
     libm::expf(-dist / 2.0)
 }
 
-/// `k1[l] = exp(-|q - L_l|²/2)` for every landmark of one head.
+/// `k1[l] = exp(-|q - L_l|²/2)` for every landmark of one head. Eight landmarks at a
+/// time, each with its own accumulator (sums over `d` in order), so the additions of
+/// different landmarks overlap instead of waiting on one chain.
 pub fn kernel_row(q: &[f32], landmarks: &[f32], d: usize, k1: &mut [f32]) {
-    for (kl, l) in k1.iter_mut().zip(landmarks.chunks_exact(d)) {
-        *kl = gaussian(q, l);
+    if d == 0 {
+        return;
+    }
+    let mut rows = landmarks.chunks_exact(d);
+    for out in k1.chunks_mut(OUTPUT_BLOCK) {
+        let ls: [&[f32]; OUTPUT_BLOCK] = core::array::from_fn(|j| {
+            if j < out.len() {
+                rows.next().unwrap_or(q)
+            } else {
+                q
+            }
+        });
+        let mut acc = [0.0f32; OUTPUT_BLOCK];
+        for (i, &qi) in q.iter().enumerate() {
+            for (a, l) in acc.iter_mut().zip(&ls) {
+                let diff = qi - l.get(i).copied().unwrap_or(qi);
+                *a += diff * diff;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = libm::expf(-a / 2.0);
+        }
     }
 }
 

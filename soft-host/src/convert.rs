@@ -769,6 +769,54 @@ mod tests {
     }
 
     #[test]
+    fn folded_batchnorm_equals_conv_then_batchnorm() {
+        // One conv (2 -> 3 channels) + BatchNorm, at one output pixel, computed as PyTorch
+        // does (conv in f32, then (y - mean) / sqrt(var + eps) * gamma + beta) and folded.
+        let (ci, co) = (2, 3);
+        let w: Vec<f32> = (0..co * ci * 9)
+            .map(|i| ((i * 37 % 17) as f32 - 8.0) * 0.07)
+            .collect();
+        let b = vec![0.3, -0.2, 0.05];
+        let gamma = vec![1.5, 0.4, -0.9];
+        let beta = vec![0.1, -0.3, 0.2];
+        let mean = vec![0.25, -0.5, 1.0];
+        let var = vec![0.8, 2.5, 0.01];
+        let mut map = TensorMap::new();
+        let mut put = |k: &str, shape: Vec<usize>, data: Vec<f32>| {
+            map.insert(k.to_string(), HostTensor { shape, data });
+        };
+        put("c.weight", vec![co, ci, 3, 3], w.clone());
+        put("c.bias", vec![co], b.clone());
+        put("n.weight", vec![co], gamma.clone());
+        put("n.bias", vec![co], beta.clone());
+        put("n.running_mean", vec![co], mean.clone());
+        put("n.running_var", vec![co], var.clone());
+        let [fw, fb] = folded_conv(&map, "c", "n", 0, 0, ci, co).unwrap();
+        let x: Vec<f32> = (0..ci * 9).map(|i| (i as f32 * 0.61).sin()).collect(); // [ci][ky][kx]
+        for o in 0..co {
+            let mut conv = b[o];
+            for i in 0..ci {
+                for k in 0..9 {
+                    conv += w[(o * ci + i) * 9 + k] * x[i * 9 + k];
+                }
+            }
+            let unfolded = (conv - mean[o]) / (var[o] + 1e-5f32).sqrt() * gamma[o] + beta[o];
+            let mut folded = fb.values[o];
+            for i in 0..ci {
+                for k in 0..9 {
+                    folded += fw.values[(k * ci + i) * co + o] * x[i * 9 + k];
+                }
+            }
+            let tol =
+                8.0 * f32::EPSILON * (1.0 + unfolded.abs() + gamma[o].abs() / var[o].sqrt() * 4.0);
+            assert!(
+                (folded - unfolded).abs() <= tol,
+                "channel {o}: {folded} vs {unfolded}"
+            );
+        }
+    }
+
+    #[test]
     fn quantize_is_symmetric_per_output() {
         // Input-major [2 inputs, 3 outputs]: columns (1, 4), (-2, -1), (0.5, 0).
         let w = [1.0, -2.0, 0.5, 4.0, -1.0, 0.0];
