@@ -93,8 +93,9 @@ pub enum Phase {
     Head,
 }
 
-/// Phases in run order.
-pub const PHASES: usize = 12;
+/// Phases in run order: stem, then per stage (embedding for stages 2–4), position
+/// embedding and blocks, then the head.
+pub const PHASES: usize = 1 + 3 + 4 + 4 + 1;
 
 /// Exact arena use of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -693,4 +694,28 @@ pub fn newton_bytes(cfg: &ModelConfig, height: usize, width: usize, s: usize) ->
     })
 }
 
-const _: () = assert!(ARENA_ALIGN % 4 == 0 && PHASES == 1 + 3 * 2 + 4 + 1);
+const _: () = assert!(ARENA_ALIGN % 4 == 0);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_lists_every_phase_once_in_run_order() {
+        let cfg = ModelConfig::preset("soft_tiny").unwrap();
+        let p = plan(&cfg, 224, 224, Precision::F16).unwrap();
+        let mut want = vec![Phase::Stem];
+        for s in 1..=4u8 {
+            if s > 1 {
+                want.push(Phase::Embed(s));
+            }
+            want.push(Phase::Position(s));
+            want.push(Phase::Blocks(s));
+        }
+        want.push(Phase::Head);
+        assert_eq!(
+            p.phases.iter().map(|x| x.0).collect::<std::vec::Vec<_>>(),
+            want
+        );
+    }
+}

@@ -103,6 +103,25 @@ fn high_water_mark_equals_plan_for_square_and_rectangular_inputs() {
 }
 
 #[test]
+fn high_water_mark_equals_plan_when_stage_4_is_the_peak() {
+    // Narrow early stages and a wide stage 4: the stage-4 blocks' K/V maps and MLP
+    // tiles dominate the arena.
+    let mut cfg = micro();
+    cfg.embed_dims = [16, 32, 64, 192];
+    cfg.heads = [1, 2, 4, 6];
+    cfg.stage4_mlp_hidden = 768;
+    let p = plan(&cfg, 64, 64, Precision::F32).unwrap();
+    let peak_phase = p.phases.iter().find(|x| x.1 == p.peak_bytes).unwrap().0;
+    assert_eq!(peak_phase, soft_core::Phase::Blocks(4));
+    let b = blob(&cfg, WeightDtype::F32);
+    let model = Model::from_blob(b.as_bytes()).unwrap();
+    for precision in [Precision::F32, Precision::F16] {
+        let (_, peak, planned) = run(&model, 64, 64, precision);
+        assert_eq!(peak, planned, "{precision:?}");
+    }
+}
+
+#[test]
 fn soft_tiny_224_runs_in_its_planned_arena() {
     let cfg = ModelConfig::preset("soft_tiny").unwrap();
     let b = blob(&cfg, WeightDtype::F16);
