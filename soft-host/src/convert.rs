@@ -146,17 +146,22 @@ struct Prepared {
     matrix: bool,
 }
 
-fn expect_shape(map: &TensorMap, key: &str, want: &[usize]) -> Result<Vec<f32>> {
-    let t = get(map, key)?;
+/// A checkpoint being converted: remembers which keys were consumed, so that anything
+/// left over is reported instead of silently dropped.
+struct Source<'a> {
+    map: &'a TensorMap,
+    used: std::cell::RefCell<BTreeSet<String>>,
+}
+
+fn expect_shape(map: &Source<'_>, key: &str, want: &[usize]) -> Result<Vec<f32>> {
+    let t = get(map.map, key)?;
     let numel: usize = want.iter().product();
     ensure!(
-        t.data.len() == numel && t.shape.iter().product::<usize>() == numel,
+        t.shape == want && t.data.len() == numel,
         "tensor {key} has shape {:?}, expected {want:?}",
         t.shape
     );
-    if t.shape != want {
-        bail!("tensor {key} has shape {:?}, expected {want:?}", t.shape);
-    }
+    map.used.borrow_mut().insert(key.to_string());
     Ok(t.data.clone())
 }
 
@@ -187,7 +192,7 @@ fn conv_layout(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
 }
 
 fn linear(
-    map: &TensorMap,
+    map: &Source<'_>,
     key: &str,
     id: (TensorId, TensorId),
     inp: usize,
@@ -211,7 +216,7 @@ fn linear(
     ])
 }
 
-fn vector(map: &TensorMap, key: &str, id: TensorId, n: usize) -> Result<Prepared> {
+fn vector(map: &Source<'_>, key: &str, id: TensorId, n: usize) -> Result<Prepared> {
     Ok(Prepared {
         id,
         shape: vec![n],
@@ -222,7 +227,7 @@ fn vector(map: &TensorMap, key: &str, id: TensorId, n: usize) -> Result<Prepared
 
 /// Conv + BatchNorm (eps 1e-5) folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β`, in f64.
 fn folded_conv(
-    map: &TensorMap,
+    map: &Source<'_>,
     conv: &str,
     bn: &str,
     stage: u8,
@@ -265,7 +270,7 @@ fn folded_conv(
 
 // The stage index addresses several parallel config arrays at once.
 #[allow(clippy::needless_range_loop)]
-fn prepare(map: &TensorMap, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
+fn prepare(map: &Source<'_>, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
     let mut out = Vec::new();
     let id = TensorId::new;
     let c = cfg.embed_dims;
@@ -537,7 +542,19 @@ impl AlignedBlob {
 
 /// Converts a checkpoint into blob bytes.
 pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Result<Vec<u8>> {
-    let prepared = prepare(map, cfg)?;
+    let source = Source {
+        map,
+        used: Default::default(),
+    };
+    let prepared = prepare(&source, cfg)?;
+    let used = source.used.into_inner();
+    if let Some(extra) = map.keys().find(|k| !used.contains(*k)) {
+        bail!(
+            "unexpected tensor {extra} ({:?}): not part of this architecture ({})",
+            map[extra].shape,
+            "check --arch and the stage depths"
+        );
+    }
     for p in &prepared {
         if let Some(v) = p.values.iter().find(|v| !v.is_finite()) {
             bail!("tensor {} holds a non-finite value ({v})", p.id);
@@ -791,7 +808,11 @@ mod tests {
         put("n.bias", vec![co], beta.clone());
         put("n.running_mean", vec![co], mean.clone());
         put("n.running_var", vec![co], var.clone());
-        let [fw, fb] = folded_conv(&map, "c", "n", 0, 0, ci, co).unwrap();
+        let source = Source {
+            map: &map,
+            used: Default::default(),
+        };
+        let [fw, fb] = folded_conv(&source, "c", "n", 0, 0, ci, co).unwrap();
         let x: Vec<f32> = (0..ci * 9).map(|i| (i as f32 * 0.61).sin()).collect(); // [ci][ky][kx]
         for o in 0..co {
             let mut conv = b[o];

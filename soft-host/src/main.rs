@@ -329,12 +329,15 @@ fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<
     let side = native_size(&cfg);
     let arena = model.plan(side, side, Precision::F16)?.peak_bytes;
     if matches!(dtype, DtypeArg::Int8 | DtypeArg::F16) {
+        let spinner = indicatif::ProgressBar::new_spinner().with_message("calibrating against f32");
+        spinner.enable_steady_tick(std::time::Duration::from_millis(120));
         let reference = AlignedBlob::new(&build_blob(&map, &cfg, WeightDtype::F32)?);
         let reference = open_model(&reference, ckpt)?;
         let input = calibration_input(side, 0);
         let want = infer(&reference, &input, side, side, Precision::F32)?.0;
         let got = infer(&model, &input, side, side, Precision::F16)?.0;
         let err = max_abs_diff(&got, &want);
+        spinner.finish_and_clear();
         println!(
             "calibration: max |logit error| {err:.3e} ({:.3e} of max |logit|) against f32",
             err / max_abs(&want).max(f32::MIN_POSITIVE)

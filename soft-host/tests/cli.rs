@@ -202,6 +202,15 @@ fn safetensors_without(key: &str, poison: Option<&str>) -> Vec<u8> {
         }
         owned.push((name, view.dtype(), view.shape().to_vec(), raw));
     }
+    if key == "+sr" {
+        // A stage-4 spatial-reduction conv: PVT has it, this engine does not.
+        owned.push((
+            "block4.0.attn.sr.weight".into(),
+            safetensors::Dtype::F32,
+            vec![1],
+            vec![0; 4],
+        ));
+    }
     let views: Vec<(String, TensorView<'_>)> = owned
         .iter()
         .map(|(n, d, s, r)| (n.clone(), TensorView::new(*d, s.clone(), r).unwrap()))
@@ -251,6 +260,13 @@ fn bad_checkpoints_give_one_clear_error_and_no_output() {
         "lacks tensor head.weight",
         &[],
     );
+    convert_fails(
+        "extra.safetensors",
+        &safetensors_without("+sr", None),
+        "unexpected tensor block4.0.attn.sr.weight",
+        &[],
+    );
+
     convert_fails(
         "nan.safetensors",
         &safetensors_without("", Some("block2.0.att.ff1.weight")),
