@@ -14,6 +14,13 @@ use half::f16;
 use soft_core::kernels::{kernel_row, landmark_kernel, linear, max_row_sum, newton_schulz};
 use soft_core::weights::{Matrix, MatrixData, Vector};
 
+mod baselines;
+use baselines::*;
+
+fn widen16(h: u16) -> f32 {
+    f16::from_bits(h).to_f32()
+}
+
 /// Panics unless `a` and `b` agree to a relative `tol` (the baselines sum in another order).
 fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
     assert_eq!(a.len(), b.len(), "{what}");
@@ -27,80 +34,6 @@ fn assert_close(what: &str, a: &[f32], b: &[f32], tol: f32) {
 const TOKENS: usize = 8;
 const NEWTON_ITERS: usize = 20;
 const HEAD_DIM: usize = 32;
-
-/// Deterministic uniform values in `[-1, 1)`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-/// `[in][out]` → `[out][in]`.
-fn transpose<T: Copy>(w: &[T], inputs: usize, outputs: usize) -> Vec<T> {
-    let mut t = Vec::with_capacity(w.len());
-    for o in 0..outputs {
-        for i in 0..inputs {
-            t.push(w[i * outputs + o]);
-        }
-    }
-    t
-}
-
-/// Naive linear layer, weights `[out][in]` f32: one dot product per output.
-fn naive_linear_f32(w: &[f32], b: &[f32], x: &[f32], y: &mut [f32], ni: usize, no: usize) {
-    for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-        for o in 0..no {
-            let mut acc = b[o];
-            for i in 0..ni {
-                acc += w[o * ni + i] * xt[i];
-            }
-            yt[o] = acc;
-        }
-    }
-}
-
-/// Naive linear layer, weights `[out][in]` as f16 bits, widened with `half`.
-fn naive_linear_f16(w: &[u16], b: &[f32], x: &[f32], y: &mut [f32], ni: usize, no: usize) {
-    for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-        for o in 0..no {
-            let mut acc = b[o];
-            for i in 0..ni {
-                acc += f16::from_bits(w[o * ni + i]).to_f32() * xt[i];
-            }
-            yt[o] = acc;
-        }
-    }
-}
-
-/// Naive linear layer, weights `[out][in]` int8 with per-output scales.
-fn naive_linear_i8(
-    q: &[i8],
-    scales: &[f32],
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    ni: usize,
-    no: usize,
-) {
-    for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-        for o in 0..no {
-            let mut acc = 0.0f32;
-            for i in 0..ni {
-                acc += f32::from(q[o * ni + i]) * xt[i];
-            }
-            yt[o] = b[o] + scales[o] * acc;
-        }
-    }
-}
 
 fn bench_linear(c: &mut Criterion) {
     let mut rng = Rng(0x5eed_0001);
@@ -147,9 +80,9 @@ fn bench_linear(c: &mut Criterion) {
                 data,
             };
             match name {
-                "f32" => naive_linear_f32(&wt, &b, &x, &mut want, ni, no),
-                "f16" => naive_linear_f16(&w16t, &b, &x, &mut want, ni, no),
-                _ => naive_linear_i8(&qt, &scales, &b, &x, &mut want, ni, no),
+                "f32" => naive_linear(&wt, |v| v, &b, &x, &mut want, ni),
+                "f16" => naive_linear(&w16t, widen16, &b, &x, &mut want, ni),
+                _ => naive_linear_i8(&qt, &scales, &b, &x, &mut want, ni),
             }
             linear(&m, Some(&bias), &x, &mut y);
             assert_close(name, &y, &want, 1e-4);
@@ -158,30 +91,15 @@ fn bench_linear(c: &mut Criterion) {
             });
         }
         group.bench_function(BenchmarkId::new("naive", "f32"), |bn| {
-            bn.iter(|| naive_linear_f32(black_box(&wt), &b, black_box(&x), &mut y, ni, no))
+            bn.iter(|| naive_linear(black_box(&wt), |v| v, &b, black_box(&x), &mut y, ni))
         });
         group.bench_function(BenchmarkId::new("naive", "f16"), |bn| {
-            bn.iter(|| naive_linear_f16(black_box(&w16t), &b, black_box(&x), &mut y, ni, no))
+            bn.iter(|| naive_linear(black_box(&w16t), widen16, &b, black_box(&x), &mut y, ni))
         });
         group.bench_function(BenchmarkId::new("naive", "i8"), |bn| {
-            bn.iter(|| naive_linear_i8(black_box(&qt), &scales, &b, black_box(&x), &mut y, ni, no))
+            bn.iter(|| naive_linear_i8(black_box(&qt), &scales, &b, black_box(&x), &mut y, ni))
         });
         group.finish();
-    }
-}
-
-/// Naive Gaussian kernel rows: `exp(-|q - l|²/2)` with index loops.
-fn naive_kernel_rows(q: &[f32], lm: &[f32], d: usize, m: usize, out: &mut [f32]) {
-    let rows = q.len() / d;
-    for t in 0..rows {
-        for l in 0..m {
-            let mut dist = 0.0f32;
-            for i in 0..d {
-                let diff = q[t * d + i] - lm[l * d + i];
-                dist += diff * diff;
-            }
-            out[t * m + l] = (-dist / 2.0).exp();
-        }
     }
 }
 
@@ -218,30 +136,6 @@ fn bench_kernel_rows(c: &mut Criterion) {
             bn.iter(|| naive_kernel_rows(black_box(&q), black_box(&lm), d, m, &mut out))
         });
         group.finish();
-    }
-}
-
-/// `c = a · b`, `m×m`, with the textbook `i, j, k` loop (strided column reads of `b`).
-fn naive_matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize) {
-    for i in 0..m {
-        for j in 0..m {
-            let mut acc = 0.0f32;
-            for k in 0..m {
-                acc += a[i * m + k] * b[k * m + j];
-            }
-            c[i * m + j] = acc;
-        }
-    }
-}
-
-/// Naive Newton–Schulz: `V = 2V - (V·P)·V`, `iters` times.
-fn naive_newton(v: &mut [f32], p: &[f32], t: &mut [f32], u: &mut [f32], m: usize, iters: usize) {
-    for _ in 0..iters {
-        naive_matmul(v, p, t, m);
-        naive_matmul(t, v, u, m);
-        for (vv, &uu) in v.iter_mut().zip(u.iter()) {
-            *vv = 2.0 * *vv - uu;
-        }
     }
 }
 

@@ -15,21 +15,9 @@ use soft_core::weights::{Matrix, MatrixData, Vector};
 use soft_core::{ChwImage, Model, ModelConfig, Precision};
 use soft_host::{build_blob, cost, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
-/// Deterministic uniform values in `[-1, 1)`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
+#[path = "../../soft-core/benches/baselines/mod.rs"]
+mod baselines;
+use baselines::*;
 
 /// Median of `runs` timings of `f` in milliseconds, after one untimed warm-up call.
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -140,64 +128,6 @@ fn model_table(quick: bool, runs: usize) -> anyhow::Result<()> {
     }
     println!();
     Ok(())
-}
-
-/// Naive linear layer over the PyTorch `[out][in]` layout: one dot product per output.
-fn naive_linear<W: Copy>(
-    w: &[W],
-    widen: impl Fn(W) -> f32,
-    b: &[f32],
-    x: &[f32],
-    y: &mut [f32],
-    ni: usize,
-) {
-    let no = b.len();
-    for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-        for o in 0..no {
-            let mut acc = b[o];
-            for i in 0..ni {
-                acc += widen(w[o * ni + i]) * xt[i];
-            }
-            yt[o] = acc;
-        }
-    }
-}
-
-/// Naive int8 linear layer, `[out][in]`, per-output scale applied after the sum.
-fn naive_linear_i8(q: &[i8], scales: &[f32], b: &[f32], x: &[f32], y: &mut [f32], ni: usize) {
-    let no = b.len();
-    for (xt, yt) in x.chunks_exact(ni).zip(y.chunks_exact_mut(no)) {
-        for o in 0..no {
-            let mut acc = 0.0f32;
-            for i in 0..ni {
-                acc += f32::from(q[o * ni + i]) * xt[i];
-            }
-            yt[o] = b[o] + scales[o] * acc;
-        }
-    }
-}
-
-/// `c = a · b`, `m×m`, textbook `i, j, k` loops.
-fn naive_matmul(a: &[f32], b: &[f32], c: &mut [f32], m: usize) {
-    for i in 0..m {
-        for j in 0..m {
-            let mut acc = 0.0f32;
-            for k in 0..m {
-                acc += a[i * m + k] * b[k * m + j];
-            }
-            c[i * m + j] = acc;
-        }
-    }
-}
-
-fn naive_newton(v: &mut [f32], p: &[f32], t: &mut [f32], u: &mut [f32], m: usize, iters: usize) {
-    for _ in 0..iters {
-        naive_matmul(v, p, t, m);
-        naive_matmul(t, v, u, m);
-        for (vv, &uu) in v.iter_mut().zip(u.iter()) {
-            *vv = 2.0 * *vv - uu;
-        }
-    }
 }
 
 fn kernel_row_line(kernel: &str, shape: &str, macs: usize, engine: f64, naive: f64) {
