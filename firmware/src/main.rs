@@ -1,0 +1,174 @@
+//! Runs the soft demo digits model on a Cortex-M4F (QEMU `mps2-an386`) and logs, with defmt
+//! over semihosting, the exact bits of every logit plus a deterministic instruction clock,
+//! for `cargo xtask crosscheck` to decode and compare with the host build.
+//!
+//! Decoded log lines (one per fact, space separated, parsed by the xtask):
+//!
+//! ```text
+//! SOFT-FIRMWARE <arena bytes> <digits per blob>
+//! CALIB <delay iterations> <ticks>       SysTick ticks across `asm::delay`: 2 instructions/iteration
+//! LOGITS <blob> <digit index> <ticks> <10 × f32::to_bits as 8 hex digits>
+//! DONE
+//! ```
+
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::{syst::SystClkSource, SYST};
+use cortex_m_rt::{entry, exception};
+use cortex_m_semihosting::debug;
+use defmt::println;
+use defmt_semihosting as _; // the global defmt logger: frames go to the host's stdout
+use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision};
+
+mod generated {
+    include!(concat!(env!("OUT_DIR"), "/generated.rs"));
+}
+use generated::{ARENA_BYTES, DIGITS};
+
+/// Input side: the 8×8 digits are upsampled ×8, as in training.
+const SIDE: usize = 64;
+/// Classes of the demo model.
+const CLASSES: usize = 10;
+
+/// 16-byte alignment for an embedded blob, as [`Model::from_blob`] requires.
+#[repr(C, align(16))]
+struct Aligned<T: ?Sized>(T);
+
+static F16_BLOB: &Aligned<[u8]> =
+    &Aligned(*include_bytes!("../../target/demo/soft_digits_f16.soft"));
+static INT8_BLOB: &Aligned<[u8]> =
+    &Aligned(*include_bytes!("../../target/demo/soft_digits_int8.soft"));
+
+/// One 8×8 digit (pixels 0..=16), streamed as the normalised 3×64×64 image the model was
+/// trained on: `pixel / 16`, nearest ×8 upsampling, `(x − 0.5) / 0.5`, the same plane in
+/// all three channels. Matches `soft_host::demo::preprocess` operation for operation.
+struct Digit<'a>(&'a [f32; 64]);
+
+impl ImageSource for Digit<'_> {
+    fn height(&self) -> usize {
+        SIDE
+    }
+
+    fn width(&self) -> usize {
+        SIDE
+    }
+
+    fn read_row(&mut self, y: usize, rgb: &mut [f32]) -> soft_core::Result<()> {
+        if y >= SIDE || rgb.len() != 3 * SIDE {
+            return Err(Error::InputSource);
+        }
+        let row = &self.0[(y / 8) * 8..][..8];
+        for (x, px) in rgb.chunks_exact_mut(3).enumerate() {
+            let v = row[x / 8] / 16.0;
+            px.fill((v - 0.5) / 0.5);
+        }
+        Ok(())
+    }
+}
+
+/// SysTick reload: the full 24 bits; the exception counts wraps.
+const RELOAD: u32 = 0x00FF_FFFF;
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Core-clock ticks since the SysTick was started. Under `qemu -icount shift=0` the
+/// virtual clock advances 1 ns per instruction, so this counts instructions deterministically.
+fn ticks() -> u64 {
+    loop {
+        let wraps = WRAPS.load(Ordering::SeqCst);
+        let current = SYST::get_current();
+        if WRAPS.load(Ordering::SeqCst) == wraps {
+            return u64::from(wraps) * (u64::from(RELOAD) + 1) + u64::from(RELOAD - current);
+        }
+    }
+}
+
+#[entry]
+fn main() -> ! {
+    // cortex-m-rt turns this into a `&'static mut` handed out once: no `unsafe` needed.
+    static mut ARENA: ArenaBuffer<ARENA_BYTES> = ArenaBuffer::new();
+
+    let mut core = cortex_m::Peripherals::take().unwrap();
+    core.SYST.set_clock_source(SystClkSource::Core);
+    core.SYST.set_reload(RELOAD);
+    core.SYST.clear_current();
+    core.SYST.enable_interrupt();
+    core.SYST.enable_counter();
+
+    let code = match run(&mut ARENA.0) {
+        Ok(()) => {
+            println!("DONE");
+            debug::EXIT_SUCCESS
+        }
+        Err(e) => {
+            println!("ERROR {}", e);
+            debug::EXIT_FAILURE
+        }
+    };
+    debug::exit(code);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+fn run(arena: &mut [u8]) -> soft_core::Result<()> {
+    println!("SOFT-FIRMWARE {=usize} {=usize}", arena.len(), DIGITS.len());
+
+    // Calibrate the clock against a known instruction count: `asm::delay(n)` (cortex-m 0.7.10)
+    // spins n + 1 times round a two-instruction loop.
+    const CALIB: u32 = 4_000_000;
+    let t0 = ticks();
+    cortex_m::asm::delay(CALIB);
+    println!("CALIB {=u32} {=u64}", CALIB, ticks() - t0);
+
+    for (tag, blob) in [("f16", F16_BLOB), ("int8", INT8_BLOB)] {
+        let model = Model::from_blob(&blob.0)?;
+        let plan = model.plan(SIDE, SIDE, Precision::F16)?;
+        if plan.peak_bytes > arena.len() {
+            return Err(Error::ArenaTooSmall {
+                needed: plan.peak_bytes,
+                available: arena.len(),
+            });
+        }
+        for (index, pixels) in DIGITS.iter() {
+            let mut logits = [0.0f32; CLASSES];
+            let t0 = ticks();
+            let report = model.run(
+                &mut Digit(pixels),
+                arena,
+                Precision::F16,
+                &mut logits,
+                &mut (),
+            )?;
+            let elapsed = ticks() - t0;
+            if report.peak_bytes != plan.peak_bytes {
+                println!(
+                    "WARN {=str} peak {=usize} != plan {=usize}",
+                    tag, report.peak_bytes, plan.peak_bytes
+                );
+            }
+            let b = logits.map(f32::to_bits);
+            println!(
+                "LOGITS {=str} {=usize} {=u64} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x}",
+                tag, index, elapsed, b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]
+            );
+        }
+    }
+    Ok(())
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    println!("PANIC {}", defmt::Display2Format(info));
+    debug::exit(debug::EXIT_FAILURE);
+    loop {
+        cortex_m::asm::wfi();
+    }
+}

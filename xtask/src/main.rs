@@ -1,0 +1,454 @@
+//! `cargo xtask crosscheck`: builds the Cortex-M4F firmware, runs it in QEMU
+//! (`mps2-an386`, `-icount shift=0`), and checks that every logit it prints has the same
+//! bits as the host build of `soft-core` computes for the same blob, digit and precision.
+//! It also reports the emulated instruction count per inference and per multiply-accumulate.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use soft_core::{ChwImage, Model, Precision};
+use soft_host::demo::{load_split, preprocess, SIDE};
+use soft_host::AlignedBlob;
+
+/// Blobs the firmware embeds, by the tag it prints.
+const BLOBS: [(&str, &str); 2] = [
+    ("f16", "soft_digits_f16.soft"),
+    ("int8", "soft_digits_int8.soft"),
+];
+const CLASSES: usize = 10;
+/// QEMU's mps2-an386 clocks the core (and SysTick) at 25 MHz.
+const CORE_HZ: u64 = 25_000_000;
+/// With `-icount shift=0` the virtual clock advances 1 ns per instruction.
+const INSTRUCTIONS_PER_TICK: u64 = 1_000_000_000 / CORE_HZ;
+/// `cortex_m::asm::delay(n)` (cortex-m 0.7.10) spins `n + 1` times round `subs; bne`.
+const DELAY_INSTRUCTIONS_PER_ITERATION: u64 = 2;
+
+const USAGE: &str = "usage: cargo xtask crosscheck [--timeout SECONDS]";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("crosscheck") => {
+            let timeout = match args.get(1..) {
+                Some([flag, secs]) if flag == "--timeout" => {
+                    secs.parse().context("--timeout takes whole seconds")?
+                }
+                Some([]) => 600,
+                _ => bail!("{USAGE}"),
+            };
+            crosscheck(Duration::from_secs(timeout))
+        }
+        _ => bail!("{USAGE}"),
+    }
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the repository root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// One `LOGITS` line of the firmware.
+struct FirmwareRun {
+    blob: String,
+    digit: usize,
+    ticks: u64,
+    logits: [u32; CLASSES],
+}
+
+fn crosscheck(timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let root = repo_root();
+    let demo_dir = root.join("target").join("demo");
+    let models = root.join("models").join("digits");
+
+    // 1. Demo blobs: what `cargo run --release -p soft-host -- demo` does, in process (the
+    //    same library calls), which spares a clean checkout a second, release build of
+    //    soft-host's dependency tree.
+    if BLOBS.iter().any(|(_, f)| !demo_dir.join(f).is_file()) {
+        eprintln!("== demo blobs missing: running the demo (soft demo)");
+        let images = load_split(&models)?.images.len();
+        let rows = soft_host::demo::evaluate(&models, || {})?;
+        print!("{}", soft_host::demo::table(&rows, images));
+        for p in soft_host::demo::write_blobs(&rows, &demo_dir)? {
+            eprintln!("wrote {}", p.display());
+        }
+        soft_host::demo::check(&rows)?;
+    }
+
+    // 2. Firmware. Run cargo from inside firmware/ so that firmware/.cargo/config.toml
+    //    (target, linker script, runner) applies.
+    eprintln!("== building firmware (thumbv7em-none-eabihf, release)");
+    let firmware = root.join("firmware");
+    let elf = build_firmware(&firmware)?;
+
+    // 3. QEMU.
+    eprintln!("== running {} in qemu-system-arm", elf.display());
+    let output = decode_defmt(&elf, &run_qemu(&elf, timeout)?)?;
+    eprint!("{output}");
+    let Output {
+        digits,
+        runs,
+        calib,
+        done,
+    } = parse(&output)?;
+
+    // 4. Host reference and comparison.
+    let split = load_split(&models)?;
+    let mut failures = Vec::new();
+    let mut rows = Vec::new();
+    let mut macs = 0;
+    for (tag, file) in BLOBS {
+        let path = demo_dir.join(file);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let aligned = AlignedBlob::new(&bytes);
+        let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        macs = soft_host::cost::macs(model.config(), SIDE, SIDE);
+        let need = model
+            .plan(SIDE, SIDE, Precision::F16)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .peak_bytes;
+        let mine: Vec<&FirmwareRun> = runs.iter().filter(|r| r.blob == tag).collect();
+        let mut indices: Vec<usize> = mine.iter().map(|r| r.digit).collect();
+        indices.sort_unstable();
+        indices.dedup();
+        if mine.len() != digits || indices.len() != digits {
+            failures.push(format!(
+                "blob {tag}: {} LOGITS lines for digits {indices:?}, expected {digits} distinct digits",
+                mine.len()
+            ));
+        }
+        for fw in mine {
+            let digit = split
+                .images
+                .get(fw.digit)
+                .with_context(|| format!("digit {} is not in the test split", fw.digit))?;
+            let pixels = preprocess(digit);
+            let mut image =
+                ChwImage::new(&pixels, SIDE, SIDE).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut arena = vec![0u8; need + soft_core::ARENA_ALIGN];
+            let mut logits = [0.0f32; CLASSES];
+            model
+                .run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let host = logits.map(f32::to_bits);
+            let (equal, max_ulps) = compare(&host, &fw.logits);
+            if equal != CLASSES {
+                failures.push(format!(
+                    "{tag} digit {}: {equal}/{CLASSES} logits bit-identical, worst {max_ulps} ulp\n  host     {}\n  firmware {}",
+                    fw.digit,
+                    hex(&host),
+                    hex(&fw.logits)
+                ));
+            }
+            let instructions = fw.ticks * INSTRUCTIONS_PER_TICK;
+            rows.push(format!(
+                "| {tag:<5} | {:>5} | {:>5} | {:>4} | {:>4} | {:>8} | {:>12} | {:>9.2} |",
+                fw.digit,
+                split.labels.get(fw.digit).copied().unwrap_or(usize::MAX),
+                argmax(&logits),
+                argmax(&fw.logits.map(f32::from_bits)),
+                format!("{equal}/{CLASSES}"),
+                group(instructions),
+                instructions as f64 / macs as f64,
+            ));
+        }
+    }
+    if !done {
+        failures.push("the firmware did not print DONE".into());
+    }
+
+    println!();
+    println!("| blob  | digit | label | host | fw   | bits     | instructions | instr/MAC |");
+    println!("|-------|------:|------:|-----:|-----:|---------:|-------------:|----------:|");
+    for r in &rows {
+        println!("{r}");
+    }
+    println!();
+    println!(
+        "model: {} MACs per 64×64 inference (soft_host::cost::macs); activations F16",
+        group(macs)
+    );
+    println!(
+        "clock: SysTick at {} MHz under -icount shift=0 = {INSTRUCTIONS_PER_TICK} instructions per tick (±{INSTRUCTIONS_PER_TICK}); calibration: {} delay-loop instructions took {} ticks = {:.3} instructions/tick",
+        CORE_HZ / 1_000_000,
+        calib.0,
+        calib.1,
+        calib.0 as f64 / calib.1 as f64
+    );
+    let calibrated = calib.0 as f64 / calib.1 as f64;
+    if (calibrated - INSTRUCTIONS_PER_TICK as f64).abs() > 0.01 * INSTRUCTIONS_PER_TICK as f64 {
+        failures.push(format!(
+            "clock calibration off: {calibrated:.3} instructions per tick, expected {INSTRUCTIONS_PER_TICK}"
+        ));
+    }
+    println!("took {:.1} s", start.elapsed().as_secs_f64());
+    if failures.is_empty() {
+        println!(
+            "crosscheck OK: {} inferences, every logit bit-identical between Cortex-M4F (QEMU) and host",
+            rows.len()
+        );
+        Ok(())
+    } else {
+        for f in &failures {
+            println!("MISMATCH: {f}");
+        }
+        bail!("crosscheck failed ({} problems)", failures.len())
+    }
+}
+
+/// `cargo build --release` in `firmware/`; returns the path of the ELF it produced.
+fn build_firmware(firmware: &Path) -> Result<PathBuf> {
+    let out = cargo()
+        .current_dir(firmware)
+        .args([
+            "build",
+            "--release",
+            "--message-format=json-render-diagnostics",
+        ])
+        .arg("--manifest-path")
+        .arg(firmware.join("Cargo.toml"))
+        .stderr(Stdio::inherit())
+        .output()
+        .context("running cargo build for the firmware")?;
+    ensure!(
+        out.status.success(),
+        "firmware build failed: {}",
+        out.status
+    );
+    let mut elf = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "soft-firmware" {
+            if let Some(path) = msg["executable"].as_str() {
+                elf = Some(PathBuf::from(path));
+            }
+        }
+    }
+    elf.context("cargo did not report the firmware executable")
+}
+
+/// Runs the ELF in QEMU with a deterministic instruction clock; returns its stdout (defmt
+/// frames).
+fn run_qemu(elf: &Path, timeout: Duration) -> Result<Vec<u8>> {
+    let mut child = Command::new("qemu-system-arm")
+        .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
+        .args(["-semihosting-config", "enable=on,target=native"])
+        .args(["-icount", "shift=0"])
+        .arg("-kernel")
+        .arg(elf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting qemu-system-arm (is it installed?)")?;
+    let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut s = Vec::new();
+        let _ = stdout.read_to_end(&mut s);
+        s
+    });
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            child.kill()?;
+            child.wait()?;
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = reader.join().unwrap_or_default();
+    eprintln!(
+        "(qemu: {:.1} s wall clock)",
+        started.elapsed().as_secs_f64()
+    );
+    match status {
+        None => bail!("qemu timed out after {} s", timeout.as_secs()),
+        Some(s) if !s.success() => bail!("the firmware failed: qemu {s}"),
+        Some(_) => Ok(output),
+    }
+}
+
+/// Decodes the firmware's defmt frames into text lines, using the format table in its ELF.
+fn decode_defmt(elf: &Path, frames: &[u8]) -> Result<String> {
+    let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
+    let table = defmt_decoder::Table::parse(&bytes)?.context("the firmware has no defmt table")?;
+    let mut decoder = table.new_stream_decoder();
+    decoder.received(frames);
+    let mut text = String::new();
+    loop {
+        match decoder.decode() {
+            Ok(frame) => writeln!(text, "{}", frame.display_message())?,
+            Err(defmt_decoder::DecodeError::UnexpectedEof) => break,
+            Err(defmt_decoder::DecodeError::Malformed) => {
+                bail!("malformed defmt frame after:\n{text}")
+            }
+        }
+    }
+    Ok(text)
+}
+
+/// What the firmware printed.
+struct Output {
+    /// Digits it runs through each blob.
+    digits: usize,
+    /// Its `LOGITS` lines.
+    runs: Vec<FirmwareRun>,
+    /// Delay-loop instructions and the SysTick ticks they took.
+    calib: (u64, u64),
+    /// Whether it got to the end.
+    done: bool,
+}
+
+fn parse(output: &str) -> Result<Output> {
+    let mut runs = Vec::new();
+    let mut calib = None;
+    let mut digits = None;
+    let mut done = false;
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["LOGITS", blob, digit, ticks, hexes @ ..] => {
+                ensure!(hexes.len() == CLASSES, "malformed line: {line}");
+                let mut logits = [0u32; CLASSES];
+                for (l, h) in logits.iter_mut().zip(hexes) {
+                    *l = u32::from_str_radix(h, 16)
+                        .with_context(|| format!("malformed line: {line}"))?;
+                }
+                runs.push(FirmwareRun {
+                    blob: (*blob).to_string(),
+                    digit: digit.parse()?,
+                    ticks: ticks.parse()?,
+                    logits,
+                });
+            }
+            ["CALIB", iterations, ticks] => {
+                let iterations: u64 = iterations.parse()?;
+                calib = Some((
+                    (iterations + 1) * DELAY_INSTRUCTIONS_PER_ITERATION,
+                    ticks.parse()?,
+                ));
+            }
+            ["SOFT-FIRMWARE", _arena, n] => digits = Some(n.parse()?),
+            ["DONE"] => done = true,
+            _ => {}
+        }
+    }
+    Ok(Output {
+        digits: digits.context("the firmware printed no SOFT-FIRMWARE line")?,
+        runs,
+        calib: calib.context("the firmware printed no CALIB line")?,
+        done,
+    })
+}
+
+/// How many of the bit patterns are identical, and the largest distance in ulps.
+fn compare(host: &[u32; CLASSES], firmware: &[u32; CLASSES]) -> (usize, u64) {
+    // f32 bits as integers that order like the floats (±0 both map to 0).
+    let ordered = |b: u32| {
+        let i = i64::from(b as i32);
+        if i < 0 {
+            i64::from(i32::MIN) - i
+        } else {
+            i
+        }
+    };
+    let equal = host.iter().zip(firmware).filter(|(a, b)| a == b).count();
+    let ulps = host
+        .iter()
+        .zip(firmware)
+        .map(|(&a, &b)| (ordered(a) - ordered(b)).unsigned_abs())
+        .max()
+        .unwrap_or(0);
+    (equal, ulps)
+}
+
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
+}
+
+fn hex(bits: &[u32]) -> String {
+    bits.iter()
+        .map(|b| format!("{b:08x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `1234567` → `1,234,567`.
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_firmware_lines() {
+        let out = "SOFT-FIRMWARE 33632 4\nCALIB 4000000 200000\n\
+                   LOGITS f16 3 2846193 bf1749e6 bf217a04 bf20bad7 bea45d89 bf4e4910 bf63fa60 \
+                   bf25118a 4075695a bf306489 bf621e8b\nDONE\n";
+        let Output {
+            digits,
+            runs,
+            calib,
+            done,
+        } = parse(out).unwrap();
+        assert_eq!((digits, calib, done), (4, (8_000_002, 200_000), true));
+        assert_eq!(runs.len(), 1);
+        assert_eq!((runs[0].blob.as_str(), runs[0].digit), ("f16", 3));
+        assert_eq!(runs[0].ticks, 2_846_193);
+        assert_eq!(runs[0].logits[7], 0x4075_695a);
+        assert!(parse("SOFT-FIRMWARE 1 1\nLOGITS f16 0 1 3f800000\nCALIB 1 1\n").is_err());
+        assert!(parse("DONE\n").is_err());
+    }
+
+    #[test]
+    fn compare_counts_bits_and_ulps() {
+        let a = [1.0f32.to_bits(); CLASSES];
+        assert_eq!(compare(&a, &a), (CLASSES, 0));
+        let mut b = a;
+        b[4] += 3;
+        assert_eq!(compare(&a, &b), (CLASSES - 1, 3));
+        let (z, nz) = ([0.0f32.to_bits(); CLASSES], [(-0.0f32).to_bits(); CLASSES]);
+        assert_eq!(compare(&z, &nz), (0, 0));
+    }
+
+    #[test]
+    fn groups_thousands() {
+        assert_eq!(group(0), "0");
+        assert_eq!(group(1_234), "1,234");
+        assert_eq!(group(113_845_520), "113,845,520");
+    }
+}
