@@ -137,6 +137,17 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
     Ok(cfg)
 }
 
+/// Width, head dim, landmark ratio, V-conv size and heads of SOFT stage `s` (0-based).
+fn soft_stage(cfg: &ModelConfig, s: usize) -> (usize, usize, usize, usize, usize) {
+    (
+        cfg.embed_dims[s],
+        cfg.head_dim(s),
+        cfg.landmark_ratios[s],
+        cfg.vconv_sizes[s],
+        cfg.heads[s],
+    )
+}
+
 /// A tensor ready for the blob: logical values in blob layout.
 struct Prepared {
     id: TensorId,
@@ -311,13 +322,7 @@ fn prepare(map: &Source<'_>, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
     });
     for s in 0..3 {
         let st = s as u8 + 1;
-        let (cs, d, r, k, h) = (
-            c[s],
-            cfg.head_dim(s),
-            cfg.landmark_ratios[s],
-            cfg.vconv_sizes[s],
-            cfg.heads[s],
-        );
+        let (cs, d, r, k, h) = soft_stage(cfg, s);
         for b in 0..cfg.depths[s] {
             let bi = b as u16;
             let i = |kind| id(kind, st, bi);
@@ -718,13 +723,7 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
         constant(map, format!("{key}.bias"), vec![n], 0.0);
     };
     for s in 0..3 {
-        let (cs, d, r, k, h) = (
-            c[s],
-            cfg.head_dim(s),
-            cfg.landmark_ratios[s],
-            cfg.vconv_sizes[s],
-            cfg.heads[s],
-        );
+        let (cs, d, r, k, h) = soft_stage(cfg, s);
         for b in 0..cfg.depths[s] {
             let p = format!("block{}.{b}.att", s + 1);
             lin(&mut map, format!("{p}.mha.W_q"), cs, cs);
