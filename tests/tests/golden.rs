@@ -185,3 +185,48 @@ fn pth_and_safetensors_hold_the_same_tensors() {
         eprintln!("{case}: {:?}", pth.notes);
     }
 }
+
+/// FNV-1a over the logits' bit patterns.
+fn bits_digest(logits: &[f32]) -> u64 {
+    logits
+        .iter()
+        .flat_map(|v| v.to_bits().to_le_bytes())
+        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        })
+}
+
+#[test]
+fn logit_bits_are_pinned() {
+    // The engine's exact output bits on the golden inputs. A kernel rewrite that keeps every
+    // sum's order (the rule that makes host and Cortex-M4F agree) leaves these unchanged;
+    // if a deliberate numerics change moves them, update the digests in the same commit.
+    let mut got = Vec::new();
+    for case in CASES {
+        for (dtype, precision) in [
+            (WeightDtype::F32, Precision::F32),
+            (WeightDtype::F16, Precision::F16),
+        ] {
+            let out = run_case(case, dtype, precision);
+            got.push(format!(
+                "{case} {precision:?} {:016x}",
+                bits_digest(&out.logits)
+            ));
+        }
+    }
+    let pinned = PINNED
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>();
+    assert_eq!(got, pinned, "logit bits changed:\n{}", got.join("\n"));
+}
+
+const PINNED: &str = "
+    micro_64 F32 3f854821011f8640
+    micro_64 F16 6b685cf7251fae1a
+    norm_micro_64 F32 5b030ee70c97309b
+    norm_micro_64 F16 c0f07580da5b9206
+    deep_96_timm F32 df040196da9b457f
+    deep_96_timm F16 24927aff2c0bcd63
+";
