@@ -117,13 +117,6 @@ impl<'a> Arena<'a> {
             available: 0,
         })
     }
-
-    /// Like [`Arena::alloc`], filled with `value`.
-    pub fn alloc_filled<T: Pod>(&mut self, n: usize, value: T) -> Result<&'a mut [T]> {
-        let s = self.alloc(n)?;
-        s.fill(value);
-        Ok(s)
-    }
 }
 
 #[cfg(test)]
