@@ -1,24 +1,26 @@
 //! A small pickle virtual machine for what `torch.save` writes (protocol 2, plus the
-//! protocol-4 opcodes newer writers use). It builds a value tree and never executes
+//! protocol-4 opcodes newer writers use). It builds a value graph and never executes
 //! anything: globals stay names, calls stay `(callable, args)` pairs, so unknown classes
 //! (e.g. `argparse.Namespace` in timm checkpoints) are data to skip, not errors.
 //!
 //! Written here because the pickle crates on crates.io do not surface persistent ids
 //! (`BINPERSID`), which is how torch refers to tensor storages.
+//!
+//! Containers live in one table ([`Pickle`]) and values refer to them by index. A hostile
+//! pickle can build cycles (a dict that holds itself) and million-deep nesting; with
+//! indices instead of reference-counted pointers, cycles cannot leak and dropping the
+//! graph never recurses.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
 
-/// A dictionary shared between the stack and the memo, so later `SETITEMS` are seen
-/// through every reference (as in Python).
-pub type SharedDict = Rc<RefCell<Vec<(Value, Value)>>>;
-/// A shared list.
-pub type SharedList = Rc<RefCell<Vec<Value>>>;
+/// A container's index in [`Pickle`]'s node table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeId(usize);
 
-/// A pickled value.
+/// A pickled value. Scalars and text are held directly; containers by [`NodeId`].
 #[derive(Debug, Clone)]
 pub enum Value {
     /// `None`.
@@ -33,12 +35,6 @@ pub enum Value {
     Str(Rc<str>),
     /// Raw bytes.
     Bytes(Rc<[u8]>),
-    /// A tuple.
-    Tuple(Rc<[Value]>),
-    /// A list.
-    List(SharedList),
-    /// A dict, in insertion order.
-    Dict(SharedDict),
     /// A class or function by name.
     Global {
         /// Module.
@@ -46,15 +42,38 @@ pub enum Value {
         /// Name in the module.
         name: Rc<str>,
     },
-    /// `callable(*args)` (REDUCE or NEWOBJ), not evaluated.
-    Call(Rc<(Value, Value)>),
-    /// `obj.__setstate__(state)` (BUILD), not evaluated.
-    Build(Rc<(Value, Value)>),
-    /// A persistent id (torch: a storage reference).
-    PersistentId(Rc<Value>),
+    /// A container in the node table.
+    Node(NodeId),
 }
-// Every variant is cheap to clone (reference counted), so `BINGET` of a large value
-// costs one pointer: memory stays proportional to the pickle's length.
+// Every variant is cheap to clone (an index or a reference count), so `BINGET` of a large
+// value costs one word: memory stays proportional to the pickle's length.
+
+/// A container value.
+#[derive(Debug)]
+pub enum Node {
+    /// A tuple.
+    Tuple(Vec<Value>),
+    /// A list. Shared by index, so a later `APPEND` is seen through every reference.
+    List(Vec<Value>),
+    /// A dict, in insertion order; shared like a list.
+    Dict(Vec<(Value, Value)>),
+    /// `callable(*args)` (REDUCE or NEWOBJ), not evaluated.
+    Call {
+        /// What is called.
+        callable: Value,
+        /// Its argument tuple.
+        args: Value,
+    },
+    /// `object.__setstate__(state)` (BUILD), not evaluated.
+    Build {
+        /// The object.
+        object: Value,
+        /// Its state.
+        state: Value,
+    },
+    /// A persistent id (torch: a storage reference).
+    PersistentId(Value),
+}
 
 impl Value {
     /// The global's `(module, name)` if this is one.
@@ -81,18 +100,64 @@ impl Value {
             _ => None,
         }
     }
+}
+
+/// An unpickled value graph: the root and the containers it reaches.
+#[derive(Debug)]
+pub struct Pickle {
+    nodes: Vec<Node>,
+    root: Value,
+}
+
+impl Pickle {
+    /// The value the pickle's `STOP` returned.
+    pub fn root(&self) -> &Value {
+        &self.root
+    }
+
+    /// The container `v` refers to, if it is one.
+    pub fn node(&self, v: &Value) -> Option<&Node> {
+        match v {
+            Value::Node(NodeId(i)) => self.nodes.get(*i),
+            _ => None,
+        }
+    }
 
     /// Items of a tuple or list.
-    pub fn items(&self) -> Option<Vec<Value>> {
-        match self {
-            Value::Tuple(v) => Some(v.to_vec()),
-            Value::List(v) => Some(v.borrow().clone()),
+    pub fn items(&self, v: &Value) -> Option<&[Value]> {
+        match self.node(v)? {
+            Node::Tuple(items) | Node::List(items) => Some(items),
+            _ => None,
+        }
+    }
+
+    /// Entries of a dict.
+    pub fn dict(&self, v: &Value) -> Option<&[(Value, Value)]> {
+        match self.node(v)? {
+            Node::Dict(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// `(callable, args)` of a call.
+    pub fn call(&self, v: &Value) -> Option<(&Value, &Value)> {
+        match self.node(v)? {
+            Node::Call { callable, args } => Some((callable, args)),
+            _ => None,
+        }
+    }
+
+    /// The id inside a persistent reference.
+    pub fn persistent_id(&self, v: &Value) -> Option<&Value> {
+        match self.node(v)? {
+            Node::PersistentId(pid) => Some(pid),
             _ => None,
         }
     }
 }
 
-/// Most values on the stack or in the memo: bounds what a hostile file can make us hold.
+/// Most values on the stack, in the memo or in the node table: bounds what a hostile file
+/// can make us hold.
 const MAX_ITEMS: usize = 10_000_000;
 
 struct Machine<'a> {
@@ -101,6 +166,7 @@ struct Machine<'a> {
     stack: Vec<Value>,
     marks: Vec<usize>,
     memo: HashMap<usize, Value>,
+    nodes: Vec<Node>,
 }
 
 impl<'a> Machine<'a> {
@@ -159,10 +225,6 @@ impl<'a> Machine<'a> {
         self.stack.pop().context("pickle stack underflow")
     }
 
-    fn top(&mut self) -> Result<&mut Value> {
-        self.stack.last_mut().context("pickle stack underflow")
-    }
-
     /// Everything pushed since the last MARK.
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
         let m = self.marks.pop().context("pickle has no MARK to pop to")?;
@@ -191,24 +253,46 @@ impl<'a> Machine<'a> {
         self.push(v)
     }
 
+    /// Adds a container to the table and pushes a reference to it.
+    fn push_node(&mut self, node: Node) -> Result<()> {
+        if self.nodes.len() >= MAX_ITEMS {
+            bail!("pickle builds more than {MAX_ITEMS} containers");
+        }
+        self.nodes.push(node);
+        self.push(Value::Node(NodeId(self.nodes.len() - 1)))
+    }
+
+    /// The container on top of the stack, for the opcodes that mutate it in place.
+    fn top_node(&mut self) -> Result<&mut Node> {
+        let Some(Value::Node(NodeId(i))) = self.stack.last() else {
+            bail!(
+                "pickle mutates a value that is not a container at byte {}",
+                self.pos
+            )
+        };
+        let i = *i;
+        self.nodes
+            .get_mut(i)
+            .context("pickle node index out of range")
+    }
+
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
         if items.len() % 2 != 0 {
             bail!("pickle SETITEMS with an odd number of values");
         }
-        let Value::Dict(d) = self.top()? else {
+        let Node::Dict(entries) = self.top_node()? else {
             bail!("pickle SETITEMS on a non-dict")
         };
-        let d = d.clone();
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
-            d.borrow_mut().push((k, v));
+            entries.push((k, v));
         }
         Ok(())
     }
 
     fn append(&mut self, items: Vec<Value>) -> Result<()> {
-        match self.top()? {
-            Value::List(l) => l.borrow_mut().extend(items),
+        match self.top_node()? {
+            Node::List(list) => list.extend(items),
             _ => bail!("pickle APPEND on a non-list"),
         }
         Ok(())
@@ -216,14 +300,13 @@ impl<'a> Machine<'a> {
 
     fn call(&mut self, callable: Value, args: Value) -> Result<()> {
         // OrderedDict() is the one call whose result is later mutated (SETITEMS).
-        let v = match callable.global() {
-            Some(("collections", "OrderedDict")) => Value::Dict(Rc::default()),
-            _ => Value::Call(Rc::new((callable, args))),
-        };
-        self.push(v)
+        match callable.global() {
+            Some(("collections", "OrderedDict")) => self.push_node(Node::Dict(Vec::new())),
+            _ => self.push_node(Node::Call { callable, args }),
+        }
     }
 
-    fn run(mut self) -> Result<Value> {
+    fn run(mut self) -> Result<Pickle> {
         loop {
             let at = self.pos;
             let op = self.u8()?;
@@ -237,9 +320,9 @@ impl<'a> Machine<'a> {
                 0x95 => {
                     self.u64()?;
                 }
-                b'}' => self.push(Value::Dict(Rc::default()))?,
-                b']' => self.push(Value::List(Rc::default()))?,
-                b')' => self.push(Value::Tuple(Rc::new([])))?,
+                b'}' => self.push_node(Node::Dict(Vec::new()))?,
+                b']' => self.push_node(Node::List(Vec::new()))?,
+                b')' => self.push_node(Node::Tuple(Vec::new()))?,
                 b'(' => {
                     if self.marks.len() >= MAX_ITEMS {
                         bail!("too many pickle MARKs");
@@ -343,7 +426,7 @@ impl<'a> Machine<'a> {
                 0x89 => self.push(Value::Bool(false))?,
                 b't' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Tuple(items.into()))?;
+                    self.push_node(Node::Tuple(items))?;
                 }
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
@@ -351,11 +434,11 @@ impl<'a> Machine<'a> {
                         bail!("pickle TUPLE{n} on a short stack");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
-                    self.push(Value::Tuple(items.into()))?;
+                    self.push_node(Node::Tuple(items))?;
                 }
                 b'l' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::List(Rc::new(RefCell::new(items))))?;
+                    self.push_node(Node::List(items))?;
                 }
                 b'a' => {
                     let v = self.pop()?;
@@ -367,7 +450,7 @@ impl<'a> Machine<'a> {
                 }
                 b'd' => {
                     let items = self.pop_mark()?;
-                    self.push(Value::Dict(Rc::default()))?;
+                    self.push_node(Node::Dict(Vec::new()))?;
                     self.set_items(items)?;
                 }
                 b's' => {
@@ -388,31 +471,42 @@ impl<'a> Machine<'a> {
                     let state = self.pop()?;
                     let obj = self.pop()?;
                     // A dict subclass rebuilt by state keeps its identity for later readers.
-                    let v = match obj {
-                        Value::Dict(d) => Value::Dict(d),
-                        obj => Value::Build(Rc::new((obj, state))),
-                    };
-                    self.push(v)?;
+                    let is_dict = matches!(
+                        obj,
+                        Value::Node(NodeId(i)) if matches!(self.nodes.get(i), Some(Node::Dict(_)))
+                    );
+                    if is_dict {
+                        self.push(obj)?;
+                    } else {
+                        self.push_node(Node::Build { object: obj, state })?;
+                    }
                 }
                 b'Q' => {
                     let pid = self.pop()?;
-                    self.push(Value::PersistentId(Rc::new(pid)))?;
+                    self.push_node(Node::PersistentId(pid))?;
                 }
-                b'.' => return self.pop(),
+                b'.' => {
+                    let root = self.pop()?;
+                    return Ok(Pickle {
+                        nodes: self.nodes,
+                        root,
+                    });
+                }
                 _ => bail!("unknown pickle opcode {op:#04x} at byte {at}"),
             }
         }
     }
 }
 
-/// Unpickles `data` into a value tree.
-pub fn parse(data: &[u8]) -> Result<Value> {
+/// Unpickles `data` into a value graph.
+pub fn parse(data: &[u8]) -> Result<Pickle> {
     Machine {
         data,
         pos: 0,
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        nodes: Vec::new(),
     }
     .run()
 }
@@ -424,14 +518,43 @@ mod tests {
     #[test]
     fn dict_filled_after_memoization_is_seen_through_the_memo() {
         // {'a': 1} memoized, then fetched again: [d, d]
-        let p = b"\x80\x02]q\x00(}q\x01X\x01\x00\x00\x00aK\x01sh\x01e.";
-        let v = parse(p).unwrap();
-        let items = v.items().unwrap();
+        let p = parse(b"\x80\x02]q\x00(}q\x01X\x01\x00\x00\x00aK\x01sh\x01e.").unwrap();
+        let items = p.items(p.root()).unwrap();
         assert_eq!(items.len(), 2);
         for d in items {
-            let Value::Dict(d) = d else { panic!() };
-            assert_eq!(d.borrow().len(), 1);
+            let entries = p.dict(d).unwrap();
+            assert_eq!(entries.len(), 1);
+            assert_eq!(entries[0].0.as_str(), Some("a"));
         }
+    }
+
+    #[test]
+    fn a_dict_that_holds_itself_is_a_graph_not_a_leak() {
+        // The fuzzer's find: d = {}; d[0x7d7d] = d, among others. With reference-counted
+        // containers this was a cycle that was never freed.
+        let p = parse(b"}\x94M}}j\x00\x00\x00\x00s.").unwrap();
+        let entries = p.dict(p.root()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0.as_int(), Some(0x7d7d));
+        assert!(matches!(entries[0].1, Value::Node(_)));
+        assert_eq!(p.dict(&entries[0].1).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn deep_nesting_builds_and_drops_without_recursion() {
+        // ((((...)))) a million deep: one byte per level.
+        let mut data = vec![b')'];
+        data.resize(1_000_001, 0x85);
+        data.push(b'.');
+        let p = parse(&data).unwrap();
+        let mut v = p.root().clone();
+        let mut depth = 0;
+        while let Some([inner]) = p.items(&v) {
+            v = inner.clone();
+            depth += 1;
+        }
+        assert_eq!(depth, 1_000_000);
+        drop(p);
     }
 
     #[test]
@@ -445,13 +568,16 @@ mod tests {
         assert!(parse(b"\x80\x02s.").is_err());
         assert!(parse(b"\x80\x02X\xff\xff\xff\xff").is_err());
         assert!(parse(b"(.").is_err());
+        // Mutating opcodes on scalars.
+        assert!(parse(b"K\x01K\x02K\x03s.").is_err());
+        assert!(parse(b"K\x01K\x02a.").is_err());
     }
 
     #[test]
     fn ints_decode_with_sign() {
-        let v = parse(b"\x80\x02(J\xff\xff\xff\xff\x8a\x02\x00\x80K\x07M\x00\x01t.").unwrap();
-        let ints: Vec<i64> = v
-            .items()
+        let p = parse(b"\x80\x02(J\xff\xff\xff\xff\x8a\x02\x00\x80K\x07M\x00\x01t.").unwrap();
+        let ints: Vec<i64> = p
+            .items(p.root())
             .unwrap()
             .iter()
             .map(|x| x.as_int().unwrap())

@@ -8,7 +8,7 @@ use std::io::{Cursor, Read};
 use anyhow::{bail, ensure, Context, Result};
 
 use crate::checkpoint::{HostTensor, TensorMap};
-use crate::pickle::{self, Value};
+use crate::pickle::{self, Pickle, Value};
 
 /// Which state dict to take from a training checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,8 +85,10 @@ fn usize_of(v: &Value, what: &str) -> Result<usize> {
     usize::try_from(i).with_context(|| format!("{what} is negative ({i})"))
 }
 
-fn storage_of(pid: &Value) -> Result<Storage> {
-    let items = pid.items().context("storage reference is not a tuple")?;
+fn storage_of(pickle: &Pickle, pid: &Value) -> Result<Storage> {
+    let items = pickle
+        .items(pid)
+        .context("storage reference is not a tuple")?;
     ensure!(
         items.len() >= 5 && items[0].as_str() == Some("storage"),
         "unexpected storage reference"
@@ -107,84 +109,92 @@ fn storage_of(pid: &Value) -> Result<Storage> {
     })
 }
 
+/// How many `_rebuild_parameter` wrappers a tensor may sit in (torch writes one); a
+/// hostile pickle can make the chain circular.
+const MAX_PARAMETER_NESTING: usize = 4;
+
 /// Recognises `_rebuild_tensor_v2(storage, offset, size, stride, ...)` and
 /// `_rebuild_parameter(tensor, ...)`.
-fn tensor_ref(v: &Value) -> Result<Option<TensorRef>> {
-    let Value::Call(call) = v else {
-        return Ok(None);
-    };
-    let (callable, args) = &**call;
-    let args = args.items().unwrap_or_default();
-    match callable.global() {
-        Some(("torch._utils", "_rebuild_parameter")) => match args.first() {
-            Some(t) => tensor_ref(t),
-            None => bail!("_rebuild_parameter without a tensor"),
-        },
-        Some(("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor")) => {
-            ensure!(
-                args.len() >= 4,
-                "_rebuild_tensor_v2 with {} arguments",
-                args.len()
-            );
-            let Value::PersistentId(pid) = &args[0] else {
-                bail!("tensor without a storage reference")
-            };
-            let dims = |v: &Value, what: &str| -> Result<Vec<usize>> {
-                v.items()
-                    .with_context(|| format!("tensor {what} is not a tuple"))?
-                    .iter()
-                    .map(|d| usize_of(d, what))
-                    .collect()
-            };
-            let shape = dims(&args[2], "size")?;
-            let stride = dims(&args[3], "stride")?;
-            ensure!(
-                shape.len() == stride.len(),
-                "tensor size and stride differ in rank"
-            );
-            Ok(Some(TensorRef {
-                storage: storage_of(pid)?,
-                offset: usize_of(&args[1], "storage offset")?,
-                shape,
-                stride,
-            }))
+fn tensor_ref(pickle: &Pickle, v: &Value) -> Result<Option<TensorRef>> {
+    let mut v = v;
+    for _ in 0..=MAX_PARAMETER_NESTING {
+        let Some((callable, args)) = pickle.call(v) else {
+            return Ok(None);
+        };
+        let args = pickle.items(args).unwrap_or_default();
+        match callable.global() {
+            Some(("torch._utils", "_rebuild_parameter")) => match args.first() {
+                Some(t) => v = t,
+                None => bail!("_rebuild_parameter without a tensor"),
+            },
+            Some(("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor")) => {
+                return rebuilt_tensor(pickle, args).map(Some)
+            }
+            _ => return Ok(None),
         }
-        _ => Ok(None),
     }
+    bail!("tensor nested in more than {MAX_PARAMETER_NESTING} _rebuild_parameter calls")
 }
 
-fn dict_items(v: &Value) -> Option<Vec<(Value, Value)>> {
-    match v {
-        Value::Dict(d) => Some(d.borrow().clone()),
-        _ => None,
-    }
+/// The arguments of `_rebuild_tensor_v2`: storage, offset, size, stride, ...
+fn rebuilt_tensor(pickle: &Pickle, args: &[Value]) -> Result<TensorRef> {
+    ensure!(
+        args.len() >= 4,
+        "_rebuild_tensor_v2 with {} arguments",
+        args.len()
+    );
+    let pid = pickle
+        .persistent_id(&args[0])
+        .context("tensor without a storage reference")?;
+    let dims = |v: &Value, what: &str| -> Result<Vec<usize>> {
+        pickle
+            .items(v)
+            .with_context(|| format!("tensor {what} is not a tuple"))?
+            .iter()
+            .map(|d| usize_of(d, what))
+            .collect()
+    };
+    let shape = dims(&args[2], "size")?;
+    let stride = dims(&args[3], "stride")?;
+    ensure!(
+        shape.len() == stride.len(),
+        "tensor size and stride differ in rank"
+    );
+    Ok(TensorRef {
+        storage: storage_of(pickle, pid)?,
+        offset: usize_of(&args[1], "storage offset")?,
+        shape,
+        stride,
+    })
 }
 
-fn is_state_dict(items: &[(Value, Value)]) -> bool {
+fn is_state_dict(pickle: &Pickle, items: &[(Value, Value)]) -> bool {
     items
         .iter()
-        .any(|(_, v)| matches!(tensor_ref(v), Ok(Some(_))))
+        .any(|(_, v)| matches!(tensor_ref(pickle, v), Ok(Some(_))))
 }
 
 /// Picks the state dict out of the known wrappers.
-fn select_state_dict(
-    root: &Value,
+fn select_state_dict<'p>(
+    pickle: &'p Pickle,
     prefer: Prefer,
     notes: &mut Vec<String>,
-) -> Result<Vec<(Value, Value)>> {
-    let items = dict_items(root).context("checkpoint does not hold a dict")?;
+) -> Result<&'p [(Value, Value)]> {
+    let items = pickle
+        .dict(pickle.root())
+        .context("checkpoint does not hold a dict")?;
     let get = |key: &str| {
         items
             .iter()
             .find(|(k, _)| k.as_str() == Some(key))
-            .and_then(|(_, v)| dict_items(v))
+            .and_then(|(_, v)| pickle.dict(v))
     };
-    if is_state_dict(&items) {
+    if is_state_dict(pickle, items) {
         return Ok(items);
     }
     let (ema, raw) = (get("state_dict_ema"), get("state_dict"));
     match (prefer, ema, raw) {
-        (Prefer::Ema, Some(ema), raw) if is_state_dict(&ema) => {
+        (Prefer::Ema, Some(ema), raw) if is_state_dict(pickle, ema) => {
             if raw.is_some() {
                 notes.push(
                     "took state_dict_ema (what the reference evaluates); --no-ema takes state_dict"
@@ -195,7 +205,7 @@ fn select_state_dict(
             }
             Ok(ema)
         }
-        (_, _, Some(raw)) if is_state_dict(&raw) => {
+        (_, _, Some(raw)) if is_state_dict(pickle, raw) => {
             notes.push("took state_dict".into());
             Ok(raw)
         }
@@ -203,7 +213,7 @@ fn select_state_dict(
             bail!("checkpoint has state_dict_ema but no state_dict (drop --no-ema)")
         }
         _ => match get("model") {
-            Some(model) if is_state_dict(&model) => {
+            Some(model) if is_state_dict(pickle, model) => {
                 notes.push("took the 'model' entry".into());
                 Ok(model)
             }
@@ -320,14 +330,14 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
         Ok(out)
     };
     let pkl = read_entry(&mut zip, &pkl_name, None)?;
-    let root = pickle::parse(&pkl).context("unpickling data.pkl")?;
+    let graph = pickle::parse(&pkl).context("unpickling data.pkl")?;
     let mut notes = Vec::new();
-    let items = select_state_dict(&root, prefer, &mut notes)?;
+    let items = select_state_dict(&graph, prefer, &mut notes)?;
     let mut tensors = TensorMap::new();
     let mut skipped = 0;
     for (k, v) in items {
         let Some(key) = k.as_str() else { continue };
-        let Some(t) = tensor_ref(&v).with_context(|| format!("tensor {key}"))? else {
+        let Some(t) = tensor_ref(&graph, v).with_context(|| format!("tensor {key}"))? else {
             skipped += 1;
             continue;
         };
@@ -380,5 +390,14 @@ mod tests {
         );
         assert!(gather(&s, 1, &[3, 2], &[1, 3]).is_err());
         assert!(gather(&s, 0, &[usize::MAX, 2], &[1, 1]).is_err());
+    }
+
+    #[test]
+    fn a_circular_parameter_chain_is_an_error() {
+        // L = []; C = _rebuild_parameter(*L); L.append(C): C wraps itself.
+        let graph = pickle::parse(b"]q\x00ctorch._utils\n_rebuild_parameter\nh\x00Ra.").unwrap();
+        let call = &graph.items(graph.root()).unwrap()[0];
+        let err = tensor_ref(&graph, call).err().unwrap().to_string();
+        assert!(err.contains("_rebuild_parameter calls"), "{err}");
     }
 }
