@@ -7,6 +7,8 @@
 //! ```text
 //! SOFT-FIRMWARE <arena bytes> <digits per blob>
 //! CALIB <delay iterations> <ticks>       SysTick ticks across `asm::delay`: 2 instructions/iteration
+//! KERNEL <name> <multiply-accumulates> <ticks>   one call of a kernel on synthetic data
+//! LAYER <blob> <digit index> <checkpoint> <ticks since the run began>   per-layer progress
 //! LOGITS <blob> <digit index> <ticks> <10 × f32::to_bits as 8 hex digits>
 //! DONE
 //! ```
@@ -21,7 +23,10 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::debug;
 use defmt::println;
 use defmt_semihosting as _; // the global defmt logger: frames go to the host's stdout
-use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision};
+use soft_core::kernels::linear;
+use soft_core::model::{Checkpoint, Tokens};
+use soft_core::weights::{Matrix, MatrixData, Vector};
+use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/generated.rs"));
@@ -66,6 +71,25 @@ impl ImageSource for Digit<'_> {
             px.fill((v - 0.5) / 0.5);
         }
         Ok(())
+    }
+}
+
+/// Logs each layer as the run passes it, with the instruction clock.
+struct Progress<'a> {
+    blob: &'a str,
+    digit: usize,
+    start: u64,
+}
+
+impl Probe for Progress<'_> {
+    fn observe(&mut self, at: Checkpoint, _: Tokens<'_>, _: usize, _: usize) {
+        println!(
+            "LAYER {=str} {=usize} {} {=u64}",
+            self.blob,
+            self.digit,
+            at,
+            ticks() - self.start
+        );
     }
 }
 
@@ -128,6 +152,8 @@ fn run(arena: &mut [u8]) -> soft_core::Result<()> {
     cortex_m::asm::delay(CALIB);
     println!("CALIB {=u32} {=u64}", CALIB, ticks() - t0);
 
+    bench_linear();
+
     for (tag, blob) in [("f16", F16_BLOB), ("int8", INT8_BLOB)] {
         let model = Model::from_blob(&blob.0)?;
         let plan = model.plan(SIDE, SIDE, Precision::F16)?;
@@ -140,12 +166,17 @@ fn run(arena: &mut [u8]) -> soft_core::Result<()> {
         for (index, pixels) in DIGITS.iter() {
             let mut logits = [0.0f32; CLASSES];
             let t0 = ticks();
+            let mut progress = Progress {
+                blob: tag,
+                digit: *index,
+                start: t0,
+            };
             let report = model.run(
                 &mut Digit(pixels),
                 arena,
                 Precision::F16,
                 &mut logits,
-                &mut (),
+                &mut progress,
             )?;
             let elapsed = ticks() - t0;
             if report.peak_bytes != plan.peak_bytes {
@@ -162,6 +193,102 @@ fn run(arena: &mut [u8]) -> soft_core::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Shape of the kernel benchmark: the demo model's stage-4 MLP (96 → 384) on one tile of
+/// 8 tokens, as the engine calls it.
+const BENCH_IN: usize = 96;
+const BENCH_OUT: usize = 384;
+const BENCH_TOKENS: usize = 8;
+
+/// A fixed pseudo-random sequence (xorshift32), so the weights are the same every build.
+const fn pattern<const N: usize>(seed: u32) -> [u32; N] {
+    let mut out = [0u32; N];
+    let mut x = seed;
+    let mut i = 0;
+    while i < N {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        out[i] = x;
+        i += 1;
+    }
+    out
+}
+
+const BENCH_SEED: u32 = 0x5eed_1234;
+
+/// Finite f16 weights of magnitude below 2: sign, exponent 0..=15, any mantissa.
+static BENCH_F16: [u16; BENCH_IN * BENCH_OUT] = {
+    let mut out = [0u16; BENCH_IN * BENCH_OUT];
+    let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (bits[i] & 0xbfff) as u16;
+        i += 1;
+    }
+    out
+};
+static BENCH_I8: [i8; BENCH_IN * BENCH_OUT] = {
+    let mut out = [0i8; BENCH_IN * BENCH_OUT];
+    let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = (bits[i] >> 24) as u8 as i8;
+        i += 1;
+    }
+    out
+};
+static BENCH_F32: [f32; BENCH_IN * BENCH_OUT] = {
+    let mut out = [0f32; BENCH_IN * BENCH_OUT];
+    let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = ((bits[i] >> 8) as f32) / 16_777_216.0 - 0.5;
+        i += 1;
+    }
+    out
+};
+static BENCH_SCALES: [f32; BENCH_OUT] = [0.01; BENCH_OUT];
+static BENCH_BIAS: [f32; BENCH_OUT] = [0.25; BENCH_OUT];
+
+/// Times `linear` once per weight format and logs `KERNEL` lines.
+fn bench_linear() {
+    let mut x = [0f32; BENCH_TOKENS * BENCH_IN];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = (i % 17) as f32 * 0.125 - 1.0;
+    }
+    let mut y = [0f32; BENCH_TOKENS * BENCH_OUT];
+    let bias = Vector::F32(&BENCH_BIAS);
+    for (name, data) in [
+        ("linear-f32", MatrixData::F32(&BENCH_F32)),
+        ("linear-f16", MatrixData::F16(&BENCH_F16)),
+        (
+            "linear-int8",
+            MatrixData::I8 {
+                q: &BENCH_I8,
+                scales: &BENCH_SCALES,
+            },
+        ),
+    ] {
+        let w = Matrix {
+            inputs: BENCH_IN,
+            outputs: BENCH_OUT,
+            data,
+        };
+        let t0 = ticks();
+        linear(&w, Some(&bias), &x, &mut y);
+        let elapsed = ticks() - t0;
+        // Keep the result observable so the call is not optimised away.
+        let checksum = y.iter().fold(0u32, |a, v| a.rotate_left(1) ^ v.to_bits());
+        println!(
+            "KERNEL {=str} {=usize} {=u64} {=u32:08x}",
+            name,
+            BENCH_TOKENS * BENCH_IN * BENCH_OUT,
+            elapsed,
+            checksum
+        );
+    }
 }
 
 #[panic_handler]

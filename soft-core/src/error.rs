@@ -38,6 +38,8 @@ pub enum Error {
     MissingTensor(TensorId),
     /// A tensor has the wrong shape or element type for the model's config.
     TensorMismatch(TensorId),
+    /// A weight tensor holds a NaN or infinity (a broken checkpoint, or f16 overflow).
+    NonFiniteWeight(TensorId),
     /// The model configuration is outside what the engine supports.
     UnsupportedConfig(&'static str),
     /// The input image size cannot go through the model (too small, too large).
@@ -96,6 +98,9 @@ impl fmt::Display for Error {
             Error::MissingTensor(id) => write!(f, "model blob lacks tensor {id}"),
             Error::TensorMismatch(id) => {
                 write!(f, "tensor {id} has the wrong shape or element type")
+            }
+            Error::NonFiniteWeight(id) => {
+                write!(f, "model blob tensor {id} holds a NaN or infinity")
             }
             Error::UnsupportedConfig(what) => write!(f, "unsupported model configuration: {what}"),
             Error::InputShape { height, width } => {

@@ -224,6 +224,24 @@ impl TensorRef<'_> {
     pub fn dims(&self) -> &[usize] {
         self.shape.get(..self.rank).unwrap_or(&[])
     }
+
+    /// Whether every float value (elements, and int8 scales) is finite.
+    pub fn is_finite(&self) -> bool {
+        let f32s_finite = |bytes: &[u8]| {
+            bytes
+                .chunks_exact(4)
+                .all(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) & 0x7f80_0000 != 0x7f80_0000)
+        };
+        let data_finite = match self.dtype {
+            Dtype::F32 => f32s_finite(self.data),
+            Dtype::F16 => self
+                .data
+                .chunks_exact(2)
+                .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+            Dtype::I8 => true,
+        };
+        data_finite && self.scales.is_none_or(f32s_finite)
+    }
 }
 
 /// A parsed, checksum-verified blob.
@@ -321,13 +339,22 @@ impl<'a> Blob<'a> {
             .checked_add(data_len)
             .filter(|&end| end <= body.len())
             .ok_or(Error::CorruptBlob("data section out of range"))?;
-        Ok(Blob {
+        let blob = Blob {
             bytes: body,
             config,
             table,
             data_start,
             data_end,
-        })
+        };
+        // Check every entry now, so a corrupt table fails the load rather than a run, and
+        // the kernels may assume finite weights (see `weights::widen_finite`).
+        for index in 0..blob.tensor_count() {
+            let t = blob.tensor_at(index)?;
+            if !t.is_finite() {
+                return Err(Error::NonFiniteWeight(t.id));
+            }
+        }
+        Ok(blob)
     }
 
     /// The model configuration.

@@ -5,7 +5,7 @@
 use bytemuck::Pod;
 use half::f16;
 
-use crate::weights::{widen, Matrix, MatrixData, Vector};
+use crate::weights::{widen, widen_finite, Matrix, MatrixData, Vector};
 
 /// Storage type of token maps and line buffers: f32, or f16 to halve the arena.
 pub trait TokenElem: Pod + Default + core::fmt::Debug {
@@ -84,7 +84,7 @@ impl Matrix<'_> {
             MatrixData::F16(w) => {
                 if let Some(w) = w.get(range) {
                     for (o, &h) in out.iter_mut().zip(w) {
-                        *o += x * widen(h);
+                        *o += x * widen_finite(h);
                     }
                 }
             }
@@ -111,8 +111,11 @@ impl Matrix<'_> {
 
 /// Tokens per register block of the linear microkernel.
 pub const TOKEN_BLOCK: usize = 4;
-/// Outputs per register block of the linear microkernel.
-pub const OUTPUT_BLOCK: usize = 8;
+/// Outputs per register block of the linear microkernel: 4 × 8 accumulators on x86-64
+/// (eight SSE registers), 4 × 4 on 32-bit ARM, whose FPU has 32 single registers for the
+/// accumulators, one block of weights and the token values. The block shape does not
+/// change any output's bits: each output still sums its inputs in order.
+pub const OUTPUT_BLOCK: usize = if cfg!(target_arch = "arm") { 4 } else { 8 };
 
 type Acc = [[f32; OUTPUT_BLOCK]; TOKEN_BLOCK];
 
@@ -130,6 +133,12 @@ fn mac_block(acc: &mut Acc, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
 /// A stored weight element, widened exactly to f32.
 trait WeightElem: Copy {
     fn to_f32(self) -> f32;
+
+    /// One register block's weights.
+    #[inline(always)]
+    fn widen_block(src: &[Self; OUTPUT_BLOCK]) -> [f32; OUTPUT_BLOCK] {
+        src.map(Self::to_f32)
+    }
 }
 impl WeightElem for f32 {
     #[inline(always)]
@@ -140,9 +149,11 @@ impl WeightElem for f32 {
 impl WeightElem for u16 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
-        widen(self)
+        // Blob::parse has checked that every weight is finite.
+        widen_finite(self)
     }
 }
+
 impl WeightElem for i8 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
@@ -159,32 +170,81 @@ fn gemm_block<T: WeightElem, X: TokenElem>(
     outputs: usize,
     o0: usize,
     xs: &[&[X]; TOKEN_BLOCK],
-    acc: &mut Acc,
+    acc_out: &mut Acc,
 ) {
-    let [x0, x1, x2, x3] = *xs;
-    let rows = x0
+    // A local copy and a loop without early exits let LLVM keep every accumulator in a
+    // register for the whole loop instead of storing them back each row.
+    let mut acc = *acc_out;
+    let rows = xs
         .iter()
-        .zip(x1)
-        .zip(x2)
-        .zip(x3)
-        .zip(d.chunks_exact(outputs));
+        .fold(d.len() / outputs.max(1), |n, x| n.min(x.len()));
+    let [x0, x1, x2, x3] = xs.map(|x| x.get(..rows).unwrap_or_default());
+    let tokens = x0.iter().zip(x1).zip(x2).zip(x3);
     if o0 + OUTPUT_BLOCK <= outputs {
-        for ((((a, b), c), e), wrow) in rows {
-            let Some(src) = wrow.get(o0..o0 + OUTPUT_BLOCK) else {
-                continue;
+        for ((((a, b), c), e), wrow) in tokens.zip(d.chunks_exact(outputs)) {
+            let Some(src) = wrow
+                .get(o0..o0 + OUTPUT_BLOCK)
+                .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
+            else {
+                break;
             };
-            let w: [f32; OUTPUT_BLOCK] = core::array::from_fn(|o| src[o].to_f32());
-            mac_block(acc, &[a.load(), b.load(), c.load(), e.load()], &w);
+            let w = src.map(WeightElem::to_f32);
+            mac_block(&mut acc, &[a.load(), b.load(), c.load(), e.load()], &w);
         }
     } else {
-        for ((((a, b), c), e), wrow) in rows {
+        let valid = outputs.saturating_sub(o0);
+        for ((((a, b), c), e), wrow) in tokens.zip(d.chunks_exact(outputs)) {
             let mut w = [0.0f32; OUTPUT_BLOCK];
-            for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0)) {
+            for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
                 *wo = v.to_f32();
             }
-            mac_block(acc, &[a.load(), b.load(), c.load(), e.load()], &w);
+            mac_block(&mut acc, &[a.load(), b.load(), c.load(), e.load()], &w);
         }
     }
+    *acc_out = acc;
+}
+
+/// Inputs per chunk of [`linear`]: the token block's values for these inputs are
+/// transposed into a stack buffer of `K_CHUNK × TOKEN_BLOCK` f32 (2 KiB), so one load
+/// fetches an input for every token of the block.
+const K_CHUNK: usize = 128;
+
+/// A token block's inputs, input-major: `packed[k][t]` is input `k0 + k` of token `t`.
+type Packed = [[f32; TOKEN_BLOCK]; K_CHUNK];
+
+/// Accumulates `Σ_k packed[k][t] · W[k][o0 + o]` into `acc`, inputs in order.
+#[inline(always)]
+fn gemm_packed<T: WeightElem>(
+    d: &[T],
+    outputs: usize,
+    o0: usize,
+    packed: &[[f32; TOKEN_BLOCK]],
+    acc_out: &mut Acc,
+) {
+    // A local copy and a loop without early exits let LLVM keep every accumulator in a
+    // register for the whole loop instead of storing them back each row.
+    let mut acc = *acc_out;
+    if o0 + OUTPUT_BLOCK <= outputs {
+        for (x, wrow) in packed.iter().zip(d.chunks_exact(outputs)) {
+            let Some(src) = wrow
+                .get(o0..o0 + OUTPUT_BLOCK)
+                .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
+            else {
+                break;
+            };
+            mac_block(&mut acc, x, &T::widen_block(src));
+        }
+    } else {
+        let valid = outputs.saturating_sub(o0);
+        for (x, wrow) in packed.iter().zip(d.chunks_exact(outputs)) {
+            let mut w = [0.0f32; OUTPUT_BLOCK];
+            for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
+                *wo = v.to_f32();
+            }
+            mac_block(&mut acc, x, &w);
+        }
+    }
+    *acc_out = acc;
 }
 
 impl Matrix<'_> {
@@ -207,6 +267,26 @@ impl Matrix<'_> {
             MatrixData::F16(d) => gemm_block(d.get(rows).unwrap_or_default(), no, o0, xs, acc),
             MatrixData::I8 { q, .. } => {
                 gemm_block(q.get(rows).unwrap_or_default(), no, o0, xs, acc)
+            }
+        }
+    }
+
+    /// `acc += Σ_k packed[k][t] · W[first + k][o0 + o]`, rows in order.
+    #[inline(always)]
+    fn accumulate_packed(
+        &self,
+        first: usize,
+        packed: &[[f32; TOKEN_BLOCK]],
+        o0: usize,
+        acc: &mut Acc,
+    ) {
+        let no = self.outputs;
+        let rows = first * no..(first + packed.len()) * no;
+        match self.data {
+            MatrixData::F32(d) => gemm_packed(d.get(rows).unwrap_or_default(), no, o0, packed, acc),
+            MatrixData::F16(d) => gemm_packed(d.get(rows).unwrap_or_default(), no, o0, packed, acc),
+            MatrixData::I8 { q, .. } => {
+                gemm_packed(q.get(rows).unwrap_or_default(), no, o0, packed, acc)
             }
         }
     }
@@ -259,22 +339,64 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
         return;
     }
     let tokens = (x.len() / ni).min(y.len() / no);
-    let first = x.get(..ni).unwrap_or_default();
-    // Output blocks outermost: one block's weight column (inputs × 8) stays in L1 while
-    // every token of the tile passes through it.
-    for o0 in (0..no).step_by(OUTPUT_BLOCK) {
-        for t0 in (0..tokens).step_by(TOKEN_BLOCK) {
-            let count = TOKEN_BLOCK.min(tokens - t0);
-            let xs: [&[f32]; TOKEN_BLOCK] = core::array::from_fn(|t| {
-                let row = (t < count)
-                    .then(|| x.get((t0 + t) * ni..(t0 + t + 1) * ni))
-                    .flatten();
-                row.unwrap_or(first)
-            });
-            let mut acc = w.start_block(bias, o0);
-            w.accumulate_block(0, ni, o0, &xs, &mut acc);
-            let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
-            w.store_block(&acc, bias, o0, yb, count);
+    let mut packed: Packed = [[0.0; TOKEN_BLOCK]; K_CHUNK];
+    for t0 in (0..tokens).step_by(TOKEN_BLOCK) {
+        let count = TOKEN_BLOCK.min(tokens - t0);
+        let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
+        for k0 in (0..ni).step_by(K_CHUNK) {
+            let kn = K_CHUNK.min(ni - k0);
+            for t in 0..TOKEN_BLOCK {
+                // Missing tokens of a short block repeat the last one; their sums are dropped.
+                let at = (t0 + t.min(count - 1)) * ni + k0;
+                let row = x.get(at..at + kn).unwrap_or_default();
+                for (p, v) in packed.iter_mut().zip(row) {
+                    p[t] = *v;
+                }
+            }
+            let chunk = packed.get(..kn).unwrap_or_default();
+            let (first, last) = (k0 == 0, k0 + kn == ni);
+            for o0 in (0..no).step_by(OUTPUT_BLOCK) {
+                // Between chunks the running sums wait in `y` as f32: no rounding changes.
+                let mut acc = if first {
+                    w.start_block(bias, o0)
+                } else {
+                    load_block(yb, no, o0, count)
+                };
+                w.accumulate_packed(k0, chunk, o0, &mut acc);
+                if last {
+                    w.store_block(&acc, bias, o0, yb, count);
+                } else {
+                    save_block(&acc, yb, no, o0, count);
+                }
+            }
+        }
+    }
+}
+
+/// Running sums of outputs `o0..` for `tokens` tokens, parked in `y` between input chunks.
+#[inline(always)]
+fn load_block(y: &[f32], outputs: usize, o0: usize, tokens: usize) -> Acc {
+    let mut acc = [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK];
+    for (t, a) in acc.iter_mut().enumerate().take(tokens) {
+        let at = t * outputs + o0;
+        for (v, s) in a
+            .iter_mut()
+            .zip(y.get(at..).unwrap_or_default().iter().take(outputs - o0))
+        {
+            *v = *s;
+        }
+    }
+    acc
+}
+
+/// Parks running sums in `y` (see [`load_block`]).
+#[inline(always)]
+fn save_block(acc: &Acc, y: &mut [f32], outputs: usize, o0: usize, tokens: usize) {
+    for (t, a) in acc.iter().enumerate().take(tokens) {
+        let at = t * outputs + o0;
+        let dst = y.get_mut(at..).unwrap_or_default();
+        for (d, v) in dst.iter_mut().zip(a).take(outputs - o0) {
+            *d = *v;
         }
     }
 }

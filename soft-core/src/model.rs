@@ -33,9 +33,17 @@ pub enum Precision {
 /// Where a [`Probe`] is shown the token map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
 pub enum Checkpoint {
     /// Stem output before the position embedding, `[N1, C1]`.
     Stem,
+    /// After block `block` (from 0) of stage 1–4: per-layer progress for long runs.
+    Block {
+        /// Stage, 1–4.
+        stage: u8,
+        /// Block within the stage.
+        block: u16,
+    },
     /// After the last block of stage 1–4 (stage 4 includes the class token at row 0).
     Stage(u8),
     /// After the final LayerNorm, `[1 + N4, C4]`.
@@ -443,12 +451,20 @@ impl<'a> Model<'a> {
                         block,
                     };
                     soft_block(&mut ar, map, &dims, &wt, &inv)?;
+                    let (rows, cols) = (geo.tokens(s), cfg.embed_dims[s]);
+                    probe.observe(Checkpoint::Block { stage, block }, E::view(map), rows, cols);
                 }
             } else {
                 let dims = geo.stage4_dims(cfg);
                 for b in 0..cfg.depths[3] {
                     let wt = Stage4Weights::load(&self.weights, &dims, b as u16)?;
                     stage4_block(&mut ar, map, &dims, &wt)?;
+                    let (rows, cols) = (geo.tokens(3) + 1, cfg.embed_dims[3]);
+                    let at = Checkpoint::Block {
+                        stage: 4,
+                        block: b as u16,
+                    };
+                    probe.observe(at, E::view(map), rows, cols);
                 }
             }
             let (rows, cols) = (geo.map_elems(cfg, s) / cfg.embed_dims[s], cfg.embed_dims[s]);

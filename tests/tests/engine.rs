@@ -357,3 +357,58 @@ fn missing_and_misshapen_tensors_are_named() {
     let err = Model::from_blob(reencode(&specs).as_bytes()).unwrap_err();
     assert_eq!(err, Error::TensorMismatch(tensors[q].id));
 }
+
+#[test]
+fn non_finite_weights_are_refused_at_load() {
+    use soft_core::format::{encode, encoded_len, Blob, Dtype, TensorSpec};
+    let cfg = micro();
+    for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::I8] {
+        let b = blob(&cfg, dtype);
+        let parsed = Blob::parse(b.as_bytes()).unwrap();
+        let tensors: Vec<_> = (0..parsed.tensor_count())
+            .map(|i| parsed.tensor_at(i).unwrap())
+            .collect();
+        // The first matrix of this dtype; for int8, poison a scale instead of a weight.
+        let stored = match dtype {
+            WeightDtype::F32 => Dtype::F32,
+            WeightDtype::F16 => Dtype::F16,
+            WeightDtype::I8 => Dtype::I8,
+        };
+        let i = tensors
+            .iter()
+            .position(|t| t.dims().len() >= 2 && t.dtype == stored)
+            .unwrap();
+        for poison in [f32::INFINITY, f32::NAN] {
+            let mut data = tensors[i].data.to_vec();
+            let mut scales = tensors[i].scales.map(<[u8]>::to_vec);
+            match (tensors[i].dtype, scales.as_mut()) {
+                (Dtype::F32, _) => data[4..8].copy_from_slice(&poison.to_le_bytes()),
+                (Dtype::F16, _) => {
+                    data[2..4].copy_from_slice(&half::f16::from_f32(poison).to_bits().to_le_bytes())
+                }
+                (Dtype::I8, Some(s)) => s[4..8].copy_from_slice(&poison.to_le_bytes()),
+                other => panic!("unexpected tensor {other:?}"),
+            }
+            let specs: Vec<TensorSpec<'_>> = tensors
+                .iter()
+                .enumerate()
+                .map(|(j, t)| TensorSpec {
+                    id: t.id,
+                    dtype: t.dtype,
+                    shape: t.dims(),
+                    data: if j == i { &data } else { t.data },
+                    scales: if j == i { scales.as_deref() } else { t.scales },
+                })
+                .collect();
+            let mut out = vec![0u8; encoded_len(&specs)];
+            encode(&cfg, &specs, &mut out).unwrap();
+            let err = Model::from_blob(AlignedBlob::new(&out).as_bytes()).unwrap_err();
+            assert_eq!(
+                err,
+                Error::NonFiniteWeight(tensors[i].id),
+                "{dtype:?} {poison}"
+            );
+            assert!(err.to_string().contains("NaN or infinity"));
+        }
+    }
+}

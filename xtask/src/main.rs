@@ -108,6 +108,7 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     let Output {
         digits,
         runs,
+        kernels,
         calib,
         done,
     } = parse(&output)?;
@@ -188,6 +189,21 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         "model: {} MACs per 64×64 inference (soft_host::cost::macs); activations F16",
         group(macs)
     );
+    println!();
+    println!("| kernel (one call, synthetic weights) | MACs    | instructions | instr/MAC |");
+    println!("|--------------------------------------|--------:|-------------:|----------:|");
+    for (name, kmacs, ticks) in &kernels {
+        let instructions = ticks * INSTRUCTIONS_PER_TICK;
+        println!(
+            "| {name:<36} | {:>7} | {:>12} | {:>9.2} |",
+            group(*kmacs),
+            group(instructions),
+            instructions as f64 / *kmacs as f64
+        );
+    }
+    if kernels.is_empty() {
+        failures.push("the firmware printed no KERNEL lines".into());
+    }
     println!(
         "clock: SysTick at {} MHz under -icount shift=0 = {INSTRUCTIONS_PER_TICK} instructions per tick (±{INSTRUCTIONS_PER_TICK}); calibration: {} delay-loop instructions took {} ticks = {:.3} instructions/tick",
         CORE_HZ / 1_000_000,
@@ -317,6 +333,8 @@ struct Output {
     digits: usize,
     /// Its `LOGITS` lines.
     runs: Vec<FirmwareRun>,
+    /// Its `KERNEL` lines: name, multiply-accumulates, ticks.
+    kernels: Vec<(String, u64, u64)>,
     /// Delay-loop instructions and the SysTick ticks they took.
     calib: (u64, u64),
     /// Whether it got to the end.
@@ -325,6 +343,7 @@ struct Output {
 
 fn parse(output: &str) -> Result<Output> {
     let mut runs = Vec::new();
+    let mut kernels = Vec::new();
     let mut calib = None;
     let mut digits = None;
     let mut done = false;
@@ -352,6 +371,9 @@ fn parse(output: &str) -> Result<Output> {
                     ticks.parse()?,
                 ));
             }
+            ["KERNEL", name, macs, ticks, _checksum] => {
+                kernels.push(((*name).to_string(), macs.parse()?, ticks.parse()?));
+            }
             ["SOFT-FIRMWARE", _arena, n] => digits = Some(n.parse()?),
             ["DONE"] => done = true,
             _ => {}
@@ -360,6 +382,7 @@ fn parse(output: &str) -> Result<Output> {
     Ok(Output {
         digits: digits.context("the firmware printed no SOFT-FIRMWARE line")?,
         runs,
+        kernels,
         calib: calib.context("the firmware printed no CALIB line")?,
         done,
     })
@@ -417,14 +440,18 @@ mod tests {
     #[test]
     fn parses_firmware_lines() {
         let out = "SOFT-FIRMWARE 33632 4\nCALIB 4000000 200000\n\
+                   KERNEL linear-f16 294912 22360 8d8b8e2c\n\
+                   LAYER f16 3 Stem 656947\n\
                    LOGITS f16 3 2846193 bf1749e6 bf217a04 bf20bad7 bea45d89 bf4e4910 bf63fa60 \
                    bf25118a 4075695a bf306489 bf621e8b\nDONE\n";
         let Output {
             digits,
             runs,
+            kernels,
             calib,
             done,
         } = parse(out).unwrap();
+        assert_eq!(kernels, vec![("linear-f16".to_string(), 294_912, 22_360)]);
         assert_eq!((digits, calib, done), (4, (8_000_002, 200_000), true));
         assert_eq!(runs.len(), 1);
         assert_eq!((runs[0].blob.as_str(), runs[0].digit), ("f16", 3));
