@@ -15,6 +15,8 @@
 
 #![no_std]
 #![no_main]
+// The PSRAM build leaves the demo's code and data unused.
+#![cfg_attr(feature = "psram", allow(dead_code, unused_imports))]
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
@@ -28,10 +30,19 @@ use soft_core::model::{Checkpoint, Tokens};
 use soft_core::weights::{Matrix, MatrixData, Vector};
 use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
+#[cfg(feature = "psram")]
+mod psram;
+
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/generated.rs"));
 }
 use generated::{ARENA_BYTES, DIGITS};
+
+/// Arena bytes: the planner's figure for the demo blobs, or the PSRAM model's budget.
+#[cfg(not(feature = "psram"))]
+const ARENA_SIZE: usize = ARENA_BYTES;
+#[cfg(feature = "psram")]
+const ARENA_SIZE: usize = psram::ARENA_BYTES;
 
 /// Input side: the 8×8 digits are upsampled ×8, as in training.
 const SIDE: usize = 64;
@@ -117,7 +128,7 @@ fn ticks() -> u64 {
 #[entry]
 fn main() -> ! {
     // cortex-m-rt turns this into a `&'static mut` handed out once: no `unsafe` needed.
-    static mut ARENA: ArenaBuffer<ARENA_BYTES> = ArenaBuffer::new();
+    static mut ARENA: ArenaBuffer<ARENA_SIZE> = ArenaBuffer::new();
 
     let mut core = cortex_m::Peripherals::take().unwrap();
     core.SYST.set_clock_source(SystClkSource::Core);
@@ -126,7 +137,11 @@ fn main() -> ! {
     core.SYST.enable_interrupt();
     core.SYST.enable_counter();
 
-    let code = match run(&mut ARENA.0) {
+    #[cfg(not(feature = "psram"))]
+    let result = run(&mut ARENA.0);
+    #[cfg(feature = "psram")]
+    let result = psram::run(&mut ARENA.0);
+    let code = match result {
         Ok(()) => {
             println!("DONE");
             debug::EXIT_SUCCESS

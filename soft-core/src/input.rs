@@ -64,9 +64,81 @@ impl ImageSource for ChwImage<'_> {
     }
 }
 
+/// A reproducible pseudo-random image with values in `[-1, 1)`, computed per pixel from
+/// its coordinates: for benchmarks and host/device cross-checks without image files. Only
+/// integer arithmetic and exact float scaling, so every target produces the same bits.
+#[derive(Debug, Clone, Copy)]
+pub struct TestPattern {
+    height: usize,
+    width: usize,
+    seed: u32,
+}
+
+impl TestPattern {
+    /// A `height × width` pattern; `seed` picks one of 2³² images.
+    pub fn new(height: usize, width: usize, seed: u32) -> Self {
+        TestPattern {
+            height,
+            width,
+            seed,
+        }
+    }
+
+    /// The value of channel `ch` at (`y`, `x`).
+    pub fn value(&self, y: usize, x: usize, ch: usize) -> f32 {
+        let index = ((y * self.width + x) * 3 + ch) as u32;
+        // A 32-bit integer hash (lowbias32): well mixed, no floats involved.
+        let mut h = index ^ self.seed;
+        h ^= h >> 16;
+        h = h.wrapping_mul(0x7feb_352d);
+        h ^= h >> 15;
+        h = h.wrapping_mul(0x846c_a68b);
+        h ^= h >> 16;
+        // 24 bits → [0, 2), exactly, then shift to [-1, 1).
+        (h >> 8) as f32 * (1.0 / 8_388_608.0) - 1.0
+    }
+}
+
+impl ImageSource for TestPattern {
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    fn width(&self) -> usize {
+        self.width
+    }
+
+    fn read_row(&mut self, y: usize, rgb: &mut [f32]) -> Result<()> {
+        if y >= self.height || rgb.len() != 3 * self.width {
+            return Err(Error::InputSource);
+        }
+        for (i, v) in rgb.iter_mut().enumerate() {
+            *v = self.value(y, i / 3, i % 3);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_pattern_is_reproducible_and_in_range() {
+        let mut p = TestPattern::new(4, 5, 9);
+        let mut row = [0.0; 15];
+        p.read_row(3, &mut row).unwrap();
+        assert_eq!(row[7], p.value(3, 2, 1));
+        assert_ne!(row[7], TestPattern::new(4, 5, 10).value(3, 2, 1));
+        let all: Vec<f32> = (0..4 * 5 * 3)
+            .map(|i| p.value(i / 15, i / 3 % 5, i % 3))
+            .collect();
+        assert!(all.iter().all(|v| (-1.0..1.0).contains(v)));
+        let mean = all.iter().sum::<f32>() / all.len() as f32;
+        assert!(mean.abs() < 0.3, "{mean}");
+        assert!(p.read_row(4, &mut row).is_err());
+        assert!(p.read_row(0, &mut row[..3]).is_err());
+    }
 
     #[test]
     fn chw_rows_are_interleaved() {

@@ -17,5 +17,5 @@ pub use arena::{ArenaBuffer, ARENA_ALIGN};
 pub use config::ModelConfig;
 pub use error::{Error, Result};
 pub use format::Blob;
-pub use input::{ChwImage, ImageSource};
+pub use input::{ChwImage, ImageSource, TestPattern};
 pub use model::{plan, Checkpoint, MemoryPlan, Model, Phase, Precision, Probe, RunReport, Tokens};

@@ -10,9 +10,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use soft_core::{ChwImage, Model, Precision};
+use soft_core::{ChwImage, Model, ModelConfig, Precision, TestPattern};
 use soft_host::demo::{load_split, preprocess, SIDE};
-use soft_host::AlignedBlob;
+use soft_host::{AlignedBlob, WeightDtype};
 
 /// Blobs the firmware embeds, by the tag it prints.
 const BLOBS: [(&str, &str); 2] = [
@@ -27,7 +27,7 @@ const INSTRUCTIONS_PER_TICK: u64 = 1_000_000_000 / CORE_HZ;
 /// `cortex_m::asm::delay(n)` (cortex-m 0.7.10) spins `n + 1` times round `subs; bne`.
 const DELAY_INSTRUCTIONS_PER_ITERATION: u64 = 2;
 
-const USAGE: &str = "usage: cargo xtask crosscheck [--timeout SECONDS]";
+const USAGE: &str = "usage: cargo xtask crosscheck|psram [--timeout SECONDS]";
 
 fn main() -> ExitCode {
     match run() {
@@ -51,6 +51,16 @@ fn run() -> Result<()> {
                 _ => bail!("{USAGE}"),
             };
             crosscheck(Duration::from_secs(timeout))
+        }
+        Some("psram") => {
+            let timeout = match args.get(1..) {
+                Some([flag, secs]) if flag == "--timeout" => {
+                    secs.parse().context("--timeout takes whole seconds")?
+                }
+                Some([]) => 900,
+                _ => bail!("{USAGE}"),
+            };
+            psram(Duration::from_secs(timeout))
         }
         _ => bail!("{USAGE}"),
     }
@@ -81,29 +91,18 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     let demo_dir = root.join("target").join("demo");
     let models = root.join("models").join("digits");
 
-    // 1. Demo blobs: what `cargo run --release -p soft-host -- demo` does, in process (the
-    //    same library calls), which spares a clean checkout a second, release build of
-    //    soft-host's dependency tree.
-    if BLOBS.iter().any(|(_, f)| !demo_dir.join(f).is_file()) {
-        eprintln!("== demo blobs missing: running the demo (soft demo)");
-        let images = load_split(&models)?.images.len();
-        let rows = soft_host::demo::evaluate(&models, || {})?;
-        print!("{}", soft_host::demo::table(&rows, images));
-        for p in soft_host::demo::write_blobs(&rows, &demo_dir)? {
-            eprintln!("wrote {}", p.display());
-        }
-        soft_host::demo::check(&rows)?;
-    }
+    // 1. Demo blobs.
+    ensure_demo_blobs(&root)?;
 
     // 2. Firmware. Run cargo from inside firmware/ so that firmware/.cargo/config.toml
     //    (target, linker script, runner) applies.
     eprintln!("== building firmware (thumbv7em-none-eabihf, release)");
     let firmware = root.join("firmware");
-    let elf = build_firmware(&firmware)?;
+    let elf = build_firmware(&firmware, &[])?;
 
     // 3. QEMU.
     eprintln!("== running {} in qemu-system-arm", elf.display());
-    let output = decode_defmt(&elf, &run_qemu(&elf, timeout)?)?;
+    let output = decode_defmt(&elf, &run_qemu(&elf, &[], timeout)?)?;
     eprint!("{output}");
     let Output {
         digits,
@@ -232,8 +231,181 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     }
 }
 
+/// The PSRAM check: where QEMU loads the blob (the MPS2 boards' 16 MiB PSRAM), the input
+/// and the seed of the random weights. `firmware/src/psram.rs` uses the same values.
+const PSRAM_BASE: u64 = 0x2100_0000;
+const PSRAM_BYTES: usize = 16 << 20;
+const PSRAM_SIDE: usize = 224;
+const PSRAM_IMAGE_SEED: u32 = 2024;
+const PSRAM_WEIGHT_SEED: u64 = 7;
+const PSRAM_ARENA_BUDGET: usize = 512 * 1024;
+
+/// `cargo xtask psram`: a random-weight `soft_tiny` int8 blob in PSRAM, the arena in SRAM,
+/// one 224×224 inference on the Cortex-M4F; every logit must match the host's bits.
+fn psram(timeout: Duration) -> Result<()> {
+    let start = Instant::now();
+    let root = repo_root();
+    ensure_demo_blobs(&root)?;
+
+    eprintln!("== soft_tiny, random weights, int8");
+    let cfg = ModelConfig::preset("soft_tiny").context("the soft_tiny preset")?;
+    let checkpoint = soft_host::synthetic_checkpoint(&cfg, PSRAM_WEIGHT_SEED);
+    let bytes = soft_host::build_blob(&checkpoint, &cfg, WeightDtype::I8)?;
+    ensure!(
+        bytes.len() <= PSRAM_BYTES,
+        "the blob ({} bytes) does not fit the {PSRAM_BYTES}-byte PSRAM",
+        bytes.len()
+    );
+    let dir = root.join("target").join("psram");
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let blob_path = dir.join("soft_tiny_int8_random.soft");
+    soft_host::io::write_atomic(&blob_path, &bytes)?;
+    eprintln!(
+        "wrote {} ({} bytes)",
+        blob_path.display(),
+        group(bytes.len() as u64)
+    );
+
+    let aligned = AlignedBlob::new(&bytes);
+    let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = model
+        .plan(PSRAM_SIDE, PSRAM_SIDE, Precision::F16)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ensure!(
+        plan.peak_bytes <= PSRAM_ARENA_BUDGET,
+        "soft_tiny needs {} arena bytes, over the {PSRAM_ARENA_BUDGET}-byte budget",
+        plan.peak_bytes
+    );
+    eprintln!("== host run");
+    let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
+    let mut host = vec![0.0f32; cfg.num_classes];
+    let mut image = TestPattern::new(PSRAM_SIDE, PSRAM_SIDE, PSRAM_IMAGE_SEED);
+    model
+        .run(&mut image, &mut arena, Precision::F16, &mut host, &mut ())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    eprintln!("== building firmware (thumbv7em-none-eabihf, release, --features psram)");
+    let elf = build_firmware(&root.join("firmware"), &["psram"])?;
+    eprintln!(
+        "== running {} in qemu-system-arm, blob in PSRAM",
+        elf.display()
+    );
+    let loader = format!(
+        "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
+        blob_path.display()
+    );
+    let output = decode_defmt(&elf, &run_qemu(&elf, &["-device".into(), loader], timeout)?)?;
+    eprint!("{output}");
+
+    let mut device = vec![None; cfg.num_classes];
+    let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
+    for line in output.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        match words.as_slice() {
+            ["LOGITS-PSRAM", first, count, t, hexes @ ..] => {
+                let (first, count): (usize, usize) = (first.parse()?, count.parse()?);
+                ticks = Some(t.parse::<u64>()?);
+                for (i, h) in hexes.iter().take(count).enumerate() {
+                    let bits = u32::from_str_radix(h, 16)
+                        .with_context(|| format!("malformed line: {line}"))?;
+                    let slot = device
+                        .get_mut(first + i)
+                        .with_context(|| format!("class {} out of range", first + i))?;
+                    *slot = Some(bits);
+                }
+            }
+            ["PLAN", bytes] => device_plan = Some(bytes.parse::<usize>()?),
+            ["LOADED", t] => load_ticks = Some(t.parse::<u64>()?),
+            _ => {}
+        }
+    }
+    let ticks = ticks.context("the firmware printed no LOGITS-PSRAM line")?;
+    let device: Vec<u32> = device
+        .iter()
+        .enumerate()
+        .map(|(i, b)| b.with_context(|| format!("the firmware printed no logit {i}")))
+        .collect::<Result<_>>()?;
+    let host_bits: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
+    let equal = host_bits
+        .iter()
+        .zip(&device)
+        .filter(|(a, b)| a == b)
+        .count();
+    let macs = soft_host::cost::macs(&cfg, PSRAM_SIDE, PSRAM_SIDE);
+    let instructions = ticks * INSTRUCTIONS_PER_TICK;
+
+    println!();
+    println!("| soft_tiny int8 (random weights), 224×224, f16 activations | |");
+    println!("|---|---:|");
+    println!("| blob in PSRAM | {} bytes |", group(bytes.len() as u64));
+    println!(
+        "| arena in SRAM (plan, host = device) | {} bytes ({} KiB budget) |",
+        group(plan.peak_bytes as u64),
+        PSRAM_ARENA_BUDGET / 1024
+    );
+    if let Some(t) = load_ticks {
+        println!(
+            "| blob parse + CRC check | {} instructions |",
+            group(t * INSTRUCTIONS_PER_TICK)
+        );
+    }
+    println!("| inference | {} instructions |", group(instructions));
+    println!(
+        "| per multiply-accumulate | {:.2} ({} MACs) |",
+        instructions as f64 / macs as f64,
+        group(macs)
+    );
+    println!(
+        "| logits bit-identical to the host | {equal}/{} |",
+        cfg.num_classes
+    );
+    println!(
+        "| top-1 host / device | {} / {} |",
+        argmax(&host),
+        argmax(
+            &device
+                .iter()
+                .map(|b| f32::from_bits(*b))
+                .collect::<Vec<_>>()
+        )
+    );
+    println!("took {:.1} s", start.elapsed().as_secs_f64());
+    ensure!(
+        device_plan == Some(plan.peak_bytes),
+        "the firmware planned {device_plan:?} arena bytes, the host {}",
+        plan.peak_bytes
+    );
+    ensure!(
+        equal == cfg.num_classes,
+        "{} of {} logits differ between the Cortex-M4F and the host",
+        cfg.num_classes - equal,
+        cfg.num_classes
+    );
+    println!("psram OK: soft_tiny from PSRAM, arena in SRAM, every logit bit-identical");
+    Ok(())
+}
+
+/// The demo blobs the firmware embeds (its build script plans their arena): what
+/// `cargo run --release -p soft-host -- demo` does, in process (the same library calls),
+/// which spares a clean checkout a second, release build of soft-host's dependency tree.
+fn ensure_demo_blobs(root: &Path) -> Result<()> {
+    let demo_dir = root.join("target").join("demo");
+    let models = root.join("models").join("digits");
+    if BLOBS.iter().any(|(_, f)| !demo_dir.join(f).is_file()) {
+        eprintln!("== demo blobs missing: running the demo (soft demo)");
+        let images = load_split(&models)?.images.len();
+        let rows = soft_host::demo::evaluate(&models, || {})?;
+        print!("{}", soft_host::demo::table(&rows, images));
+        for p in soft_host::demo::write_blobs(&rows, &demo_dir)? {
+            eprintln!("wrote {}", p.display());
+        }
+        soft_host::demo::check(&rows)?;
+    }
+    Ok(())
+}
+
 /// `cargo build --release` in `firmware/`; returns the path of the ELF it produced.
-fn build_firmware(firmware: &Path) -> Result<PathBuf> {
+fn build_firmware(firmware: &Path, features: &[&str]) -> Result<PathBuf> {
     let out = cargo()
         .current_dir(firmware)
         .args([
@@ -243,6 +415,11 @@ fn build_firmware(firmware: &Path) -> Result<PathBuf> {
         ])
         .arg("--manifest-path")
         .arg(firmware.join("Cargo.toml"))
+        .args(if features.is_empty() {
+            Vec::new()
+        } else {
+            vec!["--features".to_string(), features.join(",")]
+        })
         .stderr(Stdio::inherit())
         .output()
         .context("running cargo build for the firmware")?;
@@ -267,11 +444,12 @@ fn build_firmware(firmware: &Path) -> Result<PathBuf> {
 
 /// Runs the ELF in QEMU with a deterministic instruction clock; returns its stdout (defmt
 /// frames).
-fn run_qemu(elf: &Path, timeout: Duration) -> Result<Vec<u8>> {
+fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<Vec<u8>> {
     let mut child = Command::new("qemu-system-arm")
         .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0"])
+        .args(extra)
         .arg("-kernel")
         .arg(elf)
         .stdin(Stdio::null())
