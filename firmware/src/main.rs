@@ -30,6 +30,7 @@ use soft_core::model::{Checkpoint, Tokens};
 use soft_core::weights::{Matrix, MatrixData, Vector};
 use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
+mod board;
 #[cfg(feature = "psram")]
 mod psram;
 
@@ -137,10 +138,11 @@ fn main() -> ! {
     core.SYST.enable_interrupt();
     core.SYST.enable_counter();
 
+    let mut serial = board::Uart::take();
     #[cfg(not(feature = "psram"))]
-    let result = run(&mut ARENA.0);
+    let result = run(&mut ARENA.0, &mut serial);
     #[cfg(feature = "psram")]
-    let result = psram::run(&mut ARENA.0);
+    let result = psram::run(&mut ARENA.0, &mut serial);
     let code = match result {
         Ok(()) => {
             println!("DONE");
@@ -157,7 +159,15 @@ fn main() -> ! {
     }
 }
 
-fn run(arena: &mut [u8]) -> soft_core::Result<()> {
+/// Index of the largest value.
+fn argmax(v: &[f32]) -> usize {
+    (0..v.len()).fold(0, |best, i| match (v.get(i), v.get(best)) {
+        (Some(a), Some(b)) if a > b => i,
+        _ => best,
+    })
+}
+
+fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Result<()> {
     println!("SOFT-FIRMWARE {=usize} {=usize}", arena.len(), DIGITS.len());
 
     // Calibrate the clock against a known instruction count: `asm::delay(n)` (cortex-m 0.7.10)
@@ -200,6 +210,12 @@ fn run(arena: &mut [u8]) -> soft_core::Result<()> {
                     tag, report.peak_bytes, plan.peak_bytes
                 );
             }
+            // A human-readable line on the serial port, for whoever watches the board.
+            let _ = writeln!(
+                serial,
+                "soft {tag}: digit #{index} is a {} ({elapsed} ticks)\r",
+                argmax(&logits)
+            );
             let b = logits.map(f32::to_bits);
             println!(
                 "LOGITS {=str} {=usize} {=u64} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x} {=u32:08x}",

@@ -49,7 +49,7 @@ fn psram_blob() -> soft_core::Result<&'static [u8]> {
 }
 
 /// Runs the PSRAM model once and logs its logits.
-pub fn run(arena: &mut [u8]) -> soft_core::Result<()> {
+pub fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Result<()> {
     let blob = psram_blob()?;
     println!("PSRAM-FIRMWARE {=usize} {=usize}", arena.len(), blob.len());
     let t0 = ticks();
@@ -71,6 +71,11 @@ pub fn run(arena: &mut [u8]) -> soft_core::Result<()> {
     let mut image = TestPattern::new(SIDE, SIDE, SEED);
     model.run(&mut image, arena, Precision::F16, logits, &mut progress)?;
     let elapsed = ticks() - t0;
+    let _ = writeln!(
+        serial,
+        "soft psram: soft_tiny top-1 class {} ({elapsed} ticks)\r",
+        crate::argmax(logits)
+    );
     for (i, chunk) in logits.chunks(10).enumerate() {
         let mut b = [0u32; 10];
         for (d, v) in b.iter_mut().zip(chunk) {

@@ -102,8 +102,10 @@ fn crosscheck(timeout: Duration) -> Result<()> {
 
     // 3. QEMU.
     eprintln!("== running {} in qemu-system-arm", elf.display());
-    let output = decode_defmt(&elf, &run_qemu(&elf, &[], timeout)?)?;
+    let (frames, uart) = run_qemu(&elf, &[], timeout)?;
+    let output = decode_defmt(&elf, &frames)?;
     eprint!("{output}");
+    eprint!("UART:\n{uart}");
     let Output {
         digits,
         runs,
@@ -175,6 +177,13 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     }
     if !done {
         failures.push("the firmware did not print DONE".into());
+    }
+    let serial_lines = uart.lines().filter(|l| l.starts_with("soft ")).count();
+    if serial_lines != rows.len() {
+        failures.push(format!(
+            "{serial_lines} result lines on the UART, expected {}",
+            rows.len()
+        ));
     }
 
     println!();
@@ -294,8 +303,10 @@ fn psram(timeout: Duration) -> Result<()> {
         "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
         blob_path.display()
     );
-    let output = decode_defmt(&elf, &run_qemu(&elf, &["-device".into(), loader], timeout)?)?;
+    let (frames, uart) = run_qemu(&elf, &["-device".into(), loader], timeout)?;
+    let output = decode_defmt(&elf, &frames)?;
     eprint!("{output}");
+    eprint!("UART:\n{uart}");
 
     let mut device = vec![None; cfg.num_classes];
     let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
@@ -371,6 +382,10 @@ fn psram(timeout: Duration) -> Result<()> {
     );
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     ensure!(
+        uart.contains("soft psram: soft_tiny top-1 class"),
+        "the firmware wrote no result line to the UART"
+    );
+    ensure!(
         device_plan == Some(plan.peak_bytes),
         "the firmware planned {device_plan:?} arena bytes, the host {}",
         plan.peak_bytes
@@ -443,12 +458,17 @@ fn build_firmware(firmware: &Path, features: &[&str]) -> Result<PathBuf> {
 }
 
 /// Runs the ELF in QEMU with a deterministic instruction clock; returns its stdout (defmt
-/// frames).
-fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<Vec<u8>> {
+/// frames) and what it wrote to the board's UART.
+fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<(Vec<u8>, String)> {
+    let serial = elf.with_extension("uart.txt");
+    let _ = std::fs::remove_file(&serial);
     let mut child = Command::new("qemu-system-arm")
         .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0"])
+        // stdout carries only the semihosting defmt frames: UART to a file, no monitor.
+        .args(["-monitor", "none", "-serial"])
+        .arg(format!("file:{}", serial.display()))
         .args(extra)
         .arg("-kernel")
         .arg(elf)
@@ -482,7 +502,10 @@ fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<Vec<u8>> 
     match status {
         None => bail!("qemu timed out after {} s", timeout.as_secs()),
         Some(s) if !s.success() => bail!("the firmware failed: qemu {s}"),
-        Some(_) => Ok(output),
+        Some(_) => {
+            let uart = std::fs::read_to_string(&serial).unwrap_or_default();
+            Ok((output, uart))
+        }
     }
 }
 
