@@ -204,10 +204,13 @@ fn gemm_block<T: WeightElem, X: TokenElem>(
     *acc_out = acc;
 }
 
-/// Inputs per chunk of [`linear`]: the token block's values for these inputs are
-/// transposed into a stack buffer of `K_CHUNK × TOKEN_BLOCK` f32 (2 KiB), so one load
-/// fetches an input for every token of the block.
+/// Inputs per chunk of [`linear`]: each token block's values for these inputs are
+/// transposed into a stack buffer, so one row of it feeds a whole register block.
 const K_CHUNK: usize = 128;
+
+/// Token blocks that share one widened block of f16 or int8 weights in [`linear`]:
+/// widening costs about as much as the multiply-adds it feeds, so sharing it pays.
+const GROUP_BLOCKS: usize = 2;
 
 /// A token block's inputs, input-major: `packed[k][t]` is input `k0 + k` of token `t`.
 type Packed = [[f32; TOKEN_BLOCK]; K_CHUNK];
@@ -247,7 +250,59 @@ fn gemm_packed<T: WeightElem>(
     *acc_out = acc;
 }
 
+/// Widens `W[k][o0..o0 + OB]` for the rows of `d` into `wide` (zeros past the last output).
+#[inline(always)]
+fn widen_rows<T: WeightElem>(d: &[T], outputs: usize, o0: usize, wide: &mut [[f32; OUTPUT_BLOCK]]) {
+    if o0 + OUTPUT_BLOCK <= outputs {
+        for (dst, wrow) in wide.iter_mut().zip(d.chunks_exact(outputs)) {
+            if let Some(src) = wrow
+                .get(o0..o0 + OUTPUT_BLOCK)
+                .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
+            {
+                *dst = T::widen_block(src);
+            }
+        }
+    } else {
+        let valid = outputs.saturating_sub(o0);
+        for (dst, wrow) in wide.iter_mut().zip(d.chunks_exact(outputs)) {
+            *dst = [0.0; OUTPUT_BLOCK];
+            for (wo, v) in dst.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
+                *wo = v.to_f32();
+            }
+        }
+    }
+}
+
+/// `acc[t][o] += Σ_k packed[k][t] · wide[k][o]`, inputs in order.
+#[inline(always)]
+fn gemm_wide(packed: &[[f32; TOKEN_BLOCK]], wide: &[[f32; OUTPUT_BLOCK]], acc_out: &mut Acc) {
+    let mut acc = *acc_out;
+    for (x, w) in packed.iter().zip(wide) {
+        mac_block(&mut acc, x, w);
+    }
+    *acc_out = acc;
+}
+
 impl Matrix<'_> {
+    /// Widens rows `first..first + wide.len()` of output block `o0` into `wide`; false
+    /// (and nothing written) for f32 weights, which need no widening.
+    #[inline(always)]
+    fn widen_block_rows(&self, first: usize, o0: usize, wide: &mut [[f32; OUTPUT_BLOCK]]) -> bool {
+        let no = self.outputs;
+        let rows = first * no..(first + wide.len()) * no;
+        match self.data {
+            MatrixData::F32(_) => false,
+            MatrixData::F16(d) => {
+                widen_rows(d.get(rows).unwrap_or_default(), no, o0, wide);
+                true
+            }
+            MatrixData::I8 { q, .. } => {
+                widen_rows(q.get(rows).unwrap_or_default(), no, o0, wide);
+                true
+            }
+        }
+    }
+
     /// `acc += Σ_{i < inputs} xs[t][i] · W[first + i][o0..o0 + 8]`, rows in order.
     #[inline(always)]
     fn accumulate_block<X: TokenElem>(
@@ -339,34 +394,53 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
         return;
     }
     let tokens = (x.len() / ni).min(y.len() / no);
-    let mut packed: Packed = [[0.0; TOKEN_BLOCK]; K_CHUNK];
-    for t0 in (0..tokens).step_by(TOKEN_BLOCK) {
-        let count = TOKEN_BLOCK.min(tokens - t0);
-        let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
+    // Stack: 2 × 64 × 4 token values and 64 × OB widened weights (4 KiB on x86-64).
+    let mut packed: [Packed; GROUP_BLOCKS] = [[[0.0; TOKEN_BLOCK]; K_CHUNK]; GROUP_BLOCKS];
+    let mut wide = [[0.0f32; OUTPUT_BLOCK]; K_CHUNK];
+    for g0 in (0..tokens).step_by(TOKEN_BLOCK * GROUP_BLOCKS) {
+        let blocks = (tokens - g0).div_ceil(TOKEN_BLOCK).min(GROUP_BLOCKS);
         for k0 in (0..ni).step_by(K_CHUNK) {
             let kn = K_CHUNK.min(ni - k0);
-            for t in 0..TOKEN_BLOCK {
-                // Missing tokens of a short block repeat the last one; their sums are dropped.
-                let at = (t0 + t.min(count - 1)) * ni + k0;
-                let row = x.get(at..at + kn).unwrap_or_default();
-                for (p, v) in packed.iter_mut().zip(row) {
-                    p[t] = *v;
+            for (b, block) in packed.iter_mut().enumerate().take(blocks) {
+                let t0 = g0 + b * TOKEN_BLOCK;
+                let count = TOKEN_BLOCK.min(tokens - t0);
+                for t in 0..TOKEN_BLOCK {
+                    // Missing tokens of a short block repeat the last one; their sums are
+                    // dropped.
+                    let at = (t0 + t.min(count - 1)) * ni + k0;
+                    let row = x.get(at..at + kn).unwrap_or_default();
+                    for (p, v) in block.iter_mut().zip(row) {
+                        p[t] = *v;
+                    }
                 }
             }
-            let chunk = packed.get(..kn).unwrap_or_default();
             let (first, last) = (k0 == 0, k0 + kn == ni);
+            let wide = wide.get_mut(..kn).unwrap_or_default();
             for o0 in (0..no).step_by(OUTPUT_BLOCK) {
-                // Between chunks the running sums wait in `y` as f32: no rounding changes.
-                let mut acc = if first {
-                    w.start_block(bias, o0)
-                } else {
-                    load_block(yb, no, o0, count)
-                };
-                w.accumulate_packed(k0, chunk, o0, &mut acc);
-                if last {
-                    w.store_block(&acc, bias, o0, yb, count);
-                } else {
-                    save_block(&acc, yb, no, o0, count);
+                // With one token block, widening on the fly is cheaper than a buffer.
+                let widened = blocks > 1 && w.widen_block_rows(k0, o0, wide);
+                for (b, block) in packed.iter().enumerate().take(blocks) {
+                    let t0 = g0 + b * TOKEN_BLOCK;
+                    let count = TOKEN_BLOCK.min(tokens - t0);
+                    let yb = y.get_mut(t0 * no..(t0 + count) * no).unwrap_or_default();
+                    let chunk = block.get(..kn).unwrap_or_default();
+                    // Between chunks the running sums wait in `y` as f32: no rounding
+                    // changes.
+                    let mut acc = if first {
+                        w.start_block(bias, o0)
+                    } else {
+                        load_block(yb, no, o0, count)
+                    };
+                    if widened {
+                        gemm_wide(chunk, wide, &mut acc);
+                    } else {
+                        w.accumulate_packed(k0, chunk, o0, &mut acc);
+                    }
+                    if last {
+                        w.store_block(&acc, bias, o0, yb, count);
+                    } else {
+                        save_block(&acc, yb, no, o0, count);
+                    }
                 }
             }
         }
@@ -662,7 +736,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn linear_matches_f64(ni in 1usize..40, no in 1usize..40, tokens in 1usize..5, seed in any::<u64>()) {
+        fn linear_matches_f64(ni in 1usize..300, no in 1usize..40, tokens in 1usize..20, seed in any::<u64>()) {
             let mut s = seed;
             let mut rnd = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
             let w: Vec<f32> = (0..ni * no).map(|_| rnd()).collect();
@@ -675,6 +749,9 @@ mod tests {
                 let want = linear_f64(&w, &b, &x[t * ni..][..ni], ni, no);
                 for o in 0..no {
                     prop_assert!((f64::from(y[t * no + o]) - want[o]).abs() < 1e-5 * (ni as f64 + 1.0));
+                    // The bit contract, whatever the blocking: bias, then inputs in order.
+                    let in_order = (0..ni).fold(b[o], |a, i| a + x[t * ni + i] * w[i * no + o]);
+                    prop_assert_eq!(y[t * no + o].to_bits(), in_order.to_bits());
                 }
             }
             // f16 and int8 storage agree with f32 weights of the same values.
