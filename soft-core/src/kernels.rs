@@ -394,7 +394,8 @@ pub fn linear(w: &Matrix<'_>, bias: Option<&Vector<'_>>, x: &[f32], y: &mut [f32
         return;
     }
     let tokens = (x.len() / ni).min(y.len() / no);
-    // Stack: 2 × 64 × 4 token values and 64 × OB widened weights (4 KiB on x86-64).
+    // Stack: 2 × 128 × 4 token values and 128 × OB widened weights: 6 KiB on 32-bit ARM,
+    // 8 KiB on x86-64. Fixed, whatever the layer's size.
     let mut packed: [Packed; GROUP_BLOCKS] = [[[0.0; TOKEN_BLOCK]; K_CHUNK]; GROUP_BLOCKS];
     let mut wide = [[0.0f32; OUTPUT_BLOCK]; K_CHUNK];
     for g0 in (0..tokens).step_by(TOKEN_BLOCK * GROUP_BLOCKS) {
