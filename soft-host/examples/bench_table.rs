@@ -13,6 +13,7 @@ use half::f16;
 use soft_core::kernels::{landmark_kernel, linear, max_row_sum, newton_schulz};
 use soft_core::weights::{Matrix, MatrixData, Vector};
 use soft_core::{ChwImage, Model, ModelConfig, Precision};
+use soft_host::Context as _;
 use soft_host::{build_blob, cost, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
 #[path = "../../soft-core/benches/baselines/mod.rs"]
@@ -70,7 +71,7 @@ fn precision_name(p: Precision) -> &'static str {
     }
 }
 
-fn model_table(quick: bool, runs: usize) -> anyhow::Result<()> {
+fn model_table(quick: bool, runs: usize) -> soft_host::Result<()> {
     let tiny = ModelConfig::preset("soft_tiny").expect("preset");
     let mut rows = vec![("soft_tiny", tiny, 224)];
     if !quick {
@@ -90,11 +91,9 @@ fn model_table(quick: bool, runs: usize) -> anyhow::Result<()> {
         for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::I8] {
             let bytes = build_blob(&map, &cfg, dtype)?;
             let blob = AlignedBlob::new(&bytes);
-            let model = Model::from_blob(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let model = Model::from_blob(blob.as_bytes())?;
             for precision in [Precision::F32, Precision::F16] {
-                let plan = model
-                    .plan(side, side, precision)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let plan = model.plan(side, side, precision)?;
                 let mut arena = vec![0u8; plan.peak_bytes + 16];
                 let mut logits = vec![0.0f32; cfg.num_classes];
                 let mut failed = None;
@@ -107,9 +106,9 @@ fn model_table(quick: bool, runs: usize) -> anyhow::Result<()> {
                     }
                 });
                 if let Some(e) = failed {
-                    anyhow::bail!("{name} {side}² {}: {e}", dtype_name(dtype));
+                    return Err(e).context(format!("{name} {side}² {}", dtype_name(dtype)));
                 }
-                anyhow::ensure!(
+                assert!(
                     logits.iter().all(|v| v.is_finite()),
                     "{name}: non-finite logits"
                 );
@@ -255,7 +254,7 @@ fn kernel_table(quick: bool) {
     println!();
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> soft_host::Result<()> {
     let quick = std::env::args().skip(1).any(|a| a == "--quick");
     let runs = if quick { 2 } else { 5 };
     model_table(quick, runs)?;

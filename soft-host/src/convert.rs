@@ -3,7 +3,8 @@
 
 use std::collections::BTreeSet;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{Context, Error, OrFail, Result};
+use crate::{fail, require};
 use soft_core::format::{self, Dtype, TensorId, TensorKind as K, TensorSpec};
 use soft_core::ModelConfig;
 
@@ -42,8 +43,9 @@ pub enum WeightDtype {
 }
 
 fn get<'a>(map: &'a TensorMap, key: &str) -> Result<&'a HostTensor> {
-    map.get(key)
-        .with_context(|| format!("checkpoint lacks tensor {key}"))
+    map.get(key).or_fail_with(Error::Architecture, || {
+        format!("checkpoint lacks tensor {key}")
+    })
 }
 
 fn shape<'a>(map: &'a TensorMap, key: &str) -> Result<&'a [usize]> {
@@ -54,12 +56,14 @@ fn dim(map: &TensorMap, key: &str, i: usize) -> Result<usize> {
     shape(map, key)?
         .get(i)
         .copied()
-        .with_context(|| format!("tensor {key} has too few dimensions"))
+        .or_fail_with(Error::Architecture, || {
+            format!("tensor {key} has too few dimensions")
+        })
 }
 
 /// Reads the architecture off the tensor shapes.
 pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> {
-    let mut cfg = ModelConfig::preset("soft_tiny").context("preset")?;
+    let mut cfg = ModelConfig::preset("soft_tiny").or_fail(Error::Architecture, "preset")?;
     cfg.stem_width = dim(map, "patch_embed1.proj.0.weight", 0)?;
     cfg.embed_dims[0] = dim(map, "patch_embed1.proj.6.weight", 0)?;
     for s in 1..4 {
@@ -73,7 +77,8 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
             .collect();
         cfg.depths[s] = blocks.len();
         if blocks.iter().enumerate().any(|(i, &b)| i != b) {
-            bail!(
+            fail!(
+                Architecture,
                 "stage {} blocks are not numbered 0..{}",
                 s + 1,
                 blocks.len()
@@ -86,8 +91,9 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
             .unwrap_or(0)
             .saturating_sub(usize::from(s == 3));
         let g = (cells as f64).sqrt().round() as usize;
-        ensure!(
+        require!(
             g * g == cells && g > 0,
+            Architecture,
             "pos_embed{} does not hold a square grid",
             s + 1
         );
@@ -95,15 +101,17 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
     }
     let mut d3 = 0;
     for s in 0..3 {
-        ensure!(
+        require!(
             cfg.depths[s] > 0,
+            Architecture,
             "stage {} has no blocks: its head size cannot be inferred",
             s + 1
         );
         let lm = format!("block{}.0.att.mha.attn.Qlandmark_op.weight", s + 1);
         let d = dim(map, &lm, 0)?;
-        ensure!(
+        require!(
             d > 0 && cfg.embed_dims[s] % d == 0,
+            Architecture,
             "{lm}: head dim {d} does not divide width"
         );
         cfg.heads[s] = cfg.embed_dims[s] / d;
@@ -118,8 +126,9 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
     cfg.heads[3] = match opts.stage4_heads {
         Some(h) => h,
         None => {
-            ensure!(
+            require!(
                 cfg.embed_dims[3] % d3 == 0,
+                Architecture,
                 "stage-4 width is not a multiple of the head dim; pass the stage-4 heads"
             );
             cfg.embed_dims[3] / d3
@@ -133,7 +142,7 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
     cfg.num_classes = dim(map, "head.weight", 0)?;
     cfg.newton_iters = opts.newton_iters;
     cfg.normalized = opts.normalized;
-    cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    cfg.validate()?;
     Ok(cfg)
 }
 
@@ -167,8 +176,9 @@ struct Source<'a> {
 fn expect_shape(map: &Source<'_>, key: &str, want: &[usize]) -> Result<Vec<f32>> {
     let t = get(map.map, key)?;
     let numel: usize = want.iter().product();
-    ensure!(
+    require!(
         t.shape == want && t.data.len() == numel,
+        Architecture,
         "tensor {key} has shape {:?}, expected {want:?}",
         t.shape
     );
@@ -554,7 +564,8 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
     let prepared = prepare(&source, cfg)?;
     let used = source.used.into_inner();
     if let Some(extra) = map.keys().find(|k| !used.contains(*k)) {
-        bail!(
+        fail!(
+            Architecture,
             "unexpected tensor {extra} ({:?}): not part of this architecture ({})",
             map[extra].shape,
             "check --arch and the stage depths"
@@ -562,7 +573,11 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
     }
     for p in &prepared {
         if let Some(v) = p.values.iter().find(|v| !v.is_finite()) {
-            bail!("tensor {} holds a non-finite value ({v})", p.id);
+            fail!(
+                Architecture,
+                "tensor {} holds a non-finite value ({v})",
+                p.id
+            );
         }
     }
     struct Stored {
@@ -612,7 +627,7 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
         })
         .collect();
     let mut out = vec![0u8; format::encoded_len(&specs)];
-    format::encode(cfg, &specs, &mut out).map_err(|e| anyhow::anyhow!("encoding the blob: {e}"))?;
+    format::encode(cfg, &specs, &mut out).context("encoding the blob")?;
     Ok(out)
 }
 

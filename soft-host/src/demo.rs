@@ -4,7 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{ensure, Context, Result};
+use crate::error::{Error, Result};
+use crate::{fail, require};
 use soft_core::{ChwImage, Model, Precision};
 
 use crate::checkpoint::read_checkpoint;
@@ -54,11 +55,16 @@ pub struct Split {
 pub fn load_split(dir: &Path) -> Result<Split> {
     let images = npy::read(&dir.join("test_images.npy"))?;
     let labels = npy::read(&dir.join("test_labels.npy"))?;
-    ensure!(
+    require!(
         images.shape.len() == 3 && images.shape[1..] == [8, 8],
+        Demo,
         "test images must be [N, 8, 8]"
     );
-    ensure!(labels.shape == images.shape[..1], "labels must be [N]");
+    require!(
+        labels.shape == images.shape[..1],
+        Demo,
+        "labels must be [N]"
+    );
     Ok(Split {
         images: images.data.chunks_exact(64).map(<[f32]>::to_vec).collect(),
         labels: labels.data.iter().map(|&l| l as usize).collect(),
@@ -90,7 +96,7 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     let loaded = read_checkpoint(&ckpt, Prefer::Ema)?;
     let cfg = infer_config(&loaded.tensors, &ArchOptions::default())?;
     let split = load_split(dir)?;
-    ensure!(!split.images.is_empty(), "the test split is empty");
+    require!(!split.images.is_empty(), Demo, "the test split is empty");
     let inputs: Vec<Vec<f32>> = split.images.iter().map(|d| preprocess(d)).collect();
     let mut rows: Vec<Row> = Vec::new();
     for (weights, activations) in [
@@ -100,21 +106,18 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     ] {
         let blob = build_blob(&loaded.tensors, &cfg, weights)?;
         let aligned = AlignedBlob::new(&blob);
-        let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let plan = model
-            .plan(SIDE, SIDE, activations)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let model = Model::from_blob(aligned.as_bytes())?;
+        let plan = model.plan(SIDE, SIDE, activations)?;
         let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
         let mut logits = Vec::with_capacity(inputs.len());
         let start = Instant::now();
         for x in &inputs {
             let mut out = vec![0.0; cfg.num_classes];
-            let mut image = ChwImage::new(x, SIDE, SIDE).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let report = model
-                .run(&mut image, &mut arena, activations, &mut out, &mut ())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            ensure!(
+            let mut image = ChwImage::new(x, SIDE, SIDE)?;
+            let report = model.run(&mut image, &mut arena, activations, &mut out, &mut ())?;
+            require!(
                 report.peak_bytes == plan.peak_bytes,
+                Demo,
                 "arena use differs from the plan"
             );
             logits.push(out);
@@ -151,20 +154,23 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
 /// The floors: f32 ≥ 97 %, f16 top-1 equal to f32 on ≥ 99.5 %, int8 within 0.5 points.
 pub fn check(rows: &[Row]) -> Result<()> {
     let [f32_row, f16_row, i8_row] = rows else {
-        anyhow::bail!("expected three configurations")
+        fail!(Demo, "expected three configurations")
     };
-    ensure!(
+    require!(
         f32_row.accuracy >= 0.97,
+        Demo,
         "f32 accuracy {:.2} % is below 97 %",
         100.0 * f32_row.accuracy
     );
-    ensure!(
+    require!(
         f16_row.agreement >= 0.995,
+        Demo,
         "f16 agrees with f32 on only {:.2} %",
         100.0 * f16_row.agreement
     );
-    ensure!(
+    require!(
         i8_row.accuracy >= f32_row.accuracy - 0.005,
+        Demo,
         "int8 accuracy {:.2} % is more than 0.5 points below f32",
         100.0 * i8_row.accuracy
     );
@@ -199,7 +205,7 @@ pub fn table(rows: &[Row], images: usize) -> String {
 
 /// Writes the three blobs (`soft_digits_{f32,f16,int8}.soft`) for the firmware.
 pub fn write_blobs(rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
     rows.iter()
         .map(|r| {
             let tag = match r.weights {

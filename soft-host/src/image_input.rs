@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use anyhow::{ensure, Context, Result};
+use crate::error::{Error, OrFail, Result};
+use crate::require;
 use image::imageops::{self, FilterType};
 
 /// ImageNet channel means.
@@ -14,15 +15,16 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// Loads `path` and returns a `crop × crop` CHW tensor: shorter side resized to
 /// `crop · 256/224` (256 for 224), centre crop, normalised.
 pub fn load(path: &Path, crop: usize) -> Result<Vec<f32>> {
-    ensure!(
+    require!(
         (8..=4096).contains(&crop),
+        Image,
         "image size {crop} is out of range (8..=4096)"
     );
     let img = image::open(path)
-        .with_context(|| format!("reading image {}", path.display()))?
+        .or_fail_with(Error::Image, || format!("reading image {}", path.display()))?
         .to_rgb8();
     let (w, h) = img.dimensions();
-    ensure!(w > 0 && h > 0, "image {} is empty", path.display());
+    require!(w > 0 && h > 0, Image, "image {} is empty", path.display());
     let short = (crop * 256).div_ceil(224) as u32;
     let (nw, nh) = if w <= h {
         (

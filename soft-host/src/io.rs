@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` through a temporary file in the same directory, renamed into
 /// place only once complete; on any failure `path` is untouched and no temporary remains.
@@ -16,15 +16,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".soft-")
         .suffix(".tmp")
         .tempfile_in(dir)
-        .with_context(|| format!("cannot write in {}", dir.display()))?;
+        .map_err(|e| Error::io("writing in", dir, e))?;
     tmp.write_all(bytes)
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(|e| Error::io("writing", path, e))?;
     tmp.as_file()
         .sync_all()
-        .with_context(|| format!("writing {}", path.display()))?;
+        .map_err(|e| Error::io("writing", path, e))?;
     tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("cannot create {}", path.display()))?;
+        .map_err(|e| Error::io("creating", path, e.error))?;
     Ok(())
 }
 

@@ -4,6 +4,7 @@ pub mod checkpoint;
 pub mod convert;
 pub mod cost;
 pub mod demo;
+pub mod error;
 pub mod image_input;
 pub mod io;
 pub mod npy;
@@ -15,3 +16,4 @@ pub use checkpoint::{HostTensor, TensorMap};
 pub use convert::{
     build_blob, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions, WeightDtype,
 };
+pub use error::{Context, Error, Result};

@@ -4,15 +4,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use soft_core::format::Dtype;
 use soft_core::{Blob, ChwImage, Model, ModelConfig, Precision};
 use soft_host::checkpoint::read_checkpoint;
+use soft_host::error::{Context, Error, OrFail, Result};
 use soft_host::pth::Prefer;
 use soft_host::{
     build_blob, image_input, infer_config, io, npy, svg, AlignedBlob, ArchOptions, WeightDtype,
 };
+use soft_host::{fail, require};
 
 #[derive(Parser)]
 #[command(
@@ -239,7 +240,7 @@ fn dispatch(command: Command) -> Result<()> {
 }
 
 fn preset(name: &str) -> Result<ModelConfig> {
-    ModelConfig::preset(name).with_context(|| {
+    ModelConfig::preset(name).or_fail_with(Error::Usage, || {
         format!(
             "unknown architecture {name}; known: {}",
             ModelConfig::PRESETS.join(", ")
@@ -279,8 +280,9 @@ fn load_checkpoint(
             ("depths", cfg.depths, p.depths),
             ("heads", cfg.heads, p.heads),
         ] {
-            ensure!(
+            require!(
                 ours == theirs,
+                Architecture,
                 "checkpoint {what} {ours:?} do not match --arch ({theirs:?})"
             );
         }
@@ -289,12 +291,12 @@ fn load_checkpoint(
 }
 
 fn load_blob(path: &Path) -> Result<AlignedBlob> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     Ok(AlignedBlob::new(&bytes))
 }
 
 fn open_model<'a>(blob: &'a AlignedBlob, path: &Path) -> Result<Model<'a>> {
-    Model::from_blob(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    Model::from_blob(blob.as_bytes()).with_context(|| path.display().to_string())
 }
 
 /// The input size a model was trained for: stage-1 grid × 4.
@@ -368,9 +370,13 @@ fn describe(c: &ModelConfig) -> String {
 
 fn inspect(path: &Path) -> Result<()> {
     let blob = load_blob(path)?;
-    let parsed =
-        Blob::parse(blob.as_bytes()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let crc = u32::from_le_bytes(blob.as_bytes()[blob.as_bytes().len() - 4..].try_into()?);
+    let parsed = Blob::parse(blob.as_bytes()).with_context(|| path.display().to_string())?;
+    // Blob::parse has checked the trailer is there and matches.
+    let bytes = blob.as_bytes();
+    let crc = bytes
+        .get(bytes.len().saturating_sub(4)..)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_le_bytes);
     println!(
         "{}: {} bytes, format v{}, CRC-32 {crc:#010x} ok",
         path.display(),
@@ -392,7 +398,7 @@ fn inspect(path: &Path) -> Result<()> {
         "tensor", "dtype", "shape", "bytes"
     );
     for i in 0..parsed.tensor_count() {
-        let t = parsed.tensor_at(i).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let t = parsed.tensor_at(i)?;
         let dtype = match t.dtype {
             Dtype::F32 => "f32",
             Dtype::F16 => "f16",
@@ -410,9 +416,9 @@ fn inspect(path: &Path) -> Result<()> {
 
 fn parse_size(s: &str) -> Result<(usize, usize)> {
     let parse = |t: &str| {
-        t.trim()
-            .parse::<usize>()
-            .with_context(|| format!("bad image size {s:?}; use 224 or HxW"))
+        t.trim().parse::<usize>().or_fail_with(Error::Usage, || {
+            format!("bad image size {s:?}; use 224 or HxW")
+        })
     };
     match s.split_once(['x', 'X']) {
         Some((h, w)) => Ok((parse(h)?, parse(w)?)),
@@ -438,9 +444,9 @@ fn plan(
             (*model.config(), m.display().to_string())
         }
         (None, Some(a)) => (preset(a)?, a.to_string()),
-        (None, None) => bail!("give a model blob or --arch NAME"),
+        (None, None) => fail!(Usage, "give a model blob or --arch NAME"),
     };
-    let plan = soft_core::plan(&cfg, h, w, p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = soft_core::plan(&cfg, h, w, p)?;
     println!(
         "{name} at {h}x{w}, {p:?} activations: arena {}",
         kib(plan.peak_bytes)
@@ -483,14 +489,12 @@ fn infer(
     w: usize,
     p: Precision,
 ) -> Result<(Vec<f32>, f64, usize)> {
-    let plan = model.plan(h, w, p).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let plan = model.plan(h, w, p)?;
     let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
     let mut logits = vec![0.0; model.config().num_classes];
-    let mut image = ChwImage::new(input, h, w).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut image = ChwImage::new(input, h, w)?;
     let start = Instant::now();
-    let report = model
-        .run(&mut image, &mut arena, p, &mut logits, &mut ())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = model.run(&mut image, &mut arena, p, &mut logits, &mut ())?;
     Ok((
         logits,
         start.elapsed().as_secs_f64() * 1e3,
@@ -502,7 +506,8 @@ fn read_input_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     let a = npy::read(path)?;
     let (h, w) = match a.shape.as_slice() {
         [1, 3, h, w] | [3, h, w] => (*h, *w),
-        s => bail!(
+        s => fail!(
+            Usage,
             "{}: input shape {s:?}; expected (1,3,H,W) or (3,H,W)",
             path.display()
         ),
@@ -529,11 +534,11 @@ fn run(
             let side = image_size.unwrap_or_else(|| native_size(model.config()));
             (image_input::load(i, side)?, side, side)
         }
-        (None, None) => bail!("give --input-npy X.npy or --image FILE"),
+        (None, None) => fail!(Usage, "give --input-npy X.npy or --image FILE"),
     };
     let labels: Vec<String> = match labels {
         Some(l) => std::fs::read_to_string(l)
-            .with_context(|| format!("reading {}", l.display()))?
+            .map_err(|e| Error::io("reading", l, e))?
             .lines()
             .map(str::to_string)
             .collect(),
@@ -593,15 +598,16 @@ fn verify(
         stage4_heads: Some(cfg.heads[3]),
     };
     let ref_cfg = infer_config(&loaded.tensors, &opts)?;
-    ensure!(
+    require!(
         ref_cfg == cfg,
+        Architecture,
         "the reference checkpoint's architecture differs from the blob's"
     );
     let ref_blob = AlignedBlob::new(&build_blob(&loaded.tensors, &cfg, WeightDtype::F32)?);
     let ref_model = open_model(&ref_blob, reference)?;
     let side = native_size(&cfg);
     let inputs: Vec<(Vec<f32>, usize, usize)> = if npys.is_empty() {
-        ensure!(n > 0, "--inputs must be at least 1");
+        require!(n > 0, Usage, "--inputs must be at least 1");
         (0..n as u64)
             .map(|i| (calibration_input(side, i + 1), side, side))
             .collect()
@@ -648,10 +654,10 @@ fn export(path: &Path, out: &Path) -> Result<()> {
     let data_name = out.with_extension("soft");
     let file = data_name
         .file_name()
-        .context("output has no file name")?
+        .or_fail(Error::Usage, "output has no file name")?
         .to_string_lossy()
         .into_owned();
-    ensure!(data_name != out, "output must not end in .soft");
+    require!(data_name != out, Usage, "output must not end in .soft");
     let src = format!(
         "// Generated by `soft export` from {}: {}.\n\
          // The blob sits beside this file as `{file}`.\n\n\

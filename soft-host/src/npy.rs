@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{Context, Error, OrFail, Result};
+use crate::{fail, require};
 
 /// An f32 array.
 #[derive(Debug, Clone, PartialEq)]
@@ -15,33 +16,35 @@ pub struct NpyArray {
 
 /// Reads an `.npy` file holding `<f4` values in C order.
 pub fn read(path: &Path) -> Result<NpyArray> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     parse(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
 /// Parses `.npy` bytes.
 pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
-    ensure!(
+    require!(
         bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
+        Npy,
         "not an .npy file"
     );
     let (header_len, start) = match bytes[6] {
         1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
         2 | 3 => {
-            ensure!(bytes.len() >= 12, "truncated .npy header");
+            require!(bytes.len() >= 12, Npy, "truncated .npy header");
             (
                 u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
                 12,
             )
         }
-        v => bail!("unsupported .npy version {v}"),
+        v => fail!(Npy, "unsupported .npy version {v}"),
     };
     let header = bytes
         .get(start..start + header_len)
-        .context("truncated .npy header")?;
-    let header = std::str::from_utf8(header).context(".npy header is not text")?;
-    ensure!(
+        .or_fail(Error::Npy, "truncated .npy header")?;
+    let header = std::str::from_utf8(header).or_fail(Error::Npy, ".npy header is not text")?;
+    require!(
         header.contains("'descr': '<f4'"),
+        Npy,
         "only little-endian f32 .npy is supported, header: {header}"
     );
     let fortran = header.contains("'fortran_order': True");
@@ -49,20 +52,21 @@ pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
         .split("'shape': (")
         .nth(1)
         .and_then(|s| s.split(')').next())
-        .context(".npy header has no shape")?;
+        .or_fail(Error::Npy, ".npy header has no shape")?;
     let shape = shape_text
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().context("bad .npy dimension"))
+        .map(|s| s.parse::<usize>().or_fail(Error::Npy, "bad .npy dimension"))
         .collect::<Result<Vec<_>>>()?;
     let count = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .context(".npy shape overflows")?;
+        .or_fail(Error::Npy, ".npy shape overflows")?;
     let body = &bytes[start + header_len..];
-    ensure!(
+    require!(
         body.len() == count * 4,
+        Npy,
         ".npy holds {} bytes of data, shape {shape:?} needs {}",
         body.len(),
         count * 4

@@ -14,7 +14,8 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, OrFail, Result};
+use crate::fail;
 
 /// A container's index in [`Pickle`]'s node table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +173,9 @@ struct Machine<'a> {
 impl<'a> Machine<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
-        let end = end.with_context(|| format!("pickle truncated at byte {}", self.pos))?;
+        let end = end.or_fail_with(Error::Checkpoint, || {
+            format!("pickle truncated at byte {}", self.pos)
+        })?;
         let s = &self.data[self.pos..end];
         self.pos = end;
         Ok(s)
@@ -189,7 +192,9 @@ impl<'a> Machine<'a> {
 
     fn u64(&mut self) -> Result<u64> {
         let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b.try_into()?))
+        Ok(u64::from_le_bytes(
+            b.try_into().or_fail(Error::Checkpoint, "pickle u64")?,
+        ))
     }
 
     fn line(&mut self) -> Result<String> {
@@ -197,9 +202,9 @@ impl<'a> Machine<'a> {
         let n = rest
             .iter()
             .position(|&c| c == b'\n')
-            .context("pickle GLOBAL without newline")?;
+            .or_fail(Error::Checkpoint, "pickle GLOBAL without newline")?;
         let s = std::str::from_utf8(&rest[..n])
-            .context("pickle GLOBAL is not text")?
+            .or_fail(Error::Checkpoint, "pickle GLOBAL is not text")?
             .to_string();
         self.pos += n + 1;
         Ok(s)
@@ -212,7 +217,7 @@ impl<'a> Machine<'a> {
 
     fn push(&mut self, v: Value) -> Result<()> {
         if self.stack.len() >= MAX_ITEMS {
-            bail!("pickle stack exceeds {MAX_ITEMS} items");
+            fail!(Checkpoint, "pickle stack exceeds {MAX_ITEMS} items");
         }
         self.stack.push(v);
         Ok(())
@@ -220,28 +225,33 @@ impl<'a> Machine<'a> {
 
     fn pop(&mut self) -> Result<Value> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
-            bail!("pickle pops past a MARK at byte {}", self.pos);
+            fail!(Checkpoint, "pickle pops past a MARK at byte {}", self.pos);
         }
-        self.stack.pop().context("pickle stack underflow")
+        self.stack
+            .pop()
+            .or_fail(Error::Checkpoint, "pickle stack underflow")
     }
 
     /// Everything pushed since the last MARK.
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let m = self.marks.pop().context("pickle has no MARK to pop to")?;
+        let m = self
+            .marks
+            .pop()
+            .or_fail(Error::Checkpoint, "pickle has no MARK to pop to")?;
         if m > self.stack.len() {
-            bail!("pickle MARK beyond the stack");
+            fail!(Checkpoint, "pickle MARK beyond the stack");
         }
         Ok(self.stack.split_off(m))
     }
 
     fn memo_put(&mut self, index: usize) -> Result<()> {
         if self.memo.len() >= MAX_ITEMS {
-            bail!("pickle memo exceeds {MAX_ITEMS} entries");
+            fail!(Checkpoint, "pickle memo exceeds {MAX_ITEMS} entries");
         }
         let v = self
             .stack
             .last()
-            .context("pickle memoizes an empty stack")?
+            .or_fail(Error::Checkpoint, "pickle memoizes an empty stack")?
             .clone();
         self.memo.insert(index, v);
         Ok(())
@@ -249,14 +259,16 @@ impl<'a> Machine<'a> {
 
     fn memo_get(&mut self, index: usize) -> Result<()> {
         let v = self.memo.get(&index).cloned();
-        let v = v.with_context(|| format!("pickle reads unset memo slot {index}"))?;
+        let v = v.or_fail_with(Error::Checkpoint, || {
+            format!("pickle reads unset memo slot {index}")
+        })?;
         self.push(v)
     }
 
     /// Adds a container to the table and pushes a reference to it.
     fn push_node(&mut self, node: Node) -> Result<()> {
         if self.nodes.len() >= MAX_ITEMS {
-            bail!("pickle builds more than {MAX_ITEMS} containers");
+            fail!(Checkpoint, "pickle builds more than {MAX_ITEMS} containers");
         }
         self.nodes.push(node);
         self.push(Value::Node(NodeId(self.nodes.len() - 1)))
@@ -265,7 +277,8 @@ impl<'a> Machine<'a> {
     /// The container on top of the stack, for the opcodes that mutate it in place.
     fn top_node(&mut self) -> Result<&mut Node> {
         let Some(Value::Node(NodeId(i))) = self.stack.last() else {
-            bail!(
+            fail!(
+                Checkpoint,
                 "pickle mutates a value that is not a container at byte {}",
                 self.pos
             )
@@ -273,15 +286,15 @@ impl<'a> Machine<'a> {
         let i = *i;
         self.nodes
             .get_mut(i)
-            .context("pickle node index out of range")
+            .or_fail(Error::Checkpoint, "pickle node index out of range")
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
         if items.len() % 2 != 0 {
-            bail!("pickle SETITEMS with an odd number of values");
+            fail!(Checkpoint, "pickle SETITEMS with an odd number of values");
         }
         let Node::Dict(entries) = self.top_node()? else {
-            bail!("pickle SETITEMS on a non-dict")
+            fail!(Checkpoint, "pickle SETITEMS on a non-dict")
         };
         let mut it = items.into_iter();
         while let (Some(k), Some(v)) = (it.next(), it.next()) {
@@ -293,7 +306,7 @@ impl<'a> Machine<'a> {
     fn append(&mut self, items: Vec<Value>) -> Result<()> {
         match self.top_node()? {
             Node::List(list) => list.extend(items),
-            _ => bail!("pickle APPEND on a non-list"),
+            _ => fail!(Checkpoint, "pickle APPEND on a non-list"),
         }
         Ok(())
     }
@@ -314,7 +327,7 @@ impl<'a> Machine<'a> {
                 0x80 => {
                     let proto = self.u8()?;
                     if proto > 5 {
-                        bail!("unsupported pickle protocol {proto}");
+                        fail!(Checkpoint, "unsupported pickle protocol {proto}");
                     }
                 }
                 0x95 => {
@@ -325,7 +338,7 @@ impl<'a> Machine<'a> {
                 b')' => self.push_node(Node::Tuple(Vec::new()))?,
                 b'(' => {
                     if self.marks.len() >= MAX_ITEMS {
-                        bail!("too many pickle MARKs");
+                        fail!(Checkpoint, "too many pickle MARKs");
                     }
                     self.marks.push(self.stack.len());
                 }
@@ -368,7 +381,8 @@ impl<'a> Machine<'a> {
                     self.push(v)?;
                 }
                 0x8d => {
-                    let n = usize::try_from(self.u64()?)?;
+                    let n = usize::try_from(self.u64()?)
+                        .or_fail(Error::Checkpoint, "pickle string length")?;
                     let v = self.text(n)?;
                     self.push(v)?;
                 }
@@ -387,7 +401,7 @@ impl<'a> Machine<'a> {
                         (Value::Str(module), Value::Str(name)) => {
                             self.push(Value::Global { module, name })?
                         }
-                        _ => bail!("pickle STACK_GLOBAL with non-text names"),
+                        _ => fail!(Checkpoint, "pickle STACK_GLOBAL with non-text names"),
                     }
                 }
                 b'K' => {
@@ -406,7 +420,7 @@ impl<'a> Machine<'a> {
                     let n = usize::from(self.u8()?);
                     let b = self.take(n)?;
                     if n > 8 {
-                        bail!("pickle integer of {n} bytes is too large");
+                        fail!(Checkpoint, "pickle integer of {n} bytes is too large");
                     }
                     let mut v: i64 = 0;
                     for (i, &byte) in b.iter().enumerate() {
@@ -419,7 +433,9 @@ impl<'a> Machine<'a> {
                 }
                 b'G' => {
                     let b = self.take(8)?;
-                    self.push(Value::Float(f64::from_be_bytes(b.try_into()?)))?;
+                    self.push(Value::Float(f64::from_be_bytes(
+                        b.try_into().or_fail(Error::Checkpoint, "pickle float")?,
+                    )))?;
                 }
                 b'N' => self.push(Value::None)?,
                 0x88 => self.push(Value::Bool(true))?,
@@ -431,7 +447,7 @@ impl<'a> Machine<'a> {
                 0x85..=0x87 => {
                     let n = usize::from(op - 0x84);
                     if self.stack.len() < n {
-                        bail!("pickle TUPLE{n} on a short stack");
+                        fail!(Checkpoint, "pickle TUPLE{n} on a short stack");
                     }
                     let items = self.stack.split_off(self.stack.len() - n);
                     self.push_node(Node::Tuple(items))?;
@@ -492,7 +508,7 @@ impl<'a> Machine<'a> {
                         root,
                     });
                 }
-                _ => bail!("unknown pickle opcode {op:#04x} at byte {at}"),
+                _ => fail!(Checkpoint, "unknown pickle opcode {op:#04x} at byte {at}"),
             }
         }
     }

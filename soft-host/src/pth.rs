@@ -5,7 +5,8 @@
 
 use std::io::{Cursor, Read};
 
-use anyhow::{bail, ensure, Context, Result};
+use crate::error::{Context, Error, OrFail, Result};
+use crate::{fail, require};
 
 use crate::checkpoint::{HostTensor, TensorMap};
 use crate::pickle::{self, Pickle, Value};
@@ -56,7 +57,7 @@ impl StorageType {
             "IntStorage" => StorageType::Other(4),
             "ShortStorage" => StorageType::Other(2),
             "CharStorage" | "ByteStorage" | "BoolStorage" => StorageType::Other(1),
-            other => bail!("unsupported tensor storage type torch.{other}"),
+            other => fail!(Checkpoint, "unsupported tensor storage type torch.{other}"),
         })
     }
 
@@ -81,25 +82,29 @@ struct TensorRef {
 fn usize_of(v: &Value, what: &str) -> Result<usize> {
     let i = v
         .as_int()
-        .with_context(|| format!("{what} is not an integer"))?;
-    usize::try_from(i).with_context(|| format!("{what} is negative ({i})"))
+        .or_fail_with(Error::Checkpoint, || format!("{what} is not an integer"))?;
+    usize::try_from(i).or_fail_with(Error::Checkpoint, || format!("{what} is negative ({i})"))
 }
 
 fn storage_of(pickle: &Pickle, pid: &Value) -> Result<Storage> {
     let items = pickle
         .items(pid)
-        .context("storage reference is not a tuple")?;
-    ensure!(
+        .or_fail(Error::Checkpoint, "storage reference is not a tuple")?;
+    require!(
         items.len() >= 5 && items[0].as_str() == Some("storage"),
+        Checkpoint,
         "unexpected storage reference"
     );
-    let (_, name) = items[1].global().context("storage type is not a class")?;
+    let (_, name) = items[1]
+        .global()
+        .or_fail(Error::Checkpoint, "storage type is not a class")?;
     let key = match &items[2] {
         Value::Str(s) => s.to_string(),
-        other => bail!("storage key {other:?} is not text"),
+        other => fail!(Checkpoint, "storage key {other:?} is not text"),
     };
-    ensure!(
+    require!(
         key.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_'),
+        Checkpoint,
         "storage key {key:?} is not a plain name"
     );
     Ok(Storage {
@@ -125,7 +130,7 @@ fn tensor_ref(pickle: &Pickle, v: &Value) -> Result<Option<TensorRef>> {
         match callable.global() {
             Some(("torch._utils", "_rebuild_parameter")) => match args.first() {
                 Some(t) => v = t,
-                None => bail!("_rebuild_parameter without a tensor"),
+                None => fail!(Checkpoint, "_rebuild_parameter without a tensor"),
             },
             Some(("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor")) => {
                 return rebuilt_tensor(pickle, args).map(Some)
@@ -133,31 +138,38 @@ fn tensor_ref(pickle: &Pickle, v: &Value) -> Result<Option<TensorRef>> {
             _ => return Ok(None),
         }
     }
-    bail!("tensor nested in more than {MAX_PARAMETER_NESTING} _rebuild_parameter calls")
+    fail!(
+        Checkpoint,
+        "tensor nested in more than {MAX_PARAMETER_NESTING} _rebuild_parameter calls"
+    )
 }
 
 /// The arguments of `_rebuild_tensor_v2`: storage, offset, size, stride, ...
 fn rebuilt_tensor(pickle: &Pickle, args: &[Value]) -> Result<TensorRef> {
-    ensure!(
+    require!(
         args.len() >= 4,
+        Checkpoint,
         "_rebuild_tensor_v2 with {} arguments",
         args.len()
     );
     let pid = pickle
         .persistent_id(&args[0])
-        .context("tensor without a storage reference")?;
+        .or_fail(Error::Checkpoint, "tensor without a storage reference")?;
     let dims = |v: &Value, what: &str| -> Result<Vec<usize>> {
         pickle
             .items(v)
-            .with_context(|| format!("tensor {what} is not a tuple"))?
+            .or_fail_with(Error::Checkpoint, || {
+                format!("tensor {what} is not a tuple")
+            })?
             .iter()
             .map(|d| usize_of(d, what))
             .collect()
     };
     let shape = dims(&args[2], "size")?;
     let stride = dims(&args[3], "stride")?;
-    ensure!(
+    require!(
         shape.len() == stride.len(),
+        Checkpoint,
         "tensor size and stride differ in rank"
     );
     Ok(TensorRef {
@@ -182,7 +194,7 @@ fn select_state_dict<'p>(
 ) -> Result<&'p [(Value, Value)]> {
     let items = pickle
         .dict(pickle.root())
-        .context("checkpoint does not hold a dict")?;
+        .or_fail(Error::Checkpoint, "checkpoint does not hold a dict")?;
     let get = |key: &str| {
         items
             .iter()
@@ -210,7 +222,10 @@ fn select_state_dict<'p>(
             Ok(raw)
         }
         (Prefer::Raw, Some(_), None) => {
-            bail!("checkpoint has state_dict_ema but no state_dict (drop --no-ema)")
+            fail!(
+                Checkpoint,
+                "checkpoint has state_dict_ema but no state_dict (drop --no-ema)"
+            )
         }
         _ => match get("model") {
             Some(model) if is_state_dict(pickle, model) => {
@@ -222,7 +237,8 @@ fn select_state_dict<'p>(
                     .iter()
                     .filter_map(|(k, _)| k.as_str().map(str::to_string))
                     .collect();
-                bail!(
+                fail!(
+                    Checkpoint,
                     "no state dict found in the checkpoint (top-level keys: {})",
                     keys.join(", ")
                 )
@@ -258,7 +274,7 @@ fn gather(storage: &[f32], offset: usize, shape: &[usize], stride: &[usize]) -> 
     let numel = shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .context("tensor size overflows")?;
+        .or_fail(Error::Checkpoint, "tensor size overflows")?;
     if numel == 0 {
         return Ok(Vec::new());
     }
@@ -266,8 +282,9 @@ fn gather(storage: &[f32], offset: usize, shape: &[usize], stride: &[usize]) -> 
         .iter()
         .zip(stride)
         .try_fold(offset, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?));
-    ensure!(
+    require!(
         last.is_some_and(|l| l < storage.len()),
+        Checkpoint,
         "tensor view reaches past its storage"
     );
     let mut out = Vec::with_capacity(numel);
@@ -288,18 +305,25 @@ fn gather(storage: &[f32], offset: usize, shape: &[usize], stride: &[usize]) -> 
 
 /// Reads a `torch.save` zip archive from memory.
 pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).context("not a readable zip archive")?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .or_fail(Error::Checkpoint, "not a readable zip archive")?;
     let pkl_name = zip
         .file_names()
         .find(|n| n.ends_with("data.pkl") && n.matches('/').count() == 1)
         .map(str::to_string)
-        .context("zip archive has no <name>/data.pkl: not a torch.save checkpoint")?;
+        .or_fail(
+            Error::Checkpoint,
+            "zip archive has no <name>/data.pkl: not a torch.save checkpoint",
+        )?;
     let prefix = pkl_name.trim_end_matches("data.pkl").to_string();
     if let Ok(f) = zip.by_name(&format!("{prefix}byteorder")) {
         let mut order = String::new();
-        f.take(16).read_to_string(&mut order)?;
-        ensure!(
+        f.take(16)
+            .read_to_string(&mut order)
+            .or_fail(Error::Checkpoint, "reading the byteorder entry")?;
+        require!(
             order.trim() != "big",
+            Checkpoint,
             "big-endian checkpoints are not supported"
         );
     }
@@ -307,26 +331,28 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
                       name: &str,
                       expect: Option<usize>|
      -> Result<Vec<u8>> {
-        let f = zip
-            .by_name(name)
-            .with_context(|| format!("checkpoint archive lacks {name}"))?;
-        let size = usize::try_from(f.size())?;
+        let f = zip.by_name(name).or_fail_with(Error::Checkpoint, || {
+            format!("checkpoint archive lacks {name}")
+        })?;
+        let size = usize::try_from(f.size()).or_fail(Error::Checkpoint, "archive entry size")?;
         // torch stores entries uncompressed; a size beyond the archive's is a lie or a bomb.
-        ensure!(
+        require!(
             size <= bytes.len(),
+            Checkpoint,
             "{name} claims {size} bytes, more than the whole file"
         );
         if let Some(want) = expect {
-            ensure!(
+            require!(
                 size >= want,
+                Checkpoint,
                 "{name} holds {size} bytes, its tensors need {want}"
             );
         }
         let mut out = Vec::with_capacity(size);
         f.take(size as u64)
             .read_to_end(&mut out)
-            .with_context(|| format!("reading {name}"))?;
-        ensure!(out.len() == size, "{name} is truncated");
+            .or_fail_with(Error::Checkpoint, || format!("reading {name}"))?;
+        require!(out.len() == size, Checkpoint, "{name} is truncated");
         Ok(out)
     };
     let pkl = read_entry(&mut zip, &pkl_name, None)?;
@@ -348,7 +374,7 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
             .storage
             .numel
             .checked_mul(t.storage.dtype.size())
-            .context("storage size overflows")?;
+            .or_fail(Error::Checkpoint, "storage size overflows")?;
         let raw = read_entry(
             &mut zip,
             &format!("{prefix}data/{}", t.storage.key),
@@ -369,8 +395,9 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
     if skipped > 0 {
         notes.push(format!("skipped {skipped} non-tensor entries"));
     }
-    ensure!(
+    require!(
         !tensors.is_empty(),
+        Checkpoint,
         "the checkpoint's state dict holds no float tensors"
     );
     Ok(Loaded { tensors, notes })
