@@ -119,8 +119,8 @@ pub const OUTPUT_BLOCK: usize = if cfg!(target_arch = "arm") { 4 } else { 8 };
 
 type Acc = [[f32; OUTPUT_BLOCK]; TOKEN_BLOCK];
 
-/// `acc[t][o] += x[t] · w[o]`: 32 independent multiply-adds, which LLVM keeps in
-/// registers and vectorises across `o`. Every output still sums its inputs in order.
+/// `acc[t][o] += x[t] · w[o]`: `TOKEN_BLOCK × OUTPUT_BLOCK` independent multiply-adds,
+/// which LLVM keeps in registers and vectorises across `o`. Every output still sums its inputs in order.
 #[inline(always)]
 fn mac_block(acc: &mut Acc, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
     for (a, &xv) in acc.iter_mut().zip(x) {
@@ -303,7 +303,7 @@ impl Matrix<'_> {
         }
     }
 
-    /// `acc += Σ_{i < inputs} xs[t][i] · W[first + i][o0..o0 + 8]`, rows in order.
+    /// `acc += Σ_{i < inputs} xs[t][i] · W[first + i][o0..o0 + OUTPUT_BLOCK]`, rows in order.
     #[inline(always)]
     fn accumulate_block<X: TokenElem>(
         &self,
