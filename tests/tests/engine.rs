@@ -1,6 +1,7 @@
 //! Engine behaviour beyond the golden numbers: exact memory plans, arbitrary input sizes,
 //! and one clear error (never a panic) for every kind of bad input.
 
+use soft_core::format::{encode, encoded_len, Blob, Dtype, TensorRef, TensorSpec};
 use soft_core::model::newton_bytes;
 use soft_core::{plan, ChwImage, Error, ImageSource, Model, ModelConfig, Precision};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
@@ -316,29 +317,33 @@ fn corrupt_and_truncated_blobs_are_errors() {
     );
 }
 
+/// A table entry as a spec for `encode`, unchanged.
+fn spec<'a>(t: &'a TensorRef<'a>) -> TensorSpec<'a> {
+    TensorSpec {
+        id: t.id,
+        dtype: t.dtype,
+        shape: t.dims(),
+        data: t.data,
+        scales: t.scales,
+    }
+}
+
+/// A blob of `cfg` with exactly these tensors.
+fn reencode(cfg: &ModelConfig, specs: &[TensorSpec<'_>]) -> AlignedBlob {
+    let mut out = vec![0u8; encoded_len(specs)];
+    encode(cfg, specs, &mut out).unwrap();
+    AlignedBlob::new(&out)
+}
+
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
-    use soft_core::format::{encode, encoded_len, Blob, TensorSpec};
     let cfg = micro();
     let b = blob(&cfg, WeightDtype::F32);
     let parsed = Blob::parse(b.as_bytes()).unwrap();
     let tensors: Vec<_> = (0..parsed.tensor_count())
         .map(|i| parsed.tensor_at(i).unwrap())
         .collect();
-    let reencode = |specs: &[TensorSpec<'_>]| {
-        let mut out = vec![0u8; encoded_len(specs)];
-        encode(&cfg, specs, &mut out).unwrap();
-        AlignedBlob::new(&out)
-    };
-    fn spec<'a>(t: &'a soft_core::format::TensorRef<'a>) -> TensorSpec<'a> {
-        TensorSpec {
-            id: t.id,
-            dtype: t.dtype,
-            shape: t.dims(),
-            data: t.data,
-            scales: t.scales,
-        }
-    }
+    let reencode = |specs: &[TensorSpec<'_>]| reencode(&cfg, specs);
     let without: Vec<_> = tensors.iter().skip(1).map(spec).collect();
     let err = Model::from_blob(reencode(&without).as_bytes()).unwrap_err();
     assert_eq!(err, Error::MissingTensor(tensors[0].id));
@@ -360,7 +365,6 @@ fn missing_and_misshapen_tensors_are_named() {
 
 #[test]
 fn non_finite_weights_are_refused_at_load() {
-    use soft_core::format::{encode, encoded_len, Blob, Dtype, TensorSpec};
     let cfg = micro();
     for dtype in [WeightDtype::F32, WeightDtype::F16, WeightDtype::I8] {
         let b = blob(&cfg, dtype);
@@ -389,20 +393,10 @@ fn non_finite_weights_are_refused_at_load() {
                 (Dtype::I8, Some(s)) => s[4..8].copy_from_slice(&poison.to_le_bytes()),
                 other => panic!("unexpected tensor {other:?}"),
             }
-            let specs: Vec<TensorSpec<'_>> = tensors
-                .iter()
-                .enumerate()
-                .map(|(j, t)| TensorSpec {
-                    id: t.id,
-                    dtype: t.dtype,
-                    shape: t.dims(),
-                    data: if j == i { &data } else { t.data },
-                    scales: if j == i { scales.as_deref() } else { t.scales },
-                })
-                .collect();
-            let mut out = vec![0u8; encoded_len(&specs)];
-            encode(&cfg, &specs, &mut out).unwrap();
-            let err = Model::from_blob(AlignedBlob::new(&out).as_bytes()).unwrap_err();
+            let mut specs: Vec<TensorSpec<'_>> = tensors.iter().map(spec).collect();
+            specs[i].data = &data;
+            specs[i].scales = scales.as_deref();
+            let err = Model::from_blob(reencode(&cfg, &specs).as_bytes()).unwrap_err();
             assert_eq!(
                 err,
                 Error::NonFiniteWeight(tensors[i].id),

@@ -41,29 +41,21 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("crosscheck") => {
-            let timeout = match args.get(1..) {
-                Some([flag, secs]) if flag == "--timeout" => {
-                    secs.parse().context("--timeout takes whole seconds")?
-                }
-                Some([]) => 600,
-                _ => bail!("{USAGE}"),
-            };
-            crosscheck(Duration::from_secs(timeout))
+    // Each command's QEMU timeout when --timeout is not given.
+    let (command, default_timeout): (fn(Duration) -> Result<()>, u64) =
+        match args.first().map(String::as_str) {
+            Some("crosscheck") => (crosscheck, 600),
+            Some("psram") => (psram, 900),
+            _ => bail!("{USAGE}"),
+        };
+    let timeout = match args.get(1..) {
+        Some([flag, secs]) if flag == "--timeout" => {
+            secs.parse().context("--timeout takes whole seconds")?
         }
-        Some("psram") => {
-            let timeout = match args.get(1..) {
-                Some([flag, secs]) if flag == "--timeout" => {
-                    secs.parse().context("--timeout takes whole seconds")?
-                }
-                Some([]) => 900,
-                _ => bail!("{USAGE}"),
-            };
-            psram(Duration::from_secs(timeout))
-        }
+        Some([]) => default_timeout,
         _ => bail!("{USAGE}"),
-    }
+    };
+    command(Duration::from_secs(timeout))
 }
 
 fn repo_root() -> PathBuf {
