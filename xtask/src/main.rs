@@ -94,10 +94,7 @@ fn crosscheck(timeout: Duration) -> Result<()> {
 
     // 3. QEMU.
     eprintln!("== running {} in qemu-system-arm", elf.display());
-    let (frames, uart) = run_qemu(&elf, &[], timeout)?;
-    let output = decode_defmt(&elf, &frames)?;
-    eprint!("{output}");
-    eprint!("UART:\n{uart}");
+    let (output, uart) = run_qemu(&elf, &[], timeout)?;
     let Output {
         digits,
         runs,
@@ -295,10 +292,7 @@ fn psram(timeout: Duration) -> Result<()> {
         "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
         blob_path.display()
     );
-    let (frames, uart) = run_qemu(&elf, &["-device".into(), loader], timeout)?;
-    let output = decode_defmt(&elf, &frames)?;
-    eprint!("{output}");
-    eprint!("UART:\n{uart}");
+    let (output, uart) = run_qemu(&elf, &["-device".into(), loader], timeout)?;
 
     let mut device = vec![None; cfg.num_classes];
     let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
@@ -449,9 +443,9 @@ fn build_firmware(firmware: &Path, features: &[&str]) -> Result<PathBuf> {
     elf.context("cargo did not report the firmware executable")
 }
 
-/// Runs the ELF in QEMU with a deterministic instruction clock; returns its stdout (defmt
-/// frames) and what it wrote to the board's UART.
-fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<(Vec<u8>, String)> {
+/// Runs the ELF in QEMU with a deterministic instruction clock; echoes and returns its
+/// decoded defmt log and what it wrote to the board's UART.
+fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<(String, String)> {
     let serial = elf.with_extension("uart.txt");
     let _ = std::fs::remove_file(&serial);
     let mut child = Command::new("qemu-system-arm")
@@ -496,7 +490,9 @@ fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<(Vec<u8>,
         Some(s) if !s.success() => bail!("the firmware failed: qemu {s}"),
         Some(_) => {
             let uart = std::fs::read_to_string(&serial).unwrap_or_default();
-            Ok((output, uart))
+            let log = decode_defmt(elf, &output)?;
+            eprint!("{log}UART:\n{uart}");
+            Ok((log, uart))
         }
     }
 }
