@@ -225,7 +225,9 @@ fn gemm_packed<T: WeightElem>(
     acc_out: &mut Acc,
 ) {
     // A local copy and a loop without early exits let LLVM keep every accumulator in a
-    // register for the whole loop instead of storing them back each row.
+    // register for the whole loop instead of storing them back each row. The full/partial
+    // block test stays outside the loops (here and in `widen_rows`): a shared per-row
+    // helper measured 2.34 instead of 2.10 instructions per MAC on the M4 (f32 weights).
     let mut acc = *acc_out;
     if o0 + OUTPUT_BLOCK <= outputs {
         for (x, wrow) in packed.iter().zip(d.chunks_exact(outputs)) {
