@@ -7,8 +7,8 @@
 //! Log lines, besides `LAYER` (see `main.rs`):
 //!
 //! ```text
-//! PSRAM-FIRMWARE <arena bytes> <blob bytes>
-//! LOADED <ticks to parse and verify the blob>
+//! PSRAM-FIRMWARE <arena bytes>
+//! LOADED <blob bytes> <ticks to parse and verify the blob>
 //! PLAN <planned arena bytes>
 //! LOGITS-PSRAM <first class> <count> <ticks> <10 × f32::to_bits as 8 hex digits, `count` used>
 //! ```
@@ -29,32 +29,21 @@ const SEED: u32 = 2024;
 /// Largest class count this binary prints.
 const MAX_CLASSES: usize = 1000;
 
-/// The blob in PSRAM, as long as its header says.
-fn psram_blob() -> soft_core::Result<&'static [u8]> {
+/// The whole PSRAM. `Blob::parse` reads the blob's own length from its header and
+/// ignores what follows, so the loader's file size need not be known here.
+fn psram() -> &'static [u8] {
     // SAFETY: PSRAM is plain RAM in the board's memory map, present for the whole run;
     // `memory.x` gives the linker nothing there, so no Rust object aliases it, and nothing
     // writes it while this shared borrow lives. Its contents were loaded before reset.
-    let psram: &'static [u8] =
-        unsafe { core::slice::from_raw_parts(PSRAM_BASE as *const u8, PSRAM_BYTES) };
-    // The blob header's total-length field (see docs/FORMAT.md); Blob::parse checks the rest.
-    let total = psram
-        .get(40..44)
-        .and_then(|b| b.try_into().ok())
-        .map(u32::from_le_bytes)
-        .ok_or(Error::CorruptBlob("length"))? as usize;
-    psram.get(..total).ok_or(Error::BlobTruncated {
-        needed: total,
-        got: PSRAM_BYTES,
-    })
+    unsafe { core::slice::from_raw_parts(PSRAM_BASE as *const u8, PSRAM_BYTES) }
 }
 
 /// Runs the PSRAM model once and logs its logits.
 pub fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Result<()> {
-    let blob = psram_blob()?;
-    println!("PSRAM-FIRMWARE {=usize} {=usize}", arena.len(), blob.len());
+    println!("PSRAM-FIRMWARE {=usize}", arena.len());
     let t0 = ticks();
-    let model = Model::from_blob(blob)?;
-    println!("LOADED {=u64}", ticks() - t0);
+    let model = Model::from_blob(psram())?;
+    println!("LOADED {=usize} {=u64}", model.blob().len(), ticks() - t0);
     let plan = model.plan(SIDE, SIDE, Precision::F16)?;
     println!("PLAN {=usize}", plan.peak_bytes);
     let classes = model.config().num_classes;

@@ -312,7 +312,7 @@ fn psram(timeout: Duration) -> Result<()> {
                 }
             }
             ["PLAN", bytes] => device_plan = Some(bytes.parse::<usize>()?),
-            ["LOADED", t] => load_ticks = Some(t.parse::<u64>()?),
+            ["LOADED", _bytes, t] => load_ticks = Some(t.parse::<u64>()?),
             _ => {}
         }
     }
