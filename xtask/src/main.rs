@@ -112,12 +112,9 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         let path = demo_dir.join(file);
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let aligned = AlignedBlob::new(&bytes);
-        let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let model = Model::from_blob(aligned.as_bytes())?;
         macs = soft_host::cost::macs(model.config(), SIDE, SIDE);
-        let need = model
-            .plan(SIDE, SIDE, Precision::F16)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .peak_bytes;
+        let need = model.plan(SIDE, SIDE, Precision::F16)?.peak_bytes;
         let mine: Vec<&FirmwareRun> = runs.iter().filter(|r| r.blob == tag).collect();
         let mut indices: Vec<usize> = mine.iter().map(|r| r.digit).collect();
         indices.sort_unstable();
@@ -134,13 +131,10 @@ fn crosscheck(timeout: Duration) -> Result<()> {
                 .get(fw.digit)
                 .with_context(|| format!("digit {} is not in the test split", fw.digit))?;
             let pixels = preprocess(digit);
-            let mut image =
-                ChwImage::new(&pixels, SIDE, SIDE).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut image = ChwImage::new(&pixels, SIDE, SIDE)?;
             let mut arena = vec![0u8; need + soft_core::ARENA_ALIGN];
             let mut logits = [0.0f32; CLASSES];
-            model
-                .run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            model.run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())?;
             let host = logits.map(f32::to_bits);
             let (equal, max_ulps) = compare(&host, &fw.logits);
             if equal != CLASSES {
@@ -265,10 +259,8 @@ fn psram(timeout: Duration) -> Result<()> {
     );
 
     let aligned = AlignedBlob::new(&bytes);
-    let model = Model::from_blob(aligned.as_bytes()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let plan = model
-        .plan(PSRAM_SIDE, PSRAM_SIDE, Precision::F16)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let model = Model::from_blob(aligned.as_bytes())?;
+    let plan = model.plan(PSRAM_SIDE, PSRAM_SIDE, Precision::F16)?;
     ensure!(
         plan.peak_bytes <= PSRAM_ARENA_BUDGET,
         "soft_tiny needs {} arena bytes, over the {PSRAM_ARENA_BUDGET}-byte budget",
@@ -278,9 +270,7 @@ fn psram(timeout: Duration) -> Result<()> {
     let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
     let mut host = vec![0.0f32; cfg.num_classes];
     let mut image = TestPattern::new(PSRAM_SIDE, PSRAM_SIDE, PSRAM_IMAGE_SEED);
-    model
-        .run(&mut image, &mut arena, Precision::F16, &mut host, &mut ())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    model.run(&mut image, &mut arena, Precision::F16, &mut host, &mut ())?;
 
     eprintln!("== building firmware (thumbv7em-none-eabihf, release, --features psram)");
     let elf = build_firmware(&root.join("firmware"), &["psram"])?;
