@@ -25,9 +25,8 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::debug;
 use defmt::println;
 use defmt_semihosting as _; // the global defmt logger: frames go to the host's stdout
-use soft_core::kernels::linear;
-use soft_core::model::{Checkpoint, Tokens};
-use soft_core::weights::{Matrix, MatrixData, Vector};
+use soft_core::kernels::{Kernels, Lhs, Out, Rhs, RhsData, Start, Strided, Vector};
+use soft_core::probe::{Checkpoint, Tokens};
 use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod board;
@@ -283,33 +282,40 @@ static BENCH_F32: [f32; BENCH_IN * BENCH_OUT] = {
 static BENCH_SCALES: [f32; BENCH_OUT] = [0.01; BENCH_OUT];
 static BENCH_BIAS: [f32; BENCH_OUT] = [0.25; BENCH_OUT];
 
-/// Times `linear` once per weight format and logs `KERNEL` lines.
+/// Times one linear layer (the kernel table's GEMM, as the engine calls it) once per
+/// weight format and logs `KERNEL` lines.
 fn bench_linear() {
     let mut x = [0f32; BENCH_TOKENS * BENCH_IN];
     for (i, v) in x.iter_mut().enumerate() {
         *v = (i % 17) as f32 * 0.125 - 1.0;
     }
     let mut y = [0f32; BENCH_TOKENS * BENCH_OUT];
-    let bias = Vector::F32(&BENCH_BIAS);
+    let bias = Start::Bias(Vector::F32(&BENCH_BIAS));
+    let kernels = Kernels::generic();
     for (name, data) in [
-        ("linear-f32", MatrixData::F32(&BENCH_F32)),
-        ("linear-f16", MatrixData::F16(&BENCH_F16)),
+        ("linear-f32", RhsData::F32(&BENCH_F32)),
+        ("linear-f16", RhsData::F16Finite(&BENCH_F16)),
         (
             "linear-int8",
-            MatrixData::I8 {
+            RhsData::I8 {
                 q: &BENCH_I8,
                 scales: &BENCH_SCALES,
             },
         ),
     ] {
-        let w = Matrix {
-            inputs: BENCH_IN,
-            outputs: BENCH_OUT,
-            data,
+        let call = |y: &mut [f32]| -> Result<(), soft_core::kernels::Error> {
+            let lhs = Lhs::new(Strided::rows_of(&x, BENCH_TOKENS, BENCH_IN, BENCH_IN)?);
+            let rhs = Rhs::new(data, BENCH_IN, BENCH_OUT, BENCH_OUT)?;
+            let mut out = Out::new(y, BENCH_TOKENS, BENCH_OUT, BENCH_OUT)?;
+            kernels.gemm(&lhs, &rhs, bias, &mut out)
         };
         let t0 = ticks();
-        linear(&w, Some(&bias), &x, &mut y);
+        let result = call(&mut y);
         let elapsed = ticks() - t0;
+        if let Err(e) = result {
+            println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
+            debug::exit(debug::EXIT_FAILURE);
+        }
         // Keep the result observable so the call is not optimised away.
         let checksum = y.iter().fold(0u32, |a, v| a.rotate_left(1) ^ v.to_bits());
         println!(

@@ -105,7 +105,7 @@ impl ModelConfig {
             return Err(Error::UnsupportedConfig("more than 1024 blocks in a stage"));
         }
         for s in 0..STAGES {
-            if self.embed_dims[s] % self.heads[s] != 0 {
+            if !self.embed_dims[s].is_multiple_of(self.heads[s]) {
                 return Err(Error::UnsupportedConfig(
                     "stage width is not a multiple of its heads",
                 ));

@@ -70,6 +70,9 @@ pub enum Error {
         /// Block within the stage.
         block: u16,
     },
+    /// A kernel refused its operands' shapes: a bug in the engine, reported rather than
+    /// a panic.
+    Kernel(soft_kernels::Error),
     /// The logits buffer does not have one slot per class.
     LogitsLength {
         /// Classes in the model.
@@ -119,6 +122,7 @@ impl fmt::Display for Error {
                 f,
                 "attention in stage {stage} block {block} produced a non-finite value"
             ),
+            Error::Kernel(e) => write!(f, "internal error: {e}"),
             Error::LogitsLength { expected, got } => {
                 write!(
                     f,
@@ -130,6 +134,12 @@ impl fmt::Display for Error {
 }
 
 impl core::error::Error for Error {}
+
+impl From<soft_kernels::Error> for Error {
+    fn from(e: soft_kernels::Error) -> Self {
+        Error::Kernel(e)
+    }
+}
 
 /// Result with the crate's error.
 pub type Result<T> = core::result::Result<T, Error>;

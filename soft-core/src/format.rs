@@ -313,7 +313,7 @@ impl<'a> Blob<'a> {
         if field(12)? != HEADER_BYTES {
             return Err(Error::CorruptBlob("header size"));
         }
-        if bytes.as_ptr() as usize % 4 != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(4) {
             return Err(Error::BlobMisaligned);
         }
         let (config_at, config_len) = (field(16)?, field(20)?);
@@ -429,7 +429,7 @@ impl<'a> Blob<'a> {
     }
 
     fn data_slice(&self, offset: usize, len: usize) -> Result<&'a [u8]> {
-        if offset % TENSOR_ALIGN != 0 || offset < self.data_start {
+        if !offset.is_multiple_of(TENSOR_ALIGN) || offset < self.data_start {
             return Err(Error::CorruptBlob(
                 "tensor offset misaligned or outside data",
             ));

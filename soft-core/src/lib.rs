@@ -4,18 +4,30 @@
 #![deny(missing_docs)]
 
 pub mod arena;
-mod attention;
 pub mod config;
+mod conv;
 pub mod error;
+pub mod exec;
 pub mod format;
 pub mod input;
-pub mod kernels;
 pub mod model;
+mod newton;
+pub mod probe;
+mod scratch;
+mod soft_block;
+mod stage4;
 pub mod weights;
+
+/// The kernel layer (`soft-kernels`): the contract, the generic kernels, SIMD versions.
+pub use soft_kernels as kernels;
 
 pub use arena::{ArenaBuffer, ARENA_ALIGN};
 pub use config::ModelConfig;
 pub use error::{Error, Result};
+pub use exec::{Executor, Inline, Schedule};
 pub use format::Blob;
 pub use input::{ChwImage, ImageSource, TestPattern};
-pub use model::{plan, Checkpoint, MemoryPlan, Model, Phase, Precision, Probe, RunReport, Tokens};
+pub use model::{plan, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions, RunReport};
+pub use probe::{Activity, Checkpoint, Probe, Step, Tokens};
+pub use scratch::Buffer;
+pub use soft_kernels::Kernels;

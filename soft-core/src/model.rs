@@ -2,22 +2,26 @@
 //! the planner that gives the exact arena bytes of a run before it starts.
 //!
 //! Arena layout: the token map always sits at the arena's start, sized for the current
-//! stage, so the scratch of later (smaller) stages reuses what earlier maps gave up.
+//! stage, so the scratch of later (smaller) stages reuses what earlier maps gave up. Every
+//! step's scratch is declared once ([`scratch!`](crate::scratch)); the planner adds up the
+//! same declarations the run allocates.
 
 use half::f16;
+use soft_kernels::{Kernels, Lhs, Out, Start, Strided, TokenElem};
 
 use crate::arena::{bytes_for, Arena, Watermark, ARENA_ALIGN};
-use crate::attention::{
-    soft_block, stage4_block, InverseConfig, SoftBlockWeights, SoftDims, Stage4Dims, Stage4Weights,
-};
 use crate::config::{ModelConfig, STAGES};
+use crate::conv::{conv_row, Conv, ConvScratch, ConvShape};
 use crate::error::{Error, Result};
+use crate::exec::{Executor, Inline, Run, Schedule};
 use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
-use crate::kernels::{
-    add_resampled, conv3x3_relu_row, layer_norm, linear, load_row, store_row, TokenElem,
-};
-use crate::weights::{Matrix, Vector, Weights};
+use crate::newton::InverseConfig;
+use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step};
+use crate::scratch::scratch;
+use crate::soft_block::{soft_block, SoftBlockWeights, SoftDims};
+use crate::stage4::{stage4_block, Stage4Dims, Stage4Weights, STAGE4_EPS};
+use crate::weights::{Vector, Weights};
 
 /// Element type of the token maps and line buffers in the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -28,60 +32,6 @@ pub enum Precision {
     F16,
     /// Single precision: matches the reference to f32 rounding.
     F32,
-}
-
-/// Where a [`Probe`] is shown the token map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-#[non_exhaustive]
-pub enum Checkpoint {
-    /// Stem output before the position embedding, `[N1, C1]`.
-    Stem,
-    /// After block `block` (from 0) of stage 1–4: per-layer progress for long runs.
-    Block {
-        /// Stage, 1–4.
-        stage: u8,
-        /// Block within the stage.
-        block: u16,
-    },
-    /// After the last block of stage 1–4 (stage 4 includes the class token at row 0).
-    Stage(u8),
-    /// After the final LayerNorm, `[1 + N4, C4]`.
-    FinalNorm,
-}
-
-/// A token map shown to a [`Probe`].
-#[derive(Debug, Clone, Copy)]
-pub enum Tokens<'a> {
-    /// f32 map.
-    F32(&'a [f32]),
-    /// f16 map.
-    F16(&'a [f16]),
-}
-
-/// Observes intermediate activations, e.g. to compare them with a reference.
-pub trait Probe {
-    /// Called with `rows × cols` tokens at each checkpoint.
-    fn observe(&mut self, at: Checkpoint, tokens: Tokens<'_>, rows: usize, cols: usize);
-}
-
-/// The probe that observes nothing.
-impl Probe for () {
-    fn observe(&mut self, _: Checkpoint, _: Tokens<'_>, _: usize, _: usize) {}
-}
-
-trait ProbeView: TokenElem {
-    fn view(s: &[Self]) -> Tokens<'_>;
-}
-impl ProbeView for f32 {
-    fn view(s: &[f32]) -> Tokens<'_> {
-        Tokens::F32(s)
-    }
-}
-impl ProbeView for f16 {
-    fn view(s: &[f16]) -> Tokens<'_> {
-        Tokens::F16(s)
-    }
 }
 
 /// A part of the run, for the memory plan's breakdown.
@@ -121,6 +71,67 @@ pub struct MemoryPlan {
 pub struct RunReport {
     /// Highest arena use during the run; equals the plan's `peak_bytes`.
     pub peak_bytes: usize,
+}
+
+/// How to run a model: token precision, schedule, kernels and executor. None of them
+/// but the precision changes a result bit.
+#[derive(Clone, Copy)]
+pub struct RunOptions<'r> {
+    /// Element type of the token maps.
+    pub precision: Precision,
+    /// Chunk size, kept projections, worker split (and so the arena the run needs).
+    pub schedule: Schedule,
+    /// The kernel implementations.
+    pub kernels: &'static Kernels,
+    /// Runs the workers of each step.
+    pub executor: &'r dyn Executor,
+}
+
+static INLINE: Inline = Inline;
+
+impl RunOptions<'static> {
+    /// The compact schedule, the fastest kernels this build can detect, on the calling
+    /// thread: what [`Model::run`] uses.
+    pub fn new(precision: Precision) -> Self {
+        RunOptions {
+            precision,
+            schedule: Schedule::COMPACT,
+            kernels: Kernels::detect(),
+            executor: &INLINE,
+        }
+    }
+}
+
+impl<'r> RunOptions<'r> {
+    /// With another schedule.
+    pub fn with_schedule(self, schedule: Schedule) -> Self {
+        RunOptions { schedule, ..self }
+    }
+
+    /// With other kernels.
+    pub fn with_kernels(self, kernels: &'static Kernels) -> Self {
+        RunOptions { kernels, ..self }
+    }
+
+    /// With another executor.
+    pub fn with_executor<'x>(self, executor: &'x dyn Executor) -> RunOptions<'x> {
+        RunOptions {
+            precision: self.precision,
+            schedule: self.schedule,
+            kernels: self.kernels,
+            executor,
+        }
+    }
+}
+
+impl core::fmt::Debug for RunOptions<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("precision", &self.precision)
+            .field("schedule", &self.schedule)
+            .field("kernels", &self.kernels.name())
+            .finish()
+    }
 }
 
 /// Spatial sizes of every stage for one input size.
@@ -188,6 +199,31 @@ impl Geometry {
         }
     }
 
+    /// The stem's three convolutions.
+    fn stem_shapes(&self, cfg: &ModelConfig) -> [ConvShape; 3] {
+        let (w, w1, sw) = (self.image.1, self.stem.1, cfg.stem_width);
+        [
+            ConvShape {
+                in_w: w,
+                cin: 3,
+                cout: sw,
+                stride: 2,
+            },
+            ConvShape {
+                in_w: w1,
+                cin: sw,
+                cout: sw,
+                stride: 1,
+            },
+            ConvShape {
+                in_w: w1,
+                cin: sw,
+                cout: cfg.embed_dims[0],
+                stride: 2,
+            },
+        ]
+    }
+
     fn stage4_dims(&self, cfg: &ModelConfig) -> Stage4Dims {
         Stage4Dims {
             n: self.tokens(3) + 1,
@@ -249,24 +285,63 @@ impl EmbedDims {
         self.in_elems().max(self.out_elems())
     }
 
-    fn scratch_bytes<E>(&self) -> usize {
-        bytes_for::<E>(3 * self.cols_in * self.c_in)
-            + bytes_for::<f32>(self.cols_out * self.c_out)
-            + if self.in_place() {
-                0
-            } else {
-                bytes_for::<E>(self.out_elems())
-            }
+    /// The patch embedding's convolution.
+    fn shape(&self) -> ConvShape {
+        ConvShape {
+            in_w: self.cols_in,
+            cin: self.c_in,
+            cout: self.c_out,
+            stride: 2,
+        }
+    }
+
+    /// Values of the separate output map, when it cannot be written in place.
+    fn separate_elems(&self) -> usize {
+        if self.in_place() {
+            0
+        } else {
+            self.out_elems()
+        }
     }
 }
 
-/// Stem, embedding, head and position weights.
-#[derive(Debug, Clone, Copy)]
-struct Conv<'a> {
-    w: Matrix<'a>,
-    b: Vector<'a>,
+scratch! {
+    /// The stem's line buffers.
+    struct StemScratch(geo: &Geometry, cfg: &ModelConfig) {
+        /// Three image rows, `[row][x][rgb]`.
+        image: [f32; 3 * 3 * geo.image.1],
+        /// Three rows of conv1's output.
+        ring1: [E; 3 * geo.stem.1 * cfg.stem_width],
+        /// Three rows of conv2's output.
+        ring2: [E; 3 * geo.stem.1 * cfg.stem_width],
+    }
 }
 
+scratch! {
+    /// A patch embedding's line buffers.
+    struct EmbedScratch(dims: &EmbedDims) {
+        /// Copies of the three input rows the next output row reads (the map is
+        /// overwritten in place).
+        ring: [E; 3 * dims.cols_in * dims.c_in],
+        /// The output map, when it cannot be written in place.
+        separate: [E; dims.separate_elems()],
+    }
+}
+
+scratch! {
+    /// One token in f32 (position embedding, final norm and head).
+    struct TokenScratch(c: usize) {
+        token: [f32; c],
+    }
+}
+
+/// Arena bytes of the convolution scratch for `shapes`.
+fn conv_bytes<E: TokenElem>(shapes: &[ConvShape], s: &Schedule) -> usize {
+    let (window, sums) = ConvScratch::<E>::lens(shapes, s.chunk);
+    ConvScratch::<E>::bytes(window, sums)
+}
+
+/// A convolution's weights.
 fn conv<'a>(w: &Weights<'a>, stage: u8, block: u16, cin: usize, cout: usize) -> Result<Conv<'a>> {
     Ok(Conv {
         w: w.matrix(
@@ -282,6 +357,13 @@ fn conv<'a>(w: &Weights<'a>, stage: u8, block: u16, cin: usize, cout: usize) -> 
 pub struct Model<'a> {
     weights: Weights<'a>,
     config: ModelConfig,
+}
+
+/// The final norm and the classifier.
+struct Head<'a> {
+    norm: (Vector<'a>, Vector<'a>),
+    w: soft_kernels::Rhs<'a>,
+    b: Vector<'a>,
 }
 
 impl<'a> Model<'a> {
@@ -355,26 +437,47 @@ impl<'a> Model<'a> {
         self.weights.vector(id, &[rows, self.config.embed_dims[s]])
     }
 
-    fn head(&self) -> Result<(Vector<'a>, Vector<'a>, Matrix<'a>, Vector<'a>)> {
+    fn head(&self) -> Result<Head<'a>> {
         let (w, c, n) = (
             &self.weights,
             self.config.embed_dims[3],
             self.config.num_classes,
         );
-        Ok((
-            w.vector(TensorId::new(K::FinalNormWeight, 0, 0), &[c])?,
-            w.vector(TensorId::new(K::FinalNormBias, 0, 0), &[c])?,
-            w.matrix(TensorId::new(K::HeadWeight, 0, 0), &[c, n])?,
-            w.vector(TensorId::new(K::HeadBias, 0, 0), &[n])?,
-        ))
+        Ok(Head {
+            norm: (
+                w.vector(TensorId::new(K::FinalNormWeight, 0, 0), &[c])?,
+                w.vector(TensorId::new(K::FinalNormBias, 0, 0), &[c])?,
+            ),
+            w: w.matrix(TensorId::new(K::HeadWeight, 0, 0), &[c, n])?
+                .rhs()?,
+            b: w.vector(TensorId::new(K::HeadBias, 0, 0), &[n])?,
+        })
     }
 
-    /// Exact arena bytes for an input of `height × width` with token maps in `precision`.
+    /// Exact arena bytes for an input of `height × width` with token maps in `precision`,
+    /// on the compact schedule ([`Model::run`]'s).
     pub fn plan(&self, height: usize, width: usize, precision: Precision) -> Result<MemoryPlan> {
         plan(&self.config, height, width, precision)
     }
 
-    /// Runs the model on `input`, writing one logit per class into `logits`.
+    /// Exact arena bytes for a run with `options`.
+    pub fn plan_with(
+        &self,
+        height: usize,
+        width: usize,
+        options: &RunOptions<'_>,
+    ) -> Result<MemoryPlan> {
+        plan_with(
+            &self.config,
+            height,
+            width,
+            options.precision,
+            &options.schedule,
+        )
+    }
+
+    /// Runs the model on `input`, writing one logit per class into `logits`, on the
+    /// compact schedule with the fastest kernels this build detects, on this thread.
     ///
     /// Fails before any work if the arena is smaller than [`Model::plan`] says.
     pub fn run(
@@ -385,17 +488,45 @@ impl<'a> Model<'a> {
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<RunReport> {
-        match precision {
-            Precision::F16 => self.run_as::<f16>(input, arena, precision, logits, probe),
-            Precision::F32 => self.run_as::<f32>(input, arena, precision, logits, probe),
-        }
+        self.run_with(&RunOptions::new(precision), input, arena, logits, probe)
+    }
+
+    /// Runs the model with `options`. The result bits depend only on the blob, the input
+    /// and the precision.
+    ///
+    /// Fails before any work if the arena is smaller than [`Model::plan_with`] says.
+    pub fn run_with(
+        &self,
+        options: &RunOptions<'_>,
+        input: &mut impl ImageSource,
+        arena: &mut [u8],
+        logits: &mut [f32],
+        probe: &mut impl Probe,
+    ) -> Result<RunReport> {
+        options.schedule.validate()?;
+        let run = Run {
+            kernels: options.kernels,
+            executor: options.executor,
+            schedule: options.schedule,
+        };
+        let report = match options.precision {
+            Precision::F16 => {
+                self.run_as::<f16>(&run, options.precision, input, arena, logits, probe)
+            }
+            Precision::F32 => {
+                self.run_as::<f32>(&run, options.precision, input, arena, logits, probe)
+            }
+        }?;
+        probe.finish();
+        Ok(report)
     }
 
     fn run_as<E: ProbeView>(
         &self,
+        run: &Run<'_>,
+        precision: Precision,
         input: &mut impl ImageSource,
         arena: &mut [u8],
-        precision: Precision,
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<RunReport> {
@@ -408,7 +539,7 @@ impl<'a> Model<'a> {
         }
         let (height, width) = (input.height(), input.width());
         let geo = Geometry::new(cfg, height, width)?;
-        let plan = plan(cfg, height, width, precision)?;
+        let plan = plan_with(cfg, height, width, precision, &run.schedule)?;
         let mark = Watermark::new();
         let mut root = Arena::new(arena, &mark);
         if root.available() < plan.peak_bytes {
@@ -420,7 +551,11 @@ impl<'a> Model<'a> {
         {
             let mut ar = root.scope();
             let map = ar.alloc::<E>(geo.map_elems(cfg, 0))?;
-            self.stem(&mut ar, input, &geo, map)?;
+            probe.enter(Activity {
+                stage: 0,
+                step: Step::Stem,
+            });
+            self.stem(run, &mut ar, input, &geo, map)?;
             probe.observe(
                 Checkpoint::Stem,
                 E::view(map),
@@ -429,20 +564,29 @@ impl<'a> Model<'a> {
             );
         }
         for s in 0..STAGES {
+            let stage = s as u8 + 1;
             if s > 0 {
                 let dims = geo.embed(cfg, s);
                 let mut ar = root.scope();
                 let map = ar.alloc::<E>(dims.map_elems())?;
-                let c = conv(&self.weights, s as u8 + 1, 0, dims.c_in, dims.c_out)?;
-                patch_embed(&mut ar, map, &dims, &c)?;
+                let c = conv(&self.weights, stage, 0, dims.c_in, dims.c_out)?;
+                probe.enter(Activity {
+                    stage,
+                    step: Step::PatchEmbed,
+                });
+                patch_embed(run, &mut ar, map, &dims, &c)?;
             }
             let mut ar = root.scope();
             let map = ar.alloc::<E>(geo.map_elems(cfg, s))?;
-            self.add_position(&mut ar.scope(), map, &geo, s)?;
+            probe.enter(Activity {
+                stage,
+                step: Step::Position,
+            });
+            self.add_position(run, &mut ar.scope(), map, &geo, s)?;
             if s < 3 {
                 let dims = geo.soft_dims(cfg, s);
                 for b in 0..cfg.depths[s] {
-                    let (stage, block) = (s as u8 + 1, b as u16);
+                    let block = b as u16;
                     let wt = SoftBlockWeights::load(&self.weights, &dims, stage, block)?;
                     let inv = InverseConfig {
                         normalized: cfg.normalized,
@@ -450,7 +594,7 @@ impl<'a> Model<'a> {
                         stage,
                         block,
                     };
-                    soft_block(&mut ar, map, &dims, &wt, &inv)?;
+                    soft_block(run, &mut ar, map, &dims, &wt, &inv, probe)?;
                     let (rows, cols) = (geo.tokens(s), cfg.embed_dims[s]);
                     probe.observe(Checkpoint::Block { stage, block }, E::view(map), rows, cols);
                 }
@@ -458,7 +602,7 @@ impl<'a> Model<'a> {
                 let dims = geo.stage4_dims(cfg);
                 for b in 0..cfg.depths[3] {
                     let wt = Stage4Weights::load(&self.weights, &dims, b as u16)?;
-                    stage4_block(&mut ar, map, &dims, &wt)?;
+                    stage4_block(run, &mut ar, map, &dims, &wt, probe)?;
                     let (rows, cols) = (geo.tokens(3) + 1, cfg.embed_dims[3]);
                     let at = Checkpoint::Block {
                         stage: 4,
@@ -468,25 +612,28 @@ impl<'a> Model<'a> {
                 }
             }
             let (rows, cols) = (geo.map_elems(cfg, s) / cfg.embed_dims[s], cfg.embed_dims[s]);
-            probe.observe(Checkpoint::Stage(s as u8 + 1), E::view(map), rows, cols);
+            probe.observe(Checkpoint::Stage(stage), E::view(map), rows, cols);
         }
+        probe.enter(Activity {
+            stage: 0,
+            step: Step::Head,
+        });
         let mut ar = root.scope();
+        let c = cfg.embed_dims[3];
         let map = ar.alloc::<E>(geo.map_elems(cfg, 3))?;
-        let tok = ar.alloc::<f32>(cfg.embed_dims[3])?;
-        let (norm_w, norm_b, head_w, head_b) = self.head()?;
-        for row in map.chunks_exact_mut(cfg.embed_dims[3]) {
-            load_row(row, tok);
-            layer_norm(tok, &norm_w, &norm_b, 1e-6);
-            store_row(tok, row);
+        let scratch = TokenScratch::<E>::alloc(&mut ar, c)?;
+        let head = self.head()?;
+        let k = run.kernels;
+        for row in map.chunks_exact_mut(c) {
+            k.widen(E::elems(row), scratch.token)?;
+            k.layer_norm(scratch.token, c, &head.norm.0, &head.norm.1, STAGE4_EPS)?;
+            k.narrow(scratch.token, E::elems_mut(row))?;
         }
-        probe.observe(
-            Checkpoint::FinalNorm,
-            E::view(map),
-            geo.tokens(3) + 1,
-            cfg.embed_dims[3],
-        );
-        load_row(map, tok);
-        linear(&head_w, Some(&head_b), tok, logits);
+        probe.observe(Checkpoint::FinalNorm, E::view(map), geo.tokens(3) + 1, c);
+        k.widen(E::elems(map.get(..c).unwrap_or_default()), scratch.token)?;
+        let lhs = Lhs::new(Strided::rows_of(scratch.token, 1, c, c)?);
+        let mut out = Out::new(logits, 1, cfg.num_classes, cfg.num_classes)?;
+        k.gemm(&lhs, &head.w, Start::Bias(head.b), &mut out)?;
         Ok(RunReport {
             peak_bytes: mark.peak(),
         })
@@ -496,50 +643,48 @@ impl<'a> Model<'a> {
     /// the source only when the next output row needs them.
     fn stem<E: TokenElem>(
         &self,
+        run: &Run<'_>,
         ar: &mut Arena<'_>,
         input: &mut impl ImageSource,
         geo: &Geometry,
         map: &mut [E],
     ) -> Result<()> {
         let [c0, c1, c2] = self.stem_convs()?;
+        let shapes = geo.stem_shapes(&self.config);
         let (h, w) = geo.image;
         let (h1, w1) = geo.stem;
         let (h2, w2) = geo.stage[0];
         let (sw, cout) = (self.config.stem_width, self.config.embed_dims[0]);
-        let image = ar.alloc::<f32>(3 * w * 3)?;
-        let ring1 = ar.alloc::<E>(3 * w1 * sw)?;
-        let ring2 = ar.alloc::<E>(3 * w1 * sw)?;
-        let out = ar.alloc::<f32>((w1 * sw).max(w2 * cout))?;
+        let lines = StemScratch::<E>::alloc(ar, geo, &self.config)?;
+        let (window, sums) = ConvScratch::<E>::lens(&shapes, run.schedule.chunk);
+        let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
         let (mut next0, mut next1, mut next2) = (0, 0, 0);
         for j in 0..h2 {
             while next2 <= (2 * j + 1).min(h1 - 1) {
                 while next1 <= (next2 + 1).min(h1 - 1) {
                     while next0 <= (2 * next1 + 1).min(h - 1) {
-                        let row = ring_row_mut(image, next0, 3 * w);
+                        let row = ring_row_mut(lines.image, next0, 3 * w);
                         input.read_row(next0, row)?;
                         if !row.iter().all(|v| v.is_finite()) {
                             return Err(Error::NonFiniteInput { row: next0 });
                         }
                         next0 += 1;
                     }
-                    let rows = ring_rows(image, 2 * next1, h, 3 * w);
-                    let o = &mut out[..w1 * sw];
-                    conv3x3_relu_row(rows, 3, 2, &c0.w, &c0.b, o);
-                    store_row(o, ring_row_mut(ring1, next1, w1 * sw));
+                    let rows = ring_rows(lines.image, 2 * next1, h, 3 * w);
+                    let out = ring_row_mut(lines.ring1, next1, w1 * sw);
+                    conv_row(run, &c0, &shapes[0], rows, &mut scratch, out)?;
                     next1 += 1;
                 }
-                let rows = ring_rows(ring1, next2, h1, w1 * sw);
-                let o = &mut out[..w1 * sw];
-                conv3x3_relu_row(rows, sw, 1, &c1.w, &c1.b, o);
-                store_row(o, ring_row_mut(ring2, next2, w1 * sw));
+                let rows = ring_rows(lines.ring1, next2, h1, w1 * sw);
+                let out = ring_row_mut(lines.ring2, next2, w1 * sw);
+                conv_row(run, &c1, &shapes[1], rows, &mut scratch, out)?;
                 next2 += 1;
             }
-            let rows = ring_rows(ring2, 2 * j, h1, w1 * sw);
-            let o = &mut out[..w2 * cout];
-            conv3x3_relu_row(rows, sw, 2, &c2.w, &c2.b, o);
-            if let Some(dst) = map.get_mut(j * w2 * cout..(j + 1) * w2 * cout) {
-                store_row(o, dst);
-            }
+            let rows = ring_rows(lines.ring2, 2 * j, h1, w1 * sw);
+            let out = map
+                .get_mut(j * w2 * cout..(j + 1) * w2 * cout)
+                .unwrap_or_default();
+            conv_row(run, &c2, &shapes[2], rows, &mut scratch, out)?;
         }
         Ok(())
     }
@@ -548,6 +693,7 @@ impl<'a> Model<'a> {
     /// also the class token, with the embedding's row 0).
     fn add_position<E: TokenElem>(
         &self,
+        run: &Run<'_>,
         ar: &mut Arena<'_>,
         map: &mut [E],
         geo: &Geometry,
@@ -557,7 +703,9 @@ impl<'a> Model<'a> {
         let g = self.config.pos_grids[s];
         let pos = self.pos_embed(s)?;
         let (rows, cols) = geo.stage[s];
-        let tok = ar.alloc::<f32>(c)?;
+        let scratch = TokenScratch::<E>::alloc(ar, c)?;
+        let tok = scratch.token;
+        let k = run.kernels;
         let mut tokens = map.chunks_exact_mut(c);
         let first = if s == 3 {
             let cls = self
@@ -566,18 +714,53 @@ impl<'a> Model<'a> {
             if let Some(row) = tokens.next() {
                 cls.read_into(0, tok);
                 pos.add_into(0, tok);
-                store_row(tok, row);
+                k.narrow(tok, E::elems_mut(row))?;
             }
             1
         } else {
             0
         };
         for (t, row) in tokens.enumerate().take(rows * cols) {
-            load_row(row, tok);
+            k.widen(E::elems(row), tok)?;
             add_resampled(&pos, first, g, rows, cols, t / cols, t % cols, tok);
-            store_row(tok, row);
+            k.narrow(tok, E::elems_mut(row))?;
         }
         Ok(())
+    }
+}
+
+/// Source taps of PyTorch's bilinear resize (`align_corners=False`) along one axis:
+/// `(i0, i1, w0, w1)` with `out = w0·in[i0] + w1·in[i1]`.
+fn bilinear_taps(dst: usize, src_len: usize, dst_len: usize) -> (usize, usize, f32, f32) {
+    let scale = src_len as f32 / dst_len as f32;
+    let real = (scale * (dst as f32 + 0.5) - 0.5).max(0.0);
+    let i0 = (real as usize).min(src_len.saturating_sub(1));
+    let i1 = if i0 + 1 < src_len { i0 + 1 } else { i0 };
+    let w1 = real - i0 as f32;
+    (i0, i1, 1.0 - w1, w1)
+}
+
+/// `out += ` the `G×G` grid `grid` (rows of `out.len()` channels starting at grid row
+/// `first_row`) resampled at token `(y, x)` of an `h×w` map.
+#[allow(clippy::too_many_arguments)]
+fn add_resampled(
+    grid: &Vector<'_>,
+    first_row: usize,
+    g: usize,
+    h: usize,
+    w: usize,
+    y: usize,
+    x: usize,
+    out: &mut [f32],
+) {
+    let c = out.len();
+    let (y0, y1, wy0, wy1) = bilinear_taps(y, g, h);
+    let (x0, x1, wx0, wx1) = bilinear_taps(x, g, w);
+    let at = |gy: usize, gx: usize, ch: usize| grid.get((first_row + gy * g + gx) * c + ch);
+    for (ch, o) in out.iter_mut().enumerate() {
+        let top = wx0 * at(y0, x0, ch) + wx1 * at(y0, x1, ch);
+        let bottom = wx0 * at(y1, x0, ch) + wx1 * at(y1, x1, ch);
+        *o += wy0 * top + wy1 * bottom;
     }
 }
 
@@ -598,76 +781,93 @@ fn ring_rows<T>(ring: &[T], center: usize, total: usize, len: usize) -> [Option<
 /// Stride-2 patch embedding over the map, in place when [`EmbedDims::in_place`] allows,
 /// else through a second map that is copied back.
 fn patch_embed<E: TokenElem>(
+    run: &Run<'_>,
     ar: &mut Arena<'_>,
     map: &mut [E],
     dims: &EmbedDims,
     conv: &Conv<'_>,
 ) -> Result<()> {
     let (row_in, row_out) = (dims.cols_in * dims.c_in, dims.cols_out * dims.c_out);
-    let ring = ar.alloc::<E>(3 * row_in)?;
-    let out = ar.alloc::<f32>(row_out)?;
-    let mut separate = if dims.in_place() {
-        None
-    } else {
-        Some(ar.alloc::<E>(dims.out_elems())?)
-    };
+    let shape = dims.shape();
+    let lines = EmbedScratch::<E>::alloc(ar, dims)?;
+    let (window, sums) = ConvScratch::<E>::lens(&[shape], run.schedule.chunk);
+    let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
+    let in_place = dims.in_place();
     let mut next = 0;
     for j in 0..dims.rows_out {
         while next <= (2 * j + 1).min(dims.rows_in - 1) {
             if let Some(src) = map.get(next * row_in..(next + 1) * row_in) {
-                ring_row_mut(ring, next, row_in).copy_from_slice(src);
+                ring_row_mut(lines.ring, next, row_in).copy_from_slice(src);
             }
             next += 1;
         }
-        conv3x3_relu_row(
-            ring_rows(ring, 2 * j, dims.rows_in, row_in),
-            dims.c_in,
-            2,
-            &conv.w,
-            &conv.b,
-            out,
-        );
         let at = dims.first * dims.c_out + j * row_out;
-        let dst = match separate.as_deref_mut() {
-            Some(buf) => buf.get_mut(at..at + row_out),
-            None => map.get_mut(at..at + row_out),
+        let dst = if in_place {
+            map.get_mut(at..at + row_out)
+        } else {
+            lines.separate.get_mut(at..at + row_out)
         };
-        if let Some(dst) = dst {
-            store_row(out, dst);
-        }
+        let rows = ring_rows(&*lines.ring, 2 * j, dims.rows_in, row_in);
+        conv_row(
+            run,
+            conv,
+            &shape,
+            rows,
+            &mut scratch,
+            dst.unwrap_or_default(),
+        )?;
     }
-    if let Some(buf) = separate {
+    if !in_place {
         let start = dims.first * dims.c_out;
-        if let (Some(dst), Some(src)) = (map.get_mut(start..dims.out_elems()), buf.get(start..)) {
+        if let (Some(dst), Some(src)) = (
+            map.get_mut(start..dims.out_elems()),
+            lines.separate.get(start..),
+        ) {
             dst.copy_from_slice(src);
         }
     }
     Ok(())
 }
 
-/// Exact arena bytes for running a model of `cfg` on a `height × width` input.
+/// Exact arena bytes for running a model of `cfg` on a `height × width` input, on the
+/// compact schedule.
 pub fn plan(
     cfg: &ModelConfig,
     height: usize,
     width: usize,
     precision: Precision,
 ) -> Result<MemoryPlan> {
+    plan_with(cfg, height, width, precision, &Schedule::COMPACT)
+}
+
+/// Exact arena bytes for running a model of `cfg` on a `height × width` input with
+/// `schedule`.
+pub fn plan_with(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    precision: Precision,
+    schedule: &Schedule,
+) -> Result<MemoryPlan> {
     cfg.validate()?;
+    schedule.validate()?;
     match precision {
-        Precision::F16 => plan_as::<f16>(cfg, height, width),
-        Precision::F32 => plan_as::<f32>(cfg, height, width),
+        Precision::F16 => plan_as::<f16>(cfg, height, width, schedule),
+        Precision::F32 => plan_as::<f32>(cfg, height, width, schedule),
     }
 }
 
-fn plan_as<E>(cfg: &ModelConfig, height: usize, width: usize) -> Result<MemoryPlan> {
+fn plan_as<E: TokenElem>(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    schedule: &Schedule,
+) -> Result<MemoryPlan> {
     let geo = Geometry::new(cfg, height, width)?;
     let map = |s: usize| bytes_for::<E>(geo.map_elems(cfg, s));
-    let (w, (_, w1), (_, w2)) = (geo.image.1, geo.stem, geo.stage[0]);
-    let sw = cfg.stem_width;
     let stem = map(0)
-        + bytes_for::<f32>(9 * w)
-        + 2 * bytes_for::<E>(3 * w1 * sw)
-        + bytes_for::<f32>((w1 * sw).max(w2 * cfg.embed_dims[0]));
+        + StemScratch::<E>::bytes(&geo, cfg)
+        + conv_bytes::<E>(&geo.stem_shapes(cfg), schedule);
     let mut phases = [(Phase::Stem, stem); PHASES];
     let mut i = 1;
     for s in 0..STAGES {
@@ -676,25 +876,28 @@ fn plan_as<E>(cfg: &ModelConfig, height: usize, width: usize) -> Result<MemoryPl
             let dims = geo.embed(cfg, s);
             phases[i] = (
                 Phase::Embed(stage),
-                bytes_for::<E>(dims.map_elems()) + dims.scratch_bytes::<E>(),
+                bytes_for::<E>(dims.map_elems())
+                    + EmbedScratch::<E>::bytes(&dims)
+                    + conv_bytes::<E>(&[dims.shape()], schedule),
             );
             i += 1;
         }
-        phases[i] = (
-            Phase::Position(stage),
-            map(s) + bytes_for::<f32>(cfg.embed_dims[s]),
-        );
+        let c = cfg.embed_dims[s];
+        phases[i] = (Phase::Position(stage), map(s) + TokenScratch::<E>::bytes(c));
         let blocks = if cfg.depths[s] == 0 {
             0
         } else if s < 3 {
-            geo.soft_dims(cfg, s).scratch_bytes::<E>()
+            geo.soft_dims(cfg, s).block_bytes::<E>(schedule)
         } else {
-            geo.stage4_dims(cfg).scratch_bytes::<E>()
+            geo.stage4_dims(cfg).block_bytes::<E>(schedule)
         };
         phases[i + 1] = (Phase::Blocks(stage), map(s) + blocks);
         i += 2;
     }
-    phases[PHASES - 1] = (Phase::Head, map(3) + bytes_for::<f32>(cfg.embed_dims[3]));
+    phases[PHASES - 1] = (
+        Phase::Head,
+        map(3) + TokenScratch::<E>::bytes(cfg.embed_dims[3]),
+    );
     let peak_bytes = phases.iter().map(|p| p.1).max().unwrap_or(0);
     Ok(MemoryPlan { peak_bytes, phases })
 }
@@ -710,7 +913,7 @@ pub fn newton_bytes(cfg: &ModelConfig, height: usize, width: usize, s: usize) ->
     })
 }
 
-const _: () = assert!(ARENA_ALIGN % 4 == 0);
+const _: () = assert!(ARENA_ALIGN.is_multiple_of(4));
 
 #[cfg(test)]
 mod tests {
@@ -733,5 +936,17 @@ mod tests {
             p.phases.iter().map(|x| x.0).collect::<std::vec::Vec<_>>(),
             want
         );
+    }
+
+    #[test]
+    fn bilinear_taps_follow_pytorch() {
+        // Identity when sizes agree.
+        assert_eq!(bilinear_taps(3, 7, 7), (3, 4, 1.0, 0.0));
+        // 2 -> 4 upsampling: source coords -0.25 (clamped), 0.25, 0.75, 1.25.
+        assert_eq!(bilinear_taps(0, 2, 4), (0, 1, 1.0, 0.0));
+        assert_eq!(bilinear_taps(1, 2, 4), (0, 1, 0.75, 0.25));
+        assert_eq!(bilinear_taps(3, 2, 4), (1, 1, 0.75, 0.25));
+        // 56 -> 16 downsampling: 3.5 * 0.5 - 0.5 = 1.25.
+        assert_eq!(bilinear_taps(0, 56, 16), (1, 2, 0.75, 0.25));
     }
 }

@@ -1,101 +1,12 @@
 //! Typed, shape-checked views of blob tensors. Kernels see `Matrix` and `Vector`, never bytes,
 //! so a new storage type (f16 today, per-channel int8) only adds a match arm here.
 
-use half::f16;
+use soft_kernels::{Rhs, RhsData};
 
 use crate::error::{Error, Result};
 use crate::format::{Blob, Dtype, TensorId, TensorRef};
 
-/// Exact f16 → f32, branch-free so loops over f16 weights vectorise.
-#[inline(always)]
-pub fn widen(h: u16) -> f32 {
-    let h = u32::from(h);
-    let sign = (h & 0x8000) << 16;
-    let magnitude = h & 0x7fff;
-    // Shift the exponent and mantissa into place, then rebias by 2^112; handles subnormals.
-    let finite = (f32::from_bits(magnitude << 13) * f32::from_bits(0x7780_0000)).to_bits();
-    let special = 0x7f80_0000 | ((magnitude & 0x3ff) << 13);
-    f32::from_bits(if magnitude >= 0x7c00 { special } else { finite } | sign)
-}
-
-/// f16 → f32 for finite values only, in four integer/float instructions on a Cortex-M4F
-/// instead of [`widen`]'s dozen: the weight kernels' inner loops use it, and
-/// [`Blob::parse`](crate::Blob::parse) rejects blobs with non-finite weights, so the
-/// special case never arises. Exact for every finite half, subnormals included, given the
-/// FPU's default mode (no flush-to-zero), which the engine needs everywhere anyway.
-#[inline(always)]
-pub fn widen_finite(h: u16) -> f32 {
-    // Sign-extend, then shift exponent and mantissa into f32 place: bit 31 is the sign,
-    // bits 30..28 are copies of it to clear, bits 27..13 the half's magnitude bits.
-    let bits = ((i32::from(h as i16) << 13) as u32) & 0x8fff_ffff;
-    // Rebias the exponent by 2^(127 - 15); the product is exact.
-    f32::from_bits(bits) * f32::from_bits(0x7780_0000)
-}
-
-/// A vector of parameters (bias, norm weights, embeddings).
-#[derive(Debug, Clone, Copy)]
-pub enum Vector<'a> {
-    /// f32 values.
-    F32(&'a [f32]),
-    /// f16 values.
-    F16(&'a [f16]),
-}
-
-impl Vector<'_> {
-    /// Number of values.
-    pub fn len(&self) -> usize {
-        match self {
-            Vector::F32(v) => v.len(),
-            Vector::F16(v) => v.len(),
-        }
-    }
-
-    /// True when there are no values.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Value `i` as f32 (0 beyond the end; shapes are checked at load).
-    #[inline]
-    pub fn get(&self, i: usize) -> f32 {
-        match self {
-            Vector::F32(v) => v.get(i).copied().unwrap_or(0.0),
-            Vector::F16(v) => v.get(i).map_or(0.0, |h| widen(h.to_bits())),
-        }
-    }
-
-    /// Copies values `start..start + out.len()` into `out`.
-    pub fn read_into(&self, start: usize, out: &mut [f32]) {
-        match self {
-            Vector::F32(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
-                    *o = *x;
-                }
-            }
-            Vector::F16(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
-                    *o = widen(x.to_bits());
-                }
-            }
-        }
-    }
-
-    /// `out[i] += self[start + i]`.
-    pub fn add_into(&self, start: usize, out: &mut [f32]) {
-        match self {
-            Vector::F32(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
-                    *o += *x;
-                }
-            }
-            Vector::F16(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
-                    *o += widen(x.to_bits());
-                }
-            }
-        }
-    }
-}
+pub use soft_kernels::{widen, widen_finite, Vector};
 
 /// Weight matrix stored input-major: row `i` holds the weights of input `i` to every output,
 /// so the inner loop runs over contiguous outputs.
@@ -107,6 +18,18 @@ pub struct Matrix<'a> {
     pub outputs: usize,
     /// The values.
     pub data: MatrixData<'a>,
+}
+
+impl<'a> Matrix<'a> {
+    /// The matrix as a GEMM right operand (`inputs × outputs`, row-major).
+    pub fn rhs(&self) -> Result<Rhs<'a>> {
+        let data = match self.data {
+            MatrixData::F32(w) => RhsData::F32(w),
+            MatrixData::F16(w) => RhsData::F16Finite(w),
+            MatrixData::I8 { q, scales } => RhsData::I8 { q, scales },
+        };
+        Ok(Rhs::new(data, self.inputs, self.outputs, self.outputs)?)
+    }
 }
 
 /// Storage of a [`Matrix`].
@@ -184,31 +107,5 @@ impl<'a> Weights<'a> {
             outputs,
             data,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn widen_finite_matches_half_on_every_finite_f16() {
-        for bits in (0..=u16::MAX).filter(|b| b & 0x7c00 != 0x7c00) {
-            let want = f16::from_bits(bits).to_f32();
-            assert_eq!(widen_finite(bits).to_bits(), want.to_bits(), "{bits:#06x}");
-        }
-    }
-
-    #[test]
-    fn widen_matches_half_on_every_f16() {
-        for bits in 0..=u16::MAX {
-            let want = f16::from_bits(bits).to_f32();
-            let got = widen(bits);
-            if want.is_nan() {
-                assert!(got.is_nan(), "{bits:#06x}");
-            } else {
-                assert_eq!(got.to_bits(), want.to_bits(), "{bits:#06x}");
-            }
-        }
     }
 }

@@ -290,7 +290,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, items: Vec<Value>) -> Result<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             fail!(Checkpoint, "pickle SETITEMS with an odd number of values");
         }
         let Node::Dict(entries) = self.top_node()? else {

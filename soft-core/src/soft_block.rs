@@ -1,0 +1,1150 @@
+//! SOFT attention blocks (stages 1–3), run in place on the token map with scratch that
+//! does not grow with the token count `N` (apart from one V ring of `k` map rows, and the
+//! whole-map queries and values when the schedule keeps them): the `N×m` kernel matrix
+//! `K1` is never stored; its rows are recomputed from the queries in two passes
+//! (accumulate `K1ᵀV`, then emit `K1·Z`).
+//!
+//! Each step works on chunks of tokens; a chunk's rows are split among the workers, a
+//! per-head step's heads likewise, so the bits never depend on the split.
+
+use soft_kernels::{Lhs, Out, Rhs, Start, Strided, TokenElem};
+
+use crate::arena::Arena;
+use crate::error::Result;
+use crate::exec::{carve, carve_ref, split, Parts, Run, Schedule};
+use crate::format::{TensorId, TensorKind as K};
+use crate::newton::{self, InverseConfig, NewtonScratch};
+use crate::probe::{Activity, Probe, Step};
+use crate::scratch::scratch;
+use crate::weights::{Vector, Weights};
+
+/// LayerNorm epsilon of the SOFT blocks (PyTorch's default).
+pub(crate) const SOFT_EPS: f32 = 1e-5;
+
+/// Shape of one SOFT stage at a given input size.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftDims {
+    pub rows: usize,
+    pub cols: usize,
+    pub c: usize,
+    pub heads: usize,
+    pub d: usize,
+    pub r: usize,
+    pub k: usize,
+    pub m: usize,
+}
+
+impl SoftDims {
+    pub fn n(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    fn landmark_cols(&self) -> usize {
+        self.cols / self.r
+    }
+
+    /// Tokens per chunk of the passes over the whole map.
+    fn pass_chunk(&self, s: &Schedule) -> usize {
+        s.chunk.min(self.n()).max(1)
+    }
+
+    /// Tokens per chunk of pass 2, which stays within a map row (the V ring holds `k`
+    /// rows around the current one).
+    fn emit_chunk(&self, s: &Schedule) -> usize {
+        s.chunk.min(self.cols).max(1)
+    }
+
+    /// Workers of pass 2 (each with its own row of depthwise weights).
+    fn emit_workers(&self, s: &Schedule) -> usize {
+        s.workers.min(self.emit_chunk(s)).max(1)
+    }
+
+    /// Workers of the landmark step (each with its own patch buffers).
+    fn landmark_workers(&self, s: &Schedule) -> usize {
+        s.workers.min(self.m).max(1)
+    }
+
+    /// Values kept per projection when the schedule keeps them.
+    fn kept(&self, keep: bool) -> usize {
+        if keep {
+            self.n() * self.c
+        } else {
+            0
+        }
+    }
+
+    /// Values of a chunk's recomputed projections (none when they are kept).
+    fn computed(&self, chunk: usize, keep: bool) -> usize {
+        if keep {
+            0
+        } else {
+            chunk * self.c
+        }
+    }
+
+    fn patch_len(&self) -> usize {
+        self.r * self.r * self.c
+    }
+
+    /// Width of the buffer that holds a token's `K1` rows, then its MLP hidden layer.
+    fn hidden_width(&self) -> usize {
+        (self.heads * self.m).max(4 * self.c)
+    }
+
+    /// Arena bytes of one block above the token map: the block's state plus the largest
+    /// step's scratch.
+    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
+        let keep = s.keep_projections;
+        let chunk = self.pass_chunk(s);
+        let steps = [
+            if keep {
+                ProjectionScratch::<E>::bytes(self, chunk)
+            } else {
+                0
+            },
+            LandmarkScratch::<E>::bytes(self, self.landmark_workers(s), keep),
+            KeyValueScratch::<E>::bytes(self, chunk, keep),
+            NewtonScratch::<E>::bytes(self.m, newton::work_len(self.m, self.d, s)),
+            EmitScratch::<E>::bytes(self, self.emit_chunk(s), self.emit_workers(s)),
+        ];
+        BlockState::<E>::bytes(self, keep) + steps.into_iter().max().unwrap_or(0)
+    }
+
+    /// Bytes of the `m×m` Newton–Schulz buffers, the only part that grows faster than `N`.
+    pub fn newton_bytes(&self) -> usize {
+        newton::matrix_bytes(self.m)
+    }
+}
+
+scratch! {
+    /// What a block keeps across its steps.
+    pub(crate) struct BlockState(dims: &SoftDims, keep: bool) {
+        /// Landmarks of every head, transposed: `[head][d][m]`.
+        landmarks: [f32; dims.m * dims.c],
+        /// `K1ᵀV` of every head (`[head][m][d]`), then `Z = pinv(K2)·K1ᵀV` in its place.
+        z: [f32; dims.m * dims.c],
+        /// Scaled queries of every token, `[N][c]`, when the schedule keeps them.
+        queries: [f32; dims.kept(keep)],
+        /// Values of every token, likewise.
+        values: [f32; dims.kept(keep)],
+    }
+}
+
+scratch! {
+    /// Computing the kept queries and values.
+    pub(crate) struct ProjectionScratch(dims: &SoftDims, chunk: usize) {
+        /// A chunk of tokens, f32.
+        tokens: [f32; chunk * dims.c],
+    }
+}
+
+scratch! {
+    /// The landmark step.
+    pub(crate) struct LandmarkScratch(dims: &SoftDims, workers: usize, keep: bool) {
+        /// Each worker's patch of `r²` tokens, `[r²][c]` (unless the queries are kept).
+        patch: [f32; if keep { 0 } else { workers * dims.patch_len() }],
+        /// Each worker's scaled patch queries, `[head][r²][d]`.
+        queries: [f32; workers * dims.patch_len()],
+        /// Every landmark before the transpose, `[m][head][d]`.
+        rows: [f32; dims.m * dims.c],
+    }
+}
+
+scratch! {
+    /// Pass 1.
+    pub(crate) struct KeyValueScratch(dims: &SoftDims, chunk: usize, keep: bool) {
+        /// A chunk of tokens, f32 (unless the projections are kept).
+        tokens: [f32; dims.computed(chunk, keep)],
+        /// Their scaled queries.
+        queries: [f32; dims.computed(chunk, keep)],
+        /// Their values.
+        values: [f32; dims.computed(chunk, keep)],
+        /// Their `K1` rows, `[token][head][m]`.
+        kernel: [f32; chunk * dims.heads * dims.m],
+    }
+}
+
+scratch! {
+    /// Pass 2.
+    pub(crate) struct EmitScratch(dims: &SoftDims, chunk: usize, workers: usize) {
+        /// V of the `k` map rows the depthwise convolution reaches, in the token type.
+        ring: [E; dims.k * dims.cols * dims.c],
+        /// Each worker's row of depthwise kernel weights, `[dx][head]`.
+        taps: [f32; workers * dims.k * dims.heads],
+        /// A chunk of tokens, f32.
+        tokens: [f32; chunk * dims.c],
+        /// Their queries, then the V convolution, then each linear layer's output.
+        work: [f32; chunk * dims.c],
+        /// Their attention output.
+        attention: [f32; chunk * dims.c],
+        /// Their `K1` rows (`[token][head][m]`), then the MLP's hidden layer.
+        hidden: [f32; chunk * dims.hidden_width()],
+    }
+}
+
+/// Weights of one SOFT block, shape-checked when loaded.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SoftBlockWeights<'a> {
+    q: Rhs<'a>,
+    q_bias: Vector<'a>,
+    v: Rhs<'a>,
+    v_bias: Vector<'a>,
+    /// `[r·r·d, d]`: the landmark convolution as a matrix over a patch's queries.
+    landmark: Rhs<'a>,
+    landmark_norm: (Vector<'a>, Vector<'a>),
+    /// `[head][k][k]`.
+    vconv: Vector<'a>,
+    out: Rhs<'a>,
+    out_bias: Vector<'a>,
+    norm1: (Vector<'a>, Vector<'a>),
+    mlp1: Rhs<'a>,
+    mlp1_bias: Vector<'a>,
+    mlp2: Rhs<'a>,
+    mlp2_bias: Vector<'a>,
+    norm2: (Vector<'a>, Vector<'a>),
+}
+
+impl<'a> SoftBlockWeights<'a> {
+    pub fn load(w: &Weights<'a>, dims: &SoftDims, stage: u8, block: u16) -> Result<Self> {
+        let id = |kind| TensorId::new(kind, stage, block);
+        let (c, d, r, k) = (dims.c, dims.d, dims.r, dims.k);
+        let hidden = 4 * c;
+        Ok(SoftBlockWeights {
+            q: w.matrix(id(K::QWeight), &[c, c])?.rhs()?,
+            q_bias: w.vector(id(K::QBias), &[c])?,
+            v: w.matrix(id(K::VWeight), &[c, c])?.rhs()?,
+            v_bias: w.vector(id(K::VBias), &[c])?,
+            landmark: w.matrix(id(K::LandmarkWeight), &[r, r, d, d])?.rhs()?,
+            landmark_norm: (
+                w.vector(id(K::LandmarkNormWeight), &[d])?,
+                w.vector(id(K::LandmarkNormBias), &[d])?,
+            ),
+            vconv: w.vector(id(K::VConvWeight), &[dims.heads, k, k])?,
+            out: w.matrix(id(K::OutWeight), &[c, c])?.rhs()?,
+            out_bias: w.vector(id(K::OutBias), &[c])?,
+            norm1: (
+                w.vector(id(K::Norm1Weight), &[c])?,
+                w.vector(id(K::Norm1Bias), &[c])?,
+            ),
+            mlp1: w.matrix(id(K::Mlp1Weight), &[c, hidden])?.rhs()?,
+            mlp1_bias: w.vector(id(K::Mlp1Bias), &[hidden])?,
+            mlp2: w.matrix(id(K::Mlp2Weight), &[hidden, c])?.rhs()?,
+            mlp2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
+            norm2: (
+                w.vector(id(K::Norm2Weight), &[c])?,
+                w.vector(id(K::Norm2Bias), &[c])?,
+            ),
+        })
+    }
+}
+
+/// The queries and values of every token, when the schedule keeps them.
+#[derive(Clone, Copy)]
+struct Kept<'a> {
+    queries: &'a [f32],
+    values: &'a [f32],
+}
+
+/// `x / d^¼`: the reference scales queries by dividing by `d^¼`, rounded once from f64.
+fn scale_queries(q: &mut [f32], d: usize) {
+    let divisor = libm::sqrt(libm::sqrt(d as f64)) as f32;
+    for v in q.iter_mut() {
+        *v /= divisor;
+    }
+}
+
+/// `y = x·W + b` for `rows` tokens of `x` (row-major, `x.len() / rows` wide).
+fn linear(
+    run: &Run<'_>,
+    w: &Rhs<'_>,
+    b: &Vector<'_>,
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    let lhs = Lhs::new(Strided::rows_of(x, rows, w.rows(), w.rows())?);
+    let mut out = Out::new(y, rows, w.cols(), w.cols())?;
+    Ok(run.kernels.gemm(&lhs, w, Start::Bias(*b), &mut out)?)
+}
+
+/// Head `h`'s landmarks, transposed (`d × m`).
+fn head_landmarks<'a>(lm: &'a [f32], dims: &SoftDims, h: usize) -> Result<Strided<'a>> {
+    let (d, m) = (dims.d, dims.m);
+    Ok(Strided::rows_of(
+        lm.get(h * d * m..).unwrap_or_default(),
+        d,
+        m,
+        m,
+    )?)
+}
+
+/// `K1` rows of `rows` tokens: `kernel[t][h][l]` from the scaled queries `q` (`[t][c]`).
+fn kernel_rows(
+    run: &Run<'_>,
+    dims: &SoftDims,
+    lm: &[f32],
+    q: &[f32],
+    rows: usize,
+    kernel: &mut [f32],
+) -> Result<()> {
+    let (c, d, m, hm) = (dims.c, dims.d, dims.m, dims.heads * dims.m);
+    for h in 0..dims.heads {
+        let qh = Strided::rows_of(q.get(h * d..).unwrap_or_default(), rows, d, c)?;
+        let kh = kernel.get_mut(h * m..).unwrap_or_default();
+        run.kernels.gaussian(
+            &qh,
+            &head_landmarks(lm, dims, h)?,
+            &mut Out::new(kh, rows, m, hm)?,
+        )?;
+    }
+    Ok(())
+}
+
+/// One SOFT block over the `rows×cols×c` token map, in place.
+pub(crate) fn soft_block<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    inv: &InverseConfig,
+    probe: &mut impl Probe,
+) -> Result<()> {
+    let stage = inv.stage;
+    let at = |step| Activity { stage, step };
+    let keep = run.schedule.keep_projections;
+    let mut ar = ar.scope();
+    let state = BlockState::<E>::alloc(&mut ar, dims, keep)?;
+    if keep {
+        probe.enter(at(Step::Projections));
+        projections(
+            run,
+            &mut ar.scope(),
+            map,
+            dims,
+            wt,
+            state.queries,
+            state.values,
+        )?;
+    }
+    let kept = keep.then_some(Kept {
+        queries: state.queries,
+        values: state.values,
+    });
+    probe.enter(at(Step::Landmarks));
+    landmarks(run, &mut ar.scope(), map, dims, wt, kept, state.landmarks)?;
+    probe.enter(at(Step::KeyValue));
+    key_value(
+        run,
+        &mut ar.scope(),
+        map,
+        dims,
+        wt,
+        kept,
+        state.landmarks,
+        state.z,
+    )?;
+    probe.enter(at(Step::Newton));
+    newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
+    emit(
+        run,
+        &mut ar.scope(),
+        map,
+        dims,
+        wt,
+        kept,
+        state.landmarks,
+        state.z,
+        stage,
+        probe,
+    )
+}
+
+/// The scaled queries and the values of every token, for the schedule that keeps them.
+fn projections<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &[E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    queries: &mut [f32],
+    values: &mut [f32],
+) -> Result<()> {
+    let (c, n) = (dims.c, dims.n());
+    let chunk = dims.pass_chunk(&run.schedule);
+    let scratch = ProjectionScratch::<E>::alloc(ar, dims, chunk)?;
+    let k = run.kernels;
+    for t0 in (0..n).step_by(chunk) {
+        let len = chunk.min(n - t0);
+        let workers = run.workers_for(len);
+        let span = t0 * c..(t0 + len) * c;
+        let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
+            .into_iter()
+            .zip(carve_ref(
+                map.get(span.clone()).unwrap_or_default(),
+                c,
+                len,
+                workers,
+            ))
+            .zip(carve(
+                queries.get_mut(span.clone()).unwrap_or_default(),
+                c,
+                len,
+                workers,
+            ))
+            .zip(carve(
+                values.get_mut(span).unwrap_or_default(),
+                c,
+                len,
+                workers,
+            ))
+            .collect();
+        run.try_parallel(parts, |(((x, src), q), v)| {
+            let rows = x.len() / c;
+            k.widen(E::elems(src), x)?;
+            linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
+            scale_queries(q, dims.d);
+            linear(run, &wt.v, &wt.v_bias, x, rows, v)
+        })?;
+    }
+    Ok(())
+}
+
+/// Landmarks per head: the `r×r` stride-`r` convolution of the head's queries (weights
+/// shared by all heads), LayerNorm, exact GELU; stored transposed, `[head][d][m]`.
+fn landmarks<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &[E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    kept: Option<Kept<'_>>,
+    lm: &mut [f32],
+) -> Result<()> {
+    let (c, d, r, m, heads) = (dims.c, dims.d, dims.r, dims.m, dims.heads);
+    let (rr, lw, plen) = (r * r, dims.landmark_cols(), dims.patch_len());
+    let workers = dims.landmark_workers(&run.schedule);
+    let scratch = LandmarkScratch::<E>::alloc(ar, dims, workers, kept.is_some())?;
+    let k = run.kernels;
+    let parts: Parts<_> = carve(scratch.patch, plen, workers, workers)
+        .into_iter()
+        .zip(carve(scratch.queries, plen, workers, workers))
+        .zip(carve(scratch.rows, c, m, workers))
+        .enumerate()
+        .map(|(w, parts)| (split(m, workers, w), parts))
+        .collect();
+    run.try_parallel(parts, |(range, ((patch, queries), rows))| {
+        for (l, pooled) in range.clone().zip(rows.chunks_exact_mut(c)) {
+            let (ly, lx) = (l / lw, l % lw);
+            let token = |p: usize| (ly * r + p / r) * dims.cols + lx * r + p % r;
+            match kept {
+                Some(kept) => {
+                    for p in 0..rr {
+                        for h in 0..heads {
+                            let src = kept.queries.get(token(p) * c + h * d..).unwrap_or_default();
+                            let dst = queries.get_mut((h * rr + p) * d..).unwrap_or_default();
+                            for (o, v) in dst.iter_mut().zip(src).take(d) {
+                                *o = *v;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    for ky in 0..r {
+                        let first = token(ky * r) * c;
+                        let src = map.get(first..first + r * c).unwrap_or_default();
+                        let dst = patch
+                            .get_mut(ky * r * c..(ky + 1) * r * c)
+                            .unwrap_or_default();
+                        k.widen(E::elems(src), dst)?;
+                    }
+                    let x = Lhs::new(Strided::rows_of(patch, rr, c, c)?);
+                    for h in 0..heads {
+                        let dst = queries
+                            .get_mut(h * rr * d..(h + 1) * rr * d)
+                            .unwrap_or_default();
+                        let mut out = Out::new(dst, rr, d, d)?;
+                        let b = Start::Bias(wt.q_bias.skip(h * d));
+                        k.gemm(&x, &wt.q.col_range(h * d, d), b, &mut out)?;
+                    }
+                    scale_queries(queries, d);
+                }
+            }
+            let lhs = Lhs::new(Strided::rows_of(queries, heads, rr * d, rr * d)?);
+            k.gemm(
+                &lhs,
+                &wt.landmark,
+                Start::Zero,
+                &mut Out::new(pooled, heads, d, d)?,
+            )?;
+            k.layer_norm(
+                pooled,
+                d,
+                &wt.landmark_norm.0,
+                &wt.landmark_norm.1,
+                SOFT_EPS,
+            )?;
+            k.gelu_erf(pooled);
+        }
+        Ok(())
+    })?;
+    for (l, row) in scratch.rows.chunks_exact(c).enumerate() {
+        for (hi, v) in row.iter().enumerate() {
+            // [l][h][i] -> [h][i][l]; hi = h·d + i.
+            if let Some(dst) = lm.get_mut(hi * m + l) {
+                *dst = *v;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pass 1: `S_h = K1_hᵀ · V_h` (`[head][m][d]`), a chunk of tokens at a time.
+#[allow(clippy::too_many_arguments)]
+fn key_value<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &[E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    kept: Option<Kept<'_>>,
+    lm: &[f32],
+    s: &mut [f32],
+) -> Result<()> {
+    let (c, d, m, n, heads) = (dims.c, dims.d, dims.m, dims.n(), dims.heads);
+    let hm = heads * m;
+    let chunk = dims.pass_chunk(&run.schedule);
+    let scratch = KeyValueScratch::<E>::alloc(ar, dims, chunk, kept.is_some())?;
+    let k = run.kernels;
+    s.fill(0.0);
+    for t0 in (0..n).step_by(chunk) {
+        let len = chunk.min(n - t0);
+        let span = t0 * c..(t0 + len) * c;
+        // Queries, values and K1 rows, split by tokens.
+        let workers = run.workers_for(len);
+        let parts: Parts<_> = carve(scratch.kernel, hm, len, workers)
+            .into_iter()
+            .zip(carve(scratch.tokens, c, len, workers))
+            .zip(carve(scratch.queries, c, len, workers))
+            .zip(carve(scratch.values, c, len, workers))
+            .enumerate()
+            .map(|(w, parts)| (split(len, workers, w), parts))
+            .collect();
+        run.try_parallel(parts, |(range, (((kernel, x), q), v))| {
+            let rows = range.len();
+            let q: &[f32] = match kept {
+                Some(kept) => kept
+                    .queries
+                    .get((t0 + range.start) * c..)
+                    .unwrap_or_default(),
+                None => {
+                    let first = (t0 + range.start) * c;
+                    let src = map.get(first..first + rows * c).unwrap_or_default();
+                    k.widen(E::elems(src), x)?;
+                    linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
+                    scale_queries(q, d);
+                    linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
+                    q
+                }
+            };
+            kernel_rows(run, dims, lm, q, rows, kernel)
+        })?;
+        // S_h += K1_hᵀ · V_h, split by heads.
+        let values: &[f32] = match kept {
+            Some(kept) => kept.values.get(span).unwrap_or_default(),
+            None => scratch.values,
+        };
+        let kernel = &*scratch.kernel;
+        let workers = run.workers_for(heads);
+        let parts: Parts<_> = carve(s, m * d, heads, workers)
+            .into_iter()
+            .enumerate()
+            .map(|(w, s)| (split(heads, workers, w), s))
+            .collect();
+        run.try_parallel(parts, |(range, s)| {
+            for (h, sh) in range.clone().zip(s.chunks_exact_mut(m * d)) {
+                let k1t = Strided::new(kernel.get(h * m..).unwrap_or_default(), m, len, 1, hm)?;
+                let vh = Strided::rows_of(values.get(h * d..).unwrap_or_default(), len, d, c)?;
+                let mut out = Out::new(sh, m, d, d)?;
+                k.gemm(&Lhs::new(k1t), &Rhs::f32(vh)?, Start::Accumulate, &mut out)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Pass 2, row by row: attention output `K1·Z + vconv(V)`, projection, post-norm MLP,
+/// written over each token. V of the original map is kept for the `k` rows the
+/// depthwise convolution can still reach, each row computed once as it enters the window.
+#[allow(clippy::too_many_arguments)]
+fn emit<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    kept: Option<Kept<'_>>,
+    lm: &[f32],
+    z: &[f32],
+    stage: u8,
+    probe: &mut impl Probe,
+) -> Result<()> {
+    let (c, d, m, k, heads) = (dims.c, dims.d, dims.m, dims.k, dims.heads);
+    let (rows, cols) = (dims.rows, dims.cols);
+    let (hm, row_len, pad) = (heads * m, cols * c, k / 2);
+    let chunk = dims.emit_chunk(&run.schedule);
+    let emit_workers = dims.emit_workers(&run.schedule);
+    let scratch = EmitScratch::<E>::alloc(ar, dims, chunk, emit_workers)?;
+    let kernels = run.kernels;
+    let hidden_width = dims.hidden_width();
+
+    // V of map row `y` into its ring slot.
+    let fill_ring = |map: &[E], ring: &mut [E], y: usize, tokens: &mut [f32], work: &mut [f32]| {
+        let slot = (y % k) * row_len;
+        let dst = ring.get_mut(slot..slot + row_len).unwrap_or_default();
+        if let Some(kept) = kept {
+            let src = kept
+                .values
+                .get(y * row_len..(y + 1) * row_len)
+                .unwrap_or_default();
+            return Ok(kernels.narrow(src, E::elems_mut(dst))?);
+        }
+        for x0 in (0..cols).step_by(chunk) {
+            let len = chunk.min(cols - x0);
+            let workers = run.workers_for(len);
+            let first = y * row_len + x0 * c;
+            let src = map.get(first..first + len * c).unwrap_or_default();
+            let dst = dst.get_mut(x0 * c..(x0 + len) * c).unwrap_or_default();
+            let parts: Parts<_> = carve(tokens, c, len, workers)
+                .into_iter()
+                .zip(carve(work, c, len, workers))
+                .zip(carve_ref(src, c, len, workers))
+                .zip(carve(dst, c, len, workers))
+                .collect();
+            run.try_parallel(parts, |(((x, v), src), dst)| {
+                kernels.widen(E::elems(src), x)?;
+                linear(run, &wt.v, &wt.v_bias, x, x.len() / c, v)?;
+                Ok(kernels.narrow(v, E::elems_mut(dst))?)
+            })?;
+        }
+        Ok::<(), crate::Error>(())
+    };
+
+    probe.enter(Activity {
+        stage,
+        step: Step::Attention,
+    });
+    for y in 0..pad.min(rows) {
+        fill_ring(map, scratch.ring, y, scratch.tokens, scratch.work)?;
+    }
+    for y in 0..rows {
+        probe.enter(Activity {
+            stage,
+            step: Step::Attention,
+        });
+        if y + pad < rows {
+            fill_ring(map, scratch.ring, y + pad, scratch.tokens, scratch.work)?;
+        }
+        for x0 in (0..cols).step_by(chunk) {
+            let len = chunk.min(cols - x0);
+            let workers = run.workers_for(len);
+            let first = y * row_len + x0 * c;
+            let span = first..first + len * c;
+            if x0 > 0 {
+                probe.enter(Activity {
+                    stage,
+                    step: Step::Attention,
+                });
+            }
+            // Attention output: K1·Z per head, plus the depthwise convolution of V.
+            let ring = &*scratch.ring;
+            let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
+                .into_iter()
+                .zip(carve(scratch.taps, k * heads, workers, workers))
+                .zip(carve(scratch.work, c, len, workers))
+                .zip(carve(scratch.attention, c, len, workers))
+                .zip(carve(scratch.hidden, hidden_width, len, workers))
+                .zip(carve_ref(
+                    map.get(span.clone()).unwrap_or_default(),
+                    c,
+                    len,
+                    workers,
+                ))
+                .enumerate()
+                .map(|(w, parts)| (split(len, workers, w), parts))
+                .collect();
+            run.try_parallel(parts, |(range, (((((x, taps), work), a), hidden), src))| {
+                let n = range.len();
+                kernels.widen(E::elems(src), x)?;
+                let q: &[f32] = match kept {
+                    Some(kept) => {
+                        let at = first + range.start * c;
+                        kept.queries.get(at..at + n * c).unwrap_or_default()
+                    }
+                    None => {
+                        linear(run, &wt.q, &wt.q_bias, x, n, work)?;
+                        scale_queries(work, d);
+                        work
+                    }
+                };
+                kernel_rows(run, dims, lm, q, n, hidden)?;
+                for h in 0..heads {
+                    let k1 = Strided::rows_of(hidden.get(h * m..).unwrap_or_default(), n, m, hm)?;
+                    let zh = Strided::rows_of(z.get(h * m * d..).unwrap_or_default(), m, d, d)?;
+                    let ah = a.get_mut(h * d..).unwrap_or_default();
+                    let mut out = Out::new(ah, n, d, c)?;
+                    kernels.gemm(&Lhs::new(k1), &Rhs::f32(zh)?, Start::Zero, &mut out)?;
+                }
+                // Depthwise convolution of V, in (dy, dx) order; the queries are done.
+                work.fill(0.0);
+                let (x_lo, x_hi) = (x0 + range.start, x0 + range.end);
+                for dy in 0..k {
+                    let Some(yy) = (y + dy).checked_sub(pad).filter(|&v| v < rows) else {
+                        continue;
+                    };
+                    let slot = (yy % k) * row_len;
+                    for (i, tap) in taps.iter_mut().enumerate() {
+                        // taps[dx·heads + h] = vconv[h][dy][dx].
+                        let (h, dx) = (i % heads, i / heads);
+                        *tap = wt.vconv.get((h * k + dy) * k + dx);
+                    }
+                    for dx in 0..k {
+                        // Tokens x whose tap x + dx − pad lies inside the row.
+                        let lo = x_lo.max(pad.saturating_sub(dx));
+                        let hi = x_hi.min((cols + pad).saturating_sub(dx));
+                        if lo >= hi {
+                            continue;
+                        }
+                        let src = slot + (lo + dx - pad) * c;
+                        let src = ring.get(src..src + (hi - lo) * c).unwrap_or_default();
+                        let out = (lo - x_lo) * c..(hi - x_lo) * c;
+                        let out = work.get_mut(out).unwrap_or_default();
+                        let w = taps.get(dx * heads..).unwrap_or_default();
+                        kernels.depthwise(
+                            E::elems(src),
+                            w.get(..heads).unwrap_or_default(),
+                            d,
+                            out,
+                        )?;
+                    }
+                }
+                for (o, v) in a.iter_mut().zip(work.iter()) {
+                    *o += *v;
+                }
+                // Projection and residual, norm1.
+                linear(run, &wt.out, &wt.out_bias, a, n, work)?;
+                for (xv, ov) in x.iter_mut().zip(work.iter()) {
+                    *xv += *ov;
+                }
+                Ok(kernels.layer_norm(x, c, &wt.norm1.0, &wt.norm1.1, SOFT_EPS)?)
+            })?;
+            // MLP (tanh GELU), residual, norm2, written over the tokens.
+            probe.enter(Activity {
+                stage,
+                step: Step::Mlp,
+            });
+            let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
+                .into_iter()
+                .zip(carve(scratch.work, c, len, workers))
+                .zip(carve(scratch.hidden, hidden_width, len, workers))
+                .zip(carve(
+                    map.get_mut(span).unwrap_or_default(),
+                    c,
+                    len,
+                    workers,
+                ))
+                .collect();
+            run.try_parallel(parts, |(((x, work), hidden), dst)| {
+                let n = x.len() / c;
+                let h = hidden.get_mut(..n * 4 * c).unwrap_or_default();
+                linear(run, &wt.mlp1, &wt.mlp1_bias, x, n, h)?;
+                kernels.gelu_tanh(h);
+                linear(run, &wt.mlp2, &wt.mlp2_bias, h, n, work)?;
+                for (xv, fv) in x.iter_mut().zip(work.iter()) {
+                    *xv += *fv;
+                }
+                kernels.layer_norm(x, c, &wt.norm2.0, &wt.norm2.1, SOFT_EPS)?;
+                Ok(kernels.narrow(x, E::elems_mut(dst))?)
+            })?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The streaming block against a dense f64 evaluation that materialises `K1` (`N×m`)
+    //! and multiplies in the reference's order, `(K1·pinv(K2))·(K1ᵀV)`.
+
+    use super::*;
+    use crate::arena::Watermark;
+    use crate::config::ModelConfig;
+    use crate::exec::Inline;
+    use crate::format::{encode, encoded_len, Blob, Dtype, TensorSpec};
+    use crate::newton::InverseConfig;
+    use crate::weights::Weights;
+    use proptest::prelude::*;
+    use soft_kernels::Kernels;
+
+    struct Case {
+        dims: SoftDims,
+        normalized: bool,
+        tensors: Vec<(K, Vec<usize>, Vec<f32>)>,
+        x: Vec<f32>,
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn case(
+        rows: usize,
+        cols: usize,
+        heads: usize,
+        d: usize,
+        r: usize,
+        k: usize,
+        normalized: bool,
+        seed: u64,
+    ) -> Case {
+        let mut s = seed | 1;
+        let mut rnd = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        };
+        let c = heads * d;
+        let m = (rows / r) * (cols / r);
+        let dims = SoftDims {
+            rows,
+            cols,
+            c,
+            heads,
+            d,
+            r,
+            k,
+            m,
+        };
+        let mut t = |kind, shape: Vec<usize>, scale: f32, offset: f32| {
+            let n = shape.iter().product();
+            let v = (0..n).map(|_| offset + scale * rnd()).collect();
+            (kind, shape, v)
+        };
+        let lin = 1.0 / (c as f32).sqrt();
+        let tensors = vec![
+            t(K::QWeight, vec![c, c], 2.0 * lin, 0.0),
+            t(K::QBias, vec![c], 0.1, 0.0),
+            t(K::VWeight, vec![c, c], lin, 0.0),
+            t(K::VBias, vec![c], 0.1, 0.0),
+            t(
+                K::LandmarkWeight,
+                vec![r, r, d, d],
+                1.0 / (r * r * d) as f32,
+                0.0,
+            ),
+            t(K::LandmarkNormWeight, vec![d], 0.3, 1.0),
+            t(K::LandmarkNormBias, vec![d], 0.1, 0.0),
+            t(K::VConvWeight, vec![heads, k, k], 0.3, 0.0),
+            t(K::OutWeight, vec![c, c], lin, 0.0),
+            t(K::OutBias, vec![c], 0.1, 0.0),
+            t(K::Norm1Weight, vec![c], 0.2, 1.0),
+            t(K::Norm1Bias, vec![c], 0.1, 0.0),
+            t(K::Mlp1Weight, vec![c, 4 * c], lin, 0.0),
+            t(K::Mlp1Bias, vec![4 * c], 0.1, 0.0),
+            t(K::Mlp2Weight, vec![4 * c, c], lin / 2.0, 0.0),
+            t(K::Mlp2Bias, vec![c], 0.1, 0.0),
+            t(K::Norm2Weight, vec![c], 0.2, 1.0),
+            t(K::Norm2Bias, vec![c], 0.1, 0.0),
+        ];
+        let x = (0..rows * cols * c).map(|_| 1.5 * rnd()).collect();
+        Case {
+            dims,
+            normalized,
+            tensors,
+            x,
+        }
+    }
+
+    fn streaming(case: &Case, kernels: &'static Kernels, schedule: Schedule) -> Result<Vec<f32>> {
+        let specs: Vec<TensorSpec<'_>> = case
+            .tensors
+            .iter()
+            .map(|(kind, shape, v)| TensorSpec {
+                id: TensorId::new(*kind, 1, 0),
+                dtype: Dtype::F32,
+                shape,
+                data: bytemuck::cast_slice(v),
+                scales: None,
+            })
+            .collect();
+        let mut words = vec![0u32; encoded_len(&specs).div_ceil(4)];
+        let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..encoded_len(&specs)];
+        encode(&ModelConfig::preset("soft_tiny").unwrap(), &specs, bytes)?;
+        let weights = Weights::new(Blob::parse(bytes)?);
+        let wt = SoftBlockWeights::load(&weights, &case.dims, 1, 0)?;
+        let inv = InverseConfig {
+            normalized: case.normalized,
+            iters: 20,
+            stage: 1,
+            block: 0,
+        };
+        let mut map = case.x.clone();
+        let bytes = case.dims.block_bytes::<f32>(&schedule);
+        let mut arena = vec![0u8; bytes + 16];
+        let mark = Watermark::new();
+        let run = Run {
+            kernels,
+            executor: &Inline,
+            schedule,
+        };
+        soft_block(
+            &run,
+            &mut Arena::new(&mut arena, &mark),
+            &mut map,
+            &case.dims,
+            &wt,
+            &inv,
+            &mut (),
+        )?;
+        assert_eq!(mark.peak(), bytes);
+        Ok(map)
+    }
+
+    fn mat(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
+        (0..n * m)
+            .map(|ij| (0..k).map(|l| a[ij / m * k + l] * b[l * m + ij % m]).sum())
+            .collect()
+    }
+
+    fn ln(x: &mut [f64], w: &[f32], b: &[f32]) {
+        let n = x.len() as f64;
+        let mean = x.iter().sum::<f64>() / n;
+        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = (*v - mean) / (var + 1e-5).sqrt() * f64::from(w[i]) + f64::from(b[i]);
+        }
+    }
+
+    /// The dense block output, and whether the pseudo-inverse is well posed: every head's
+    /// `K2` safely non-singular (Gershgorin: each diagonal exceeds its row's off-diagonal
+    /// sum by 0.05) and, for SOFT-Norm, the first Newton step a contraction with margin
+    /// (`α·λ_max² ≤ 1.9`; at 2, e.g. whenever all row sums are equal, the top direction
+    /// neither converges nor diverges and rounding decides, in the reference as here).
+    fn dense(case: &Case) -> (Vec<f64>, bool) {
+        let SoftDims {
+            rows,
+            cols,
+            c,
+            heads,
+            d,
+            r,
+            k,
+            m,
+        } = case.dims;
+        let n = rows * cols;
+        let w = |kind: K| -> Vec<f64> {
+            case.tensors
+                .iter()
+                .find(|t| t.0 == kind)
+                .unwrap()
+                .2
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect()
+        };
+        let w32 = |kind: K| case.tensors.iter().find(|t| t.0 == kind).unwrap().2.clone();
+        let x: Vec<f64> = case.x.iter().map(|&v| f64::from(v)).collect();
+        let affine = |x: &[f64], wk: K, bk: K, ni: usize, no: usize| -> Vec<f64> {
+            let (wm, b) = (w(wk), w(bk));
+            let mut y = mat(x, &wm, x.len() / ni, ni, no);
+            for (i, v) in y.iter_mut().enumerate() {
+                *v += b[i % no];
+            }
+            y
+        };
+        let scale = (d as f64).sqrt().sqrt();
+        let q: Vec<f64> = affine(&x, K::QWeight, K::QBias, c, c)
+            .iter()
+            .map(|v| v / scale)
+            .collect();
+        let v = affine(&x, K::VWeight, K::VBias, c, c);
+        let lw = w(K::LandmarkWeight);
+        let lcols = cols / r;
+        let gauss = |a: &[f64], b: &[f64]| {
+            (-a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / 2.0).exp()
+        };
+        let mut landmarks = vec![vec![0.0; m * d]; heads];
+        for (j, lm) in landmarks.iter_mut().enumerate() {
+            for l in 0..m {
+                let row = &mut lm[l * d..(l + 1) * d];
+                for ky in 0..r {
+                    for kx in 0..r {
+                        let t = ((l / lcols) * r + ky) * cols + (l % lcols) * r + kx;
+                        for ci in 0..d {
+                            for (o, out) in row.iter_mut().enumerate() {
+                                *out +=
+                                    lw[((ky * r + kx) * d + ci) * d + o] * q[t * c + j * d + ci];
+                            }
+                        }
+                    }
+                }
+                ln(row, &w32(K::LandmarkNormWeight), &w32(K::LandmarkNormBias));
+                for v in row.iter_mut() {
+                    *v = 0.5 * *v * (1.0 + libm::erf(*v / 2f64.sqrt()));
+                }
+            }
+        }
+        let k2s: Vec<Vec<f64>> = landmarks
+            .iter()
+            .map(|lm| {
+                (0..m * m)
+                    .map(|ab| gauss(&lm[ab / m * d..][..d], &lm[ab % m * d..][..d]))
+                    .collect()
+            })
+            .collect();
+        let row_sums = |k2: &[f64]| -> Vec<f64> { k2.chunks(m).map(|r| r.iter().sum()).collect() };
+        let separated = k2s.iter().all(|k2| {
+            k2.chunks(m)
+                .enumerate()
+                .all(|(a, row)| 2.0 * row[a] - row.iter().sum::<f64>() > 0.05)
+        });
+        let newton = |mut vv: Vec<f64>, p: &[f64]| {
+            for _ in 0..20 {
+                let vpv = mat(&mat(&vv, p, m, m, m), &vv, m, m, m);
+                vv = vv.iter().zip(&vpv).map(|(a, b)| 2.0 * a - b).collect();
+            }
+            vv
+        };
+        let mut global_alpha = 0.0;
+        let mut well_posed = separated;
+        if case.normalized {
+            let max = k2s
+                .iter()
+                .flat_map(|k2| row_sums(k2))
+                .fold(f64::MIN, f64::max);
+            global_alpha = 2.0 / (max * max);
+            let gap = |alpha: f64| {
+                k2s.iter()
+                    .map(|k2| {
+                        let vv: Vec<f64> = k2.iter().map(|x| alpha * x).collect();
+                        let prod = mat(k2, &vv, m, m, m);
+                        (0..m)
+                            .map(|jj| {
+                                (0..m)
+                                    .map(|i| ((i == jj) as u8 as f64 - prod[i * m + jj]).abs())
+                                    .sum::<f64>()
+                            })
+                            .fold(f64::MIN, f64::max)
+                    })
+                    .fold(f64::MIN, f64::max)
+            };
+            let mut halvings = 0;
+            while gap(global_alpha) > 1.01 && halvings < 10 {
+                global_alpha *= 0.5;
+                halvings += 1;
+            }
+            for k2 in &k2s {
+                let mut e = vec![1.0; m];
+                let mut lambda = 0.0;
+                for _ in 0..200 {
+                    let next = mat(k2, &e, m, m, 1);
+                    lambda = next.iter().map(|x| x * x).sum::<f64>().sqrt();
+                    e = next.iter().map(|x| x / lambda).collect();
+                }
+                well_posed &= global_alpha * lambda * lambda <= 1.9;
+            }
+        }
+        let vw = w(K::VConvWeight);
+        let pad = k / 2;
+        let mut attn = vec![0.0; n * c];
+        for j in 0..heads {
+            let (lm, k2) = (&landmarks[j], &k2s[j]);
+            let kinv = if case.normalized {
+                let vv = newton(k2.iter().map(|x| global_alpha * x).collect(), k2);
+                let s: Vec<f64> = row_sums(k2).iter().map(|x| 1.0 / x.sqrt()).collect();
+                (0..m * m)
+                    .map(|ab| s[ab / m] * vv[ab] * s[ab % m])
+                    .collect::<Vec<_>>()
+            } else {
+                let max = row_sums(k2).into_iter().fold(f64::MIN, f64::max);
+                let alpha = 1.8 / (max * max);
+                let p: Vec<f64> = (0..m * m)
+                    .map(|ab| k2[ab] + if ab / m == ab % m { 0.01 } else { 0.0 })
+                    .collect();
+                newton(p.iter().map(|x| alpha * x).collect(), &p)
+            };
+            let k1: Vec<f64> = (0..n * m)
+                .map(|tl| gauss(&q[tl / m * c + j * d..][..d], &lm[tl % m * d..][..d]))
+                .collect();
+            let vh: Vec<f64> = (0..n * d)
+                .map(|ti| v[ti / d * c + j * d + ti % d])
+                .collect();
+            let k1t: Vec<f64> = (0..m * n).map(|lt| k1[lt % n * m + lt / n]).collect();
+            let out = mat(&mat(&k1, &kinv, n, m, m), &mat(&k1t, &vh, m, n, d), n, m, d);
+            for t in 0..n {
+                let (y, xx) = (t / cols, t % cols);
+                for i in 0..d {
+                    let mut conv = 0.0;
+                    for dy in 0..k {
+                        for dx in 0..k {
+                            let (yy, xs) = (
+                                (y + dy) as isize - pad as isize,
+                                (xx + dx) as isize - pad as isize,
+                            );
+                            if yy >= 0 && xs >= 0 && (yy as usize) < rows && (xs as usize) < cols {
+                                conv += vw[(j * k + dy) * k + dx]
+                                    * vh[(yy as usize * cols + xs as usize) * d + i];
+                            }
+                        }
+                    }
+                    attn[t * c + j * d + i] = out[t * d + i] + conv;
+                }
+            }
+        }
+        let projected = affine(&attn, K::OutWeight, K::OutBias, c, c);
+        let mut y: Vec<f64> = x.iter().zip(&projected).map(|(a, b)| a + b).collect();
+        for tok in y.chunks_mut(c) {
+            ln(tok, &w32(K::Norm1Weight), &w32(K::Norm1Bias));
+        }
+        let h: Vec<f64> = affine(&y, K::Mlp1Weight, K::Mlp1Bias, c, 4 * c)
+            .iter()
+            .map(|&x| {
+                0.5 * x
+                    * (1.0
+                        + ((2.0 / core::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
+                            .tanh())
+            })
+            .collect();
+        let f = affine(&h, K::Mlp2Weight, K::Mlp2Bias, 4 * c, c);
+        for (a, b) in y.iter_mut().zip(&f) {
+            *a += b;
+        }
+        for tok in y.chunks_mut(c) {
+            ln(tok, &w32(K::Norm2Weight), &w32(K::Norm2Bias));
+        }
+        (y, well_posed)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(40))]
+        #[test]
+        fn streaming_block_matches_dense_evaluation(
+            r in prop::sample::select(vec![2usize, 4]),
+            extra_rows in 0usize..6,
+            extra_cols in 0usize..6,
+            heads in 1usize..4,
+            d in prop::sample::select(vec![4usize, 8]),
+            k in prop::sample::select(vec![1usize, 3, 5]),
+            normalized in any::<bool>(),
+            seed in any::<u64>(),
+        ) {
+            let case = case(r + extra_rows, 2 * r + extra_cols, heads, d, r, k, normalized, seed);
+            let (want, well_posed) = dense(&case);
+            // Without `+0.01·I` (SOFT-Norm), an ill-posed inverse amplifies rounding without
+            // bound; the golden tests pin the engine to the reference on such cases.
+            prop_assume!(well_posed || !normalized);
+            let got = streaming(&case, Kernels::generic(), Schedule::COMPACT).unwrap();
+            let err = got.iter().zip(&want).fold(0.0f64, |e, (g, w)| e.max((f64::from(*g) - w).abs()));
+            prop_assert!(err < 2e-4, "max abs error {err}");
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Stage 4: pre-norm softmax-attention blocks over the class token and the `7×7`-ish map,
+//! in place. Keys are stored transposed (`[c][n]`) and values row-major (`[n][c]`), both
+//! in the token type, so a chunk's scores and its weighted sum are one GEMM each per head.
+
+use soft_kernels::{Lhs, Out, Rhs, RhsData, Start, Strided, TokenElem};
+
+use crate::arena::Arena;
+use crate::error::Result;
+use crate::exec::{carve, carve_ref, Parts, Run, Schedule};
+use crate::format::{TensorId, TensorKind as K};
+use crate::probe::{Activity, Probe, Step};
+use crate::scratch::scratch;
+use crate::weights::{Vector, Weights};
+
+/// LayerNorm epsilon of the stage-4 blocks and the final norm.
+pub(crate) const STAGE4_EPS: f32 = 1e-6;
+
+/// Shape of the stage-4 softmax blocks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stage4Dims {
+    /// Tokens including the class token.
+    pub n: usize,
+    pub c: usize,
+    pub heads: usize,
+    pub hidden: usize,
+}
+
+impl Stage4Dims {
+    fn chunk(&self, s: &Schedule) -> usize {
+        s.chunk.min(self.n).max(1)
+    }
+
+    /// Arena bytes of one block above the token map.
+    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
+        Stage4Scratch::<E>::bytes(self, self.chunk(s))
+    }
+}
+
+scratch! {
+    /// One stage-4 block.
+    pub(crate) struct Stage4Scratch(dims: &Stage4Dims, chunk: usize) {
+        /// Keys of every token, transposed: `[c][n]`.
+        keys: [E; dims.n * dims.c],
+        /// Values of every token, `[n][c]`.
+        values: [E; dims.n * dims.c],
+        /// A chunk of tokens, f32.
+        tokens: [f32; chunk * dims.c],
+        /// Their norm1 output, then each linear layer's output.
+        normed: [f32; chunk * dims.c],
+        /// Their queries, then their norm2 output.
+        queries: [f32; chunk * dims.c],
+        /// Their attention output (heads concatenated).
+        heads_out: [f32; chunk * dims.c],
+        /// Their keys and values, then the MLP's hidden layer.
+        wide: [f32; chunk * (2 * dims.c).max(dims.hidden)],
+        /// Their attention scores, then probabilities, per head in turn: `[t][n]`.
+        scores: [f32; chunk * dims.n],
+    }
+}
+
+/// Weights of one stage-4 block.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stage4Weights<'a> {
+    norm1: (Vector<'a>, Vector<'a>),
+    q: Rhs<'a>,
+    q_bias: Vector<'a>,
+    kv: Rhs<'a>,
+    kv_bias: Vector<'a>,
+    proj: Rhs<'a>,
+    proj_bias: Vector<'a>,
+    norm2: (Vector<'a>, Vector<'a>),
+    fc1: Rhs<'a>,
+    fc1_bias: Vector<'a>,
+    fc2: Rhs<'a>,
+    fc2_bias: Vector<'a>,
+}
+
+impl<'a> Stage4Weights<'a> {
+    pub fn load(w: &Weights<'a>, dims: &Stage4Dims, block: u16) -> Result<Self> {
+        let id = |kind| TensorId::new(kind, 4, block);
+        let (c, hid) = (dims.c, dims.hidden);
+        Ok(Stage4Weights {
+            norm1: (
+                w.vector(id(K::Norm1Weight), &[c])?,
+                w.vector(id(K::Norm1Bias), &[c])?,
+            ),
+            q: w.matrix(id(K::QWeight), &[c, c])?.rhs()?,
+            q_bias: w.vector(id(K::QBias), &[c])?,
+            kv: w.matrix(id(K::KvWeight), &[c, 2 * c])?.rhs()?,
+            kv_bias: w.vector(id(K::KvBias), &[2 * c])?,
+            proj: w.matrix(id(K::OutWeight), &[c, c])?.rhs()?,
+            proj_bias: w.vector(id(K::OutBias), &[c])?,
+            norm2: (
+                w.vector(id(K::Norm2Weight), &[c])?,
+                w.vector(id(K::Norm2Bias), &[c])?,
+            ),
+            fc1: w.matrix(id(K::Mlp1Weight), &[c, hid])?.rhs()?,
+            fc1_bias: w.vector(id(K::Mlp1Bias), &[hid])?,
+            fc2: w.matrix(id(K::Mlp2Weight), &[hid, c])?.rhs()?,
+            fc2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
+        })
+    }
+}
+
+/// `y = x·W + b` for `rows` tokens.
+fn linear(
+    run: &Run<'_>,
+    w: &Rhs<'_>,
+    b: &Vector<'_>,
+    x: &[f32],
+    rows: usize,
+    y: &mut [f32],
+) -> Result<()> {
+    let lhs = Lhs::new(Strided::rows_of(x, rows, w.rows(), w.rows())?);
+    let mut out = Out::new(y, rows, w.cols(), w.cols())?;
+    Ok(run.kernels.gemm(&lhs, w, Start::Bias(*b), &mut out)?)
+}
+
+/// Token values as a GEMM right operand, `rows × cols` with a row stride.
+fn token_rhs<'a, E: TokenElem>(
+    data: &'a [E],
+    rows: usize,
+    cols: usize,
+    stride: usize,
+) -> Result<Rhs<'a>> {
+    let data = match E::elems(data) {
+        soft_kernels::Elems::F32(v) => RhsData::F32(v),
+        soft_kernels::Elems::F16(v) => RhsData::F16(v),
+    };
+    Ok(Rhs::new(data, rows, cols, stride)?)
+}
+
+/// One pre-norm softmax-attention block over `n` tokens (class token first), in place.
+pub(crate) fn stage4_block<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &Stage4Dims,
+    wt: &Stage4Weights<'_>,
+    probe: &mut impl Probe,
+) -> Result<()> {
+    let (n, c, heads) = (dims.n, dims.c, dims.heads);
+    let d = c / heads.max(1);
+    let chunk = dims.chunk(&run.schedule);
+    let mut ar = ar.scope();
+    let s = Stage4Scratch::<E>::alloc(&mut ar, dims, chunk)?;
+    let k = run.kernels;
+    let scale = libm::pow(d as f64, -0.5) as f32;
+    let wide_width = (2 * c).max(dims.hidden);
+
+    probe.enter(Activity {
+        stage: 4,
+        step: Step::Attention,
+    });
+    // Keys (transposed) and values of every token.
+    for t0 in (0..n).step_by(chunk) {
+        let len = chunk.min(n - t0);
+        let workers = run.workers_for(len);
+        {
+            let src = map.get(t0 * c..(t0 + len) * c).unwrap_or_default();
+            let parts: Parts<_> = carve(s.tokens, c, len, workers)
+                .into_iter()
+                .zip(carve(s.wide, wide_width, len, workers))
+                .zip(carve_ref(src, c, len, workers))
+                .collect();
+            run.try_parallel(parts, |((x, kv), src)| {
+                let rows = x.len() / c;
+                k.widen(E::elems(src), x)?;
+                k.layer_norm(x, c, &wt.norm1.0, &wt.norm1.1, STAGE4_EPS)?;
+                // Rows `wide_width` apart, as the loop below reads them.
+                let lhs = Lhs::new(Strided::rows_of(x, rows, c, c)?);
+                let mut out = Out::new(kv, rows, 2 * c, wide_width)?;
+                Ok(k.gemm(&lhs, &wt.kv, Start::Bias(wt.kv_bias), &mut out)?)
+            })?;
+        }
+        for (i, tok) in s.wide.chunks_exact(wide_width).take(len).enumerate() {
+            let t = t0 + i;
+            let (key, value) = tok.split_at(c.min(tok.len()));
+            for (ch, &v) in key.iter().enumerate() {
+                if let Some(dst) = s.keys.get_mut(ch * n + t) {
+                    *dst = E::store(v);
+                }
+            }
+            let dst = s.values.get_mut(t * c..(t + 1) * c).unwrap_or_default();
+            k.narrow(value.get(..c).unwrap_or_default(), E::elems_mut(dst))?;
+        }
+    }
+    let (keys, values) = (&*s.keys, &*s.values);
+    for t0 in (0..n).step_by(chunk) {
+        let len = chunk.min(n - t0);
+        let workers = run.workers_for(len);
+        let span = t0 * c..(t0 + len) * c;
+        probe.enter(Activity {
+            stage: 4,
+            step: Step::Attention,
+        });
+        {
+            let src = map.get(span.clone()).unwrap_or_default();
+            let parts: Parts<_> = carve(s.tokens, c, len, workers)
+                .into_iter()
+                .zip(carve(s.normed, c, len, workers))
+                .zip(carve(s.queries, c, len, workers))
+                .zip(carve(s.heads_out, c, len, workers))
+                .zip(carve(s.scores, n, len, workers))
+                .zip(carve_ref(src, c, len, workers))
+                .collect();
+            run.try_parallel(parts, |(((((x, y), q), o), scores), src)| {
+                let rows = x.len() / c;
+                k.widen(E::elems(src), x)?;
+                y.copy_from_slice(x);
+                k.layer_norm(y, c, &wt.norm1.0, &wt.norm1.1, STAGE4_EPS)?;
+                linear(run, &wt.q, &wt.q_bias, y, rows, q)?;
+                for h in 0..heads {
+                    // Scores: q_h · k_h, times d^-½.
+                    let qh = Strided::rows_of(q.get(h * d..).unwrap_or_default(), rows, d, c)?;
+                    let kh = token_rhs(keys.get(h * d * n..).unwrap_or_default(), d, n, n)?;
+                    k.gemm(
+                        &Lhs::new(qh),
+                        &kh,
+                        Start::Zero,
+                        &mut Out::new(scores, rows, n, n)?,
+                    )?;
+                    for row in scores.chunks_exact_mut(n) {
+                        let mut max = f32::NEG_INFINITY;
+                        for sc in row.iter_mut() {
+                            *sc *= scale;
+                            max = max.max(*sc);
+                        }
+                        for sc in row.iter_mut() {
+                            *sc -= max;
+                        }
+                        k.exp(row);
+                        let sum = row.iter().fold(0.0f32, |a, v| a + v);
+                        for sc in row.iter_mut() {
+                            *sc /= sum;
+                        }
+                    }
+                    // o_h = P · v_h.
+                    let p = Strided::rows_of(scores, rows, n, n)?;
+                    let vh = token_rhs(values.get(h * d..).unwrap_or_default(), n, d, c)?;
+                    let mut out = Out::new(o.get_mut(h * d..).unwrap_or_default(), rows, d, c)?;
+                    k.gemm(&Lhs::new(p), &vh, Start::Zero, &mut out)?;
+                }
+                linear(run, &wt.proj, &wt.proj_bias, o, rows, y)?;
+                for (xv, yv) in x.iter_mut().zip(y.iter()) {
+                    *xv += *yv;
+                }
+                Ok(())
+            })?;
+        }
+        probe.enter(Activity {
+            stage: 4,
+            step: Step::Mlp,
+        });
+        let parts: Parts<_> = carve(s.tokens, c, len, workers)
+            .into_iter()
+            .zip(carve(s.normed, c, len, workers))
+            .zip(carve(s.queries, c, len, workers))
+            .zip(carve(s.wide, wide_width, len, workers))
+            .zip(carve(
+                map.get_mut(span).unwrap_or_default(),
+                c,
+                len,
+                workers,
+            ))
+            .collect();
+        run.try_parallel(parts, |((((x, y), o), h), dst)| {
+            let rows = x.len() / c;
+            o.copy_from_slice(x);
+            k.layer_norm(o, c, &wt.norm2.0, &wt.norm2.1, STAGE4_EPS)?;
+            let h = h.get_mut(..rows * dims.hidden).unwrap_or_default();
+            linear(run, &wt.fc1, &wt.fc1_bias, o, rows, h)?;
+            k.gelu_erf(h);
+            linear(run, &wt.fc2, &wt.fc2_bias, h, rows, y)?;
+            for (xv, yv) in x.iter_mut().zip(y.iter()) {
+                *xv += *yv;
+            }
+            Ok(k.narrow(x, E::elems_mut(dst))?)
+        })?;
+    }
+    Ok(())
+}

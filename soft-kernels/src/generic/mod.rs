@@ -1,0 +1,113 @@
+//! The generic scalar kernels: the reference that defines every kernel's bits, and the
+//! kernels of targets without a SIMD version (the Cortex-M4F among them). Plain safe Rust;
+//! LLVM vectorises some loops across independent outputs, which changes no bit.
+
+mod gauss;
+mod gemm;
+mod rows;
+
+use crate::table::Kernels;
+
+/// The generic kernels.
+pub static GENERIC: Kernels = Kernels {
+    name: "generic",
+    gemm: gemm::gemm,
+    gaussian: gauss::gaussian,
+    exp: rows::exp,
+    gelu_tanh: rows::gelu_tanh,
+    gelu_erf: rows::gelu_erf,
+    widen_f16: rows::widen_f16,
+    narrow_f16: rows::narrow_f16,
+    depthwise: rows::depthwise,
+    layer_norm: rows::layer_norm,
+};
+
+#[cfg(test)]
+mod accuracy {
+    //! The generic kernels against f64 evaluations: how far the contract's f32 rounding
+    //! lands from the exact result. (Bit equality of every implementation with the
+    //! contract is `suite`'s job.)
+
+    use half::f16;
+    use proptest::prelude::*;
+
+    use crate::operand::{Lhs, Out, Rhs, RhsData, Start, Strided, Vector};
+    use crate::Kernels;
+
+    proptest! {
+        #[test]
+        fn gemm_is_within_f32_rounding_of_f64(ni in 1usize..300, no in 1usize..40, tokens in 1usize..20, seed in any::<u64>()) {
+            let mut s = seed;
+            let mut rnd = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0 };
+            let w: Vec<f32> = (0..ni * no).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..no).map(|_| rnd()).collect();
+            let x: Vec<f32> = (0..ni * tokens).map(|_| rnd()).collect();
+            let lhs = Lhs::new(Strided::rows_of(&x, tokens, ni, ni).unwrap());
+            let k = Kernels::generic();
+            let mut y = vec![0.0; no * tokens];
+            let rhs = Rhs::new(RhsData::F32(&w), ni, no, no).unwrap();
+            k.gemm(&lhs, &rhs, Start::Bias(Vector::F32(&b)), &mut Out::new(&mut y, tokens, no, no).unwrap()).unwrap();
+            for t in 0..tokens {
+                for o in 0..no {
+                    let want = f64::from(b[o]) + (0..ni).map(|i| f64::from(x[t * ni + i]) * f64::from(w[i * no + o])).sum::<f64>();
+                    prop_assert!((f64::from(y[t * no + o]) - want).abs() < 1e-5 * (ni as f64 + 1.0));
+                }
+            }
+            // int8: bias + scale · Σ x·q.
+            let q: Vec<i8> = (0..ni * no).map(|i| (i % 255) as i8).collect();
+            let scales: Vec<f32> = (0..no).map(|o| 0.01 * (o + 1) as f32).collect();
+            let rhs = Rhs::new(RhsData::I8 { q: &q, scales: &scales }, ni, no, no).unwrap();
+            k.gemm(&lhs, &rhs, Start::Bias(Vector::F32(&b)), &mut Out::new(&mut y, tokens, no, no).unwrap()).unwrap();
+            for t in 0..tokens {
+                for o in 0..no {
+                    let want = f64::from(b[o]) + f64::from(scales[o]) * (0..ni).map(|i| f64::from(x[t * ni + i]) * f64::from(q[i * no + o])).sum::<f64>();
+                    prop_assert!((f64::from(y[t * no + o]) - want).abs() < 1e-4 * (ni as f64 + 1.0));
+                }
+            }
+            // f16 weights give exactly what f32 weights of the same values give.
+            let wh: Vec<u16> = w.iter().map(|v| f16::from_f32(*v).to_bits()).collect();
+            let wr: Vec<f32> = wh.iter().map(|h| f16::from_bits(*h).to_f32()).collect();
+            let (mut y1, mut y2) = (vec![0.0; no * tokens], vec![0.0; no * tokens]);
+            k.gemm(&lhs, &Rhs::new(RhsData::F16Finite(&wh), ni, no, no).unwrap(), Start::Zero, &mut Out::new(&mut y1, tokens, no, no).unwrap()).unwrap();
+            k.gemm(&lhs, &Rhs::new(RhsData::F32(&wr), ni, no, no).unwrap(), Start::Zero, &mut Out::new(&mut y2, tokens, no, no).unwrap()).unwrap();
+            prop_assert_eq!(y1, y2);
+        }
+
+        #[test]
+        fn layer_norm_is_within_2e_4_of_f64(x in prop::collection::vec(-100.0f32..100.0, 2..64)) {
+            let n = x.len();
+            let w: Vec<f32> = (0..n).map(|i| 0.5 + i as f32 * 0.01).collect();
+            let b: Vec<f32> = (0..n).map(|i| i as f32 * -0.02).collect();
+            let mut y = x.clone();
+            Kernels::generic().layer_norm(&mut y, n, &Vector::F32(&w), &Vector::F32(&b), 1e-5).unwrap();
+            let mean = x.iter().map(|v| f64::from(*v)).sum::<f64>() / n as f64;
+            let var = x.iter().map(|v| (f64::from(*v) - mean).powi(2)).sum::<f64>() / n as f64;
+            for i in 0..n {
+                let want = (f64::from(x[i]) - mean) / (var + 1e-5).sqrt() * f64::from(w[i]) + f64::from(b[i]);
+                prop_assert!((f64::from(y[i]) - want).abs() < 2e-4, "{} vs {}", y[i], want);
+            }
+        }
+    }
+
+    #[test]
+    fn gelus_are_within_1e_6_of_f64() {
+        for i in -4000..4000 {
+            let x = i as f32 * 0.0025;
+            let xd = f64::from(x);
+            let erf = 0.5 * xd * (1.0 + libm::erf(xd / 2f64.sqrt()));
+            let tanh = 0.5
+                * xd
+                * (1.0
+                    + ((2.0 / core::f64::consts::PI).sqrt() * (xd + 0.044715 * xd.powi(3))).tanh());
+            let (ge, gt) = (crate::math::gelu_erf(x), crate::math::gelu_tanh(x));
+            assert!(
+                (f64::from(ge) - erf).abs() <= 1e-6 * (1.0 + erf.abs()),
+                "{x}"
+            );
+            assert!(
+                (f64::from(gt) - tanh).abs() <= 1e-6 * (1.0 + tanh.abs()),
+                "{x}"
+            );
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Row kernels: LayerNorm, GELU and exp over slices, f16 conversion, depthwise taps.
+
+use half::f16;
+
+use crate::math;
+use crate::operand::{widen, Elems, Vector};
+
+/// LayerNorm of each `width`-value row of `x` in place:
+/// `mean = Σx / n`, `var = Σ(x − mean)² / n` (sums in order), `rstd = 1 / √(var + eps)`,
+/// `y = ((x − mean) · rstd) · w + b`.
+pub(crate) fn layer_norm(x: &mut [f32], width: usize, w: &Vector<'_>, b: &Vector<'_>, eps: f32) {
+    if width == 0 {
+        return;
+    }
+    let n = width as f32;
+    for row in x.chunks_exact_mut(width) {
+        let mean = row.iter().fold(0.0f32, |a, v| a + v) / n;
+        let var = row.iter().fold(0.0f32, |a, v| a + (v - mean) * (v - mean)) / n;
+        let rstd = 1.0 / libm::sqrtf(var + eps);
+        for (i, v) in row.iter_mut().enumerate() {
+            *v = (*v - mean) * rstd * w.get(i) + b.get(i);
+        }
+    }
+}
+
+/// [`math::exp`] of every value.
+pub(crate) fn exp(x: &mut [f32]) {
+    for v in x {
+        *v = math::exp(*v);
+    }
+}
+
+/// [`math::gelu_tanh`] of every value.
+pub(crate) fn gelu_tanh(x: &mut [f32]) {
+    for v in x {
+        *v = math::gelu_tanh(*v);
+    }
+}
+
+/// [`math::gelu_erf`] of every value.
+pub(crate) fn gelu_erf(x: &mut [f32]) {
+    for v in x {
+        *v = math::gelu_erf(*v);
+    }
+}
+
+/// Exact f16 → f32.
+pub(crate) fn widen_f16(src: &[f16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = widen(s.to_bits());
+    }
+}
+
+/// f32 → f16, rounding to nearest even (overflow to infinity).
+pub(crate) fn narrow_f16(src: &[f32], dst: &mut [f16]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f16::from_f32(*s);
+    }
+}
+
+/// `out[i] += scales[(i mod (group·scales.len())) / group] · src[i]`: one tap of a
+/// depthwise convolution whose kernel is shared by each group of `group` channels.
+pub(crate) fn depthwise(src: Elems<'_>, scales: &[f32], group: usize, out: &mut [f32]) {
+    let width = group * scales.len();
+    if width == 0 {
+        return;
+    }
+    match src {
+        Elems::F32(s) => {
+            for (o, x) in out.chunks_exact_mut(width).zip(s.chunks_exact(width)) {
+                for ((og, xg), &w) in o
+                    .chunks_exact_mut(group)
+                    .zip(x.chunks_exact(group))
+                    .zip(scales)
+                {
+                    for (ov, xv) in og.iter_mut().zip(xg) {
+                        *ov += w * *xv;
+                    }
+                }
+            }
+        }
+        Elems::F16(s) => {
+            for (o, x) in out.chunks_exact_mut(width).zip(s.chunks_exact(width)) {
+                for ((og, xg), &w) in o
+                    .chunks_exact_mut(group)
+                    .zip(x.chunks_exact(group))
+                    .zip(scales)
+                {
+                    for (ov, xv) in og.iter_mut().zip(xg) {
+                        *ov += w * widen(xv.to_bits());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,58 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod error;
+pub mod generic;
+pub mod math;
+pub mod operand;
+mod table;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_64;
+
+#[cfg(test)]
+mod suite;
+
+pub use error::{Error, Result};
+pub use operand::{
+    widen, widen_finite, Elems, ElemsMut, Lhs, Out, Rhs, RhsData, Start, Strided, TokenElem,
+    Vector, MAX_PIECES,
+};
+pub use table::Kernels;
+
+impl Kernels {
+    /// The generic kernels, available everywhere.
+    pub fn generic() -> &'static Kernels {
+        &generic::GENERIC
+    }
+
+    /// The fastest kernels this CPU runs: on x86-64, AVX-512F, else AVX2 (+F16C), else
+    /// generic. With the `std` feature the CPU is asked at run time; without it, only
+    /// what the build's target features guarantee is used.
+    pub fn detect() -> &'static Kernels {
+        Kernels::available().last().unwrap_or(&generic::GENERIC)
+    }
+
+    /// Every implementation this CPU runs, generic first, fastest last: for tests that
+    /// compare them and benchmarks that time them.
+    pub fn available() -> impl Iterator<Item = &'static Kernels> {
+        let simd: [Option<&'static Kernels>; 2] = {
+            #[cfg(target_arch = "x86_64")]
+            {
+                [x86_64::avx2(), x86_64::avx512()]
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                [None, None]
+            }
+        };
+        core::iter::once(&generic::GENERIC).chain(simd.into_iter().flatten())
+    }
+
+    /// The implementation called `name` (see [`Kernels::name`]), if this CPU runs it.
+    pub fn by_name(name: &str) -> Option<&'static Kernels> {
+        Kernels::available().find(|k| k.name() == name)
+    }
+}
