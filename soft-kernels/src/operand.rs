@@ -485,8 +485,22 @@ pub struct Rhs<'a> {
 }
 
 impl<'a> Rhs<'a> {
-    /// A view, checked to lie inside `data` (and, for int8, to have a scale per column).
+    /// A view, checked to lie inside `data` with rows that do not overlap (and, for
+    /// int8, to have a scale per column).
     pub fn new(data: RhsData<'a>, rows: usize, cols: usize, row_stride: usize) -> Result<Self> {
+        if rows > 1 && row_stride < cols {
+            return Err(Error::Mismatch {
+                what: "rhs row stride vs cols",
+                left: row_stride,
+                right: cols,
+            });
+        }
+        // A single row's stride is never used to step; keep it at least its width.
+        let row_stride = if rows > 1 {
+            row_stride
+        } else {
+            row_stride.max(cols)
+        };
         check_reach("rhs", data.len(), rows, cols, row_stride, 1)?;
         if let RhsData::I8 { scales, .. } = data {
             if scales.len() < cols {

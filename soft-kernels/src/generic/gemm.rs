@@ -85,6 +85,17 @@ macro_rules! with_rhs {
     };
 }
 
+/// The rows of `d` (`stride` apart) as full-stride rows plus the shorter last row a
+/// column sub-view may end with: iterating `chunks_exact` lets LLVM prove each row's
+/// block in bounds, so the inner loops keep no per-row check (2.10 instead of 2.8
+/// instructions per MAC on the M4).
+#[inline(always)]
+fn rows_of<T>(d: &[T], stride: usize) -> (core::slice::ChunksExact<'_, T>, &[T]) {
+    let rows = d.chunks_exact(stride.max(1));
+    let last = rows.remainder();
+    (rows, last)
+}
+
 /// Accumulates `Σ_k packed[k][t] · W[k][o0 + o]` into `acc`, depth in order.
 #[inline(always)]
 fn gemm_packed<T: Element>(
@@ -95,27 +106,34 @@ fn gemm_packed<T: Element>(
     packed: &[[f32; TOKEN_BLOCK]],
     acc_out: &mut Acc,
 ) {
-    // A local copy and a loop without early exits let LLVM keep every accumulator in a
+    // A local copy and loops without early exits let LLVM keep every accumulator in a
     // register for the whole loop. The full/partial block test stays outside the loops
     // (here and in `widen_rows`): a shared per-row helper measured 2.34 instead of 2.10
     // instructions per MAC on the M4 (f32 weights).
     let mut acc = *acc_out;
-    if o0 + OUTPUT_BLOCK <= cols {
-        for (k, x) in packed.iter().enumerate() {
-            let Some(src) = d
-                .get(k * stride + o0..k * stride + o0 + OUTPUT_BLOCK)
+    let (rows, last) = rows_of(d, stride);
+    let full = rows.len();
+    if o0 + OUTPUT_BLOCK <= cols && cols <= stride {
+        for (x, wrow) in packed.iter().zip(rows) {
+            if let Some(src) = wrow
+                .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
-            else {
-                break;
-            };
+            {
+                mac_block(&mut acc, x, &T::widen_block(src));
+            }
+        }
+        if let (Some(x), Some(src)) = (
+            packed.get(full),
+            last.get(o0..o0 + OUTPUT_BLOCK)
+                .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok()),
+        ) {
             mac_block(&mut acc, x, &T::widen_block(src));
         }
     } else {
         let valid = cols.saturating_sub(o0);
-        for (k, x) in packed.iter().enumerate() {
+        for (x, wrow) in packed.iter().zip(rows.chain(core::iter::once(last))) {
             let mut w = [0.0f32; OUTPUT_BLOCK];
-            let row = d.get(k * stride + o0..).unwrap_or_default();
-            for (wo, v) in w.iter_mut().zip(row.iter().take(valid)) {
+            for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
                 *wo = v.to_f32();
             }
             mac_block(&mut acc, x, &w);
@@ -133,21 +151,29 @@ fn widen_rows<T: Element>(
     o0: usize,
     wide: &mut [[f32; OUTPUT_BLOCK]],
 ) {
-    if o0 + OUTPUT_BLOCK <= cols {
-        for (k, dst) in wide.iter_mut().enumerate() {
-            if let Some(src) = d
-                .get(k * stride + o0..k * stride + o0 + OUTPUT_BLOCK)
+    let (rows, last) = rows_of(d, stride);
+    if o0 + OUTPUT_BLOCK <= cols && cols <= stride {
+        let full = rows.len();
+        for (dst, wrow) in wide.iter_mut().zip(rows) {
+            if let Some(src) = wrow
+                .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
             {
                 *dst = T::widen_block(src);
             }
         }
+        if let (Some(dst), Some(src)) = (
+            wide.get_mut(full),
+            last.get(o0..o0 + OUTPUT_BLOCK)
+                .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok()),
+        ) {
+            *dst = T::widen_block(src);
+        }
     } else {
         let valid = cols.saturating_sub(o0);
-        for (k, dst) in wide.iter_mut().enumerate() {
+        for (dst, wrow) in wide.iter_mut().zip(rows.chain(core::iter::once(last))) {
             *dst = [0.0; OUTPUT_BLOCK];
-            let row = d.get(k * stride + o0..).unwrap_or_default();
-            for (wo, v) in dst.iter_mut().zip(row.iter().take(valid)) {
+            for (wo, v) in dst.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
                 *wo = v.to_f32();
             }
         }
@@ -170,80 +196,39 @@ fn rows_from<T>(d: &[T], first: usize, stride: usize) -> &[T] {
     d.get(first * stride..).unwrap_or_default()
 }
 
-/// Running sums of columns `o0..` for `count` rows, as the GEMM starts them.
+/// Running sums parked in `out` (rows `t0..t0 + count`, columns `o0..o0 + n`).
 #[inline(always)]
-fn start_block(
-    start: Start<'_>,
-    int8: bool,
-    out: &Out<'_>,
-    t0: usize,
-    count: usize,
-    o0: usize,
-) -> Acc {
-    let mut acc = [[0.0f32; OUTPUT_BLOCK]; TOKEN_BLOCK];
-    match start {
-        Start::Bias(b) if !int8 => {
-            let mut row = [0.0f32; OUTPUT_BLOCK];
-            let n = OUTPUT_BLOCK.min(out.cols().saturating_sub(o0));
-            b.read_into(o0, row.get_mut(..n).unwrap_or_default());
-            acc = [row; TOKEN_BLOCK];
-        }
-        Start::Accumulate => acc = load_block(out, t0, count, o0),
-        _ => {}
-    }
-    acc
-}
-
-/// Running sums parked in `out` between chunks.
-#[inline(always)]
-fn load_block(out: &Out<'_>, t0: usize, count: usize, o0: usize) -> Acc {
+fn load_block(out: &[f32], stride: usize, t0: usize, count: usize, o0: usize, n: usize) -> Acc {
     let mut acc = [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK];
     for (t, a) in acc.iter_mut().enumerate().take(count) {
-        for (v, s) in a.iter_mut().zip(out.row(t0 + t).iter().skip(o0)) {
-            *v = *s;
+        let at = (t0 + t) * stride + o0;
+        let src = out.get(at..at + n).unwrap_or_default();
+        match <&[f32; OUTPUT_BLOCK]>::try_from(src) {
+            Ok(full) => *a = *full,
+            Err(_) => a.iter_mut().zip(src).for_each(|(v, s)| *v = *s),
         }
     }
     acc
 }
 
-/// Parks running sums in `out` (see [`load_block`]).
+/// Stores (or parks) sums in `out`. Whole blocks are array copies: a per-element loop
+/// became a `memcpy` call per row on the M4.
 #[inline(always)]
-fn save_block(acc: &Acc, out: &mut Out<'_>, t0: usize, count: usize, o0: usize) {
-    for (t, a) in acc.iter().enumerate().take(count) {
-        for (d, v) in out.row_mut(t0 + t).iter_mut().skip(o0).zip(a) {
-            *d = *v;
-        }
-    }
-}
-
-/// Stores finished sums; int8 sums become `bias + scale · sum`.
-#[inline(always)]
-fn store_block(
+fn save_block(
     acc: &Acc,
-    rhs: &Rhs<'_>,
-    start: Start<'_>,
-    out: &mut Out<'_>,
+    out: &mut [f32],
+    stride: usize,
     t0: usize,
     count: usize,
     o0: usize,
+    n: usize,
 ) {
-    save_block(acc, out, t0, count, o0);
-    if let RhsData::I8 { scales, .. } = rhs.data() {
-        let bias = match start {
-            Start::Bias(b) => Some(b),
-            _ => None,
-        };
-        for t in 0..count {
-            let row = out.row_mut(t0 + t);
-            for (i, (o, s)) in row
-                .iter_mut()
-                .zip(scales)
-                .enumerate()
-                .skip(o0)
-                .take(OUTPUT_BLOCK)
-            {
-                *o = bias.map_or(0.0, |b| b.get(i)) + *s * *o;
-            }
+    for (t, a) in acc.iter().enumerate().take(count) {
+        let at = (t0 + t) * stride + o0;
+        let dst = out.get_mut(at..at + n).unwrap_or_default();
+        match <&mut [f32; OUTPUT_BLOCK]>::try_from(&mut *dst) {
+            Ok(full) => *full = *a,
+            Err(_) => dst.iter_mut().zip(a).for_each(|(d, v)| *d = *v),
         }
     }
 }
@@ -254,8 +239,13 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
     if rows == 0 || cols == 0 {
         return;
     }
-    let int8 = rhs.is_int8();
+    let int8_scales = match rhs.data() {
+        RhsData::I8 { scales, .. } => Some(scales),
+        _ => None,
+    };
     let stride = rhs.row_stride();
+    let out_stride = out.row_stride();
+    let out = out.data();
     // Stack: 2 × 128 × 4 row values, 128 × OB widened values and one 128-value row:
     // 6.5 KiB on 32-bit ARM, 8.5 KiB on x86-64. Fixed, whatever the sizes.
     let mut packed: [Packed; GROUP_BLOCKS] = [[[0.0; TOKEN_BLOCK]; K_CHUNK]; GROUP_BLOCKS];
@@ -282,6 +272,19 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
             let (first, last) = (k0 == 0, k0 + kn == depth);
             let wide = wide.get_mut(..kn).unwrap_or_default();
             for o0 in (0..cols).step_by(OUTPUT_BLOCK) {
+                let n = OUTPUT_BLOCK.min(cols - o0);
+                // The block's bias (the start of float sums, added after scaling int8
+                // sums) and int8 scales, read once for every row block.
+                let mut bias = [0.0f32; OUTPUT_BLOCK];
+                if let Start::Bias(v) = start {
+                    v.read_into(o0, bias.get_mut(..n).unwrap_or_default());
+                }
+                let mut scale = [0.0f32; OUTPUT_BLOCK];
+                if let Some(s) = int8_scales {
+                    for (d, v) in scale.iter_mut().zip(s.get(o0..o0 + n).unwrap_or_default()) {
+                        *d = *v;
+                    }
+                }
                 // With one row block, widening on the fly is cheaper than a buffer.
                 let widened = blocks > 1
                     && !matches!(rhs.data(), RhsData::F32(_))
@@ -293,10 +296,10 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
                     let t0 = g0 + b * TOKEN_BLOCK;
                     let count = TOKEN_BLOCK.min(rows - t0);
                     let chunk = block.get(..kn).unwrap_or_default();
-                    let mut acc = if first {
-                        start_block(start, int8, out, t0, count, o0)
-                    } else {
-                        load_block(out, t0, count, o0)
+                    let mut acc = match (first, start) {
+                        (true, Start::Bias(_)) if int8_scales.is_none() => [bias; TOKEN_BLOCK],
+                        (true, Start::Zero | Start::Bias(_)) => [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK],
+                        _ => load_block(out, out_stride, t0, count, o0, n),
                     };
                     if widened {
                         gemm_wide(chunk, wide, &mut acc);
@@ -310,11 +313,14 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
                             &mut acc
                         ));
                     }
-                    if last {
-                        store_block(&acc, rhs, start, out, t0, count, o0);
-                    } else {
-                        save_block(&acc, out, t0, count, o0);
+                    if last && int8_scales.is_some() {
+                        for a in acc.iter_mut() {
+                            for ((v, &s), &b) in a.iter_mut().zip(&scale).zip(&bias) {
+                                *v = b + s * *v;
+                            }
+                        }
                     }
+                    save_block(&acc, out, out_stride, t0, count, o0, n);
                 }
             }
             k0 += kn;

@@ -41,6 +41,25 @@ pub(crate) trait Lanes: Copy {
     unsafe fn gather(base: *const f32, stride: usize, n: usize) -> Self;
     /// Writes the lanes to `out` (`LANES` values).
     unsafe fn spill(v: Self, out: &mut [f32; 16]);
+
+    /// A per-lane condition.
+    type Mask: Copy;
+    /// `a > b` (false where either is NaN).
+    unsafe fn gt(a: Self, b: Self) -> Self::Mask;
+    /// `a < b` (false where either is NaN).
+    unsafe fn lt(a: Self, b: Self) -> Self::Mask;
+    /// `a` is NaN.
+    unsafe fn is_nan(a: Self) -> Self::Mask;
+    /// `m ? a : b`, lane by lane.
+    unsafe fn select(m: Self::Mask, a: Self, b: Self) -> Self;
+    /// `(|x|, sign bit of x)`: the bits with the sign cleared, and the sign bit alone.
+    unsafe fn split_sign(x: Self) -> (Self, Self);
+    /// The bits of `a` or-ed with the bits of `b`.
+    unsafe fn or_bits(a: Self, b: Self) -> Self;
+    /// [`math::exp_core`](crate::math)'s scale factors from `k` (see there): with
+    /// `m = bits(k) − (0x4B40_0000 − 254)`, `2^n1 = bits((m >> 1) << 23)` and
+    /// `2^n2 = bits((m << 23) − ((m >> 1) << 23))`, in wrapping u32 arithmetic.
+    unsafe fn exp_scales(k: Self) -> (Self, Self);
 }
 
 /// Eight lanes: AVX2 with F16C.
@@ -161,6 +180,58 @@ impl Lanes for V256 {
         // SAFETY: out has room for 16 ≥ 8 f32.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v.0) }
     }
+
+    type Mask = __m256;
+
+    #[inline(always)]
+    unsafe fn gt(a: Self, b: Self) -> __m256 {
+        // SAFETY: AVX2 CPU (trait contract). Ordered, quiet: NaN lanes false.
+        unsafe { _mm256_cmp_ps::<_CMP_GT_OQ>(a.0, b.0) }
+    }
+    #[inline(always)]
+    unsafe fn lt(a: Self, b: Self) -> __m256 {
+        // SAFETY: AVX2 CPU (trait contract). Ordered, quiet: NaN lanes false.
+        unsafe { _mm256_cmp_ps::<_CMP_LT_OQ>(a.0, b.0) }
+    }
+    #[inline(always)]
+    unsafe fn is_nan(a: Self) -> __m256 {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe { _mm256_cmp_ps::<_CMP_UNORD_Q>(a.0, a.0) }
+    }
+    #[inline(always)]
+    unsafe fn select(m: __m256, a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 CPU (trait contract). blendv takes the second operand where set.
+        unsafe { V256(_mm256_blendv_ps(b.0, a.0, m)) }
+    }
+    #[inline(always)]
+    unsafe fn split_sign(x: Self) -> (Self, Self) {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe {
+            let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+            (
+                V256(_mm256_andnot_ps(sign, x.0)),
+                V256(_mm256_and_ps(sign, x.0)),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn or_bits(a: Self, b: Self) -> Self {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe { V256(_mm256_or_ps(a.0, b.0)) }
+    }
+    #[inline(always)]
+    unsafe fn exp_scales(k: Self) -> (Self, Self) {
+        // SAFETY: AVX2 CPU (trait contract).
+        unsafe {
+            let m = _mm256_sub_epi32(
+                _mm256_castps_si256(k.0),
+                _mm256_set1_epi32(0x4B40_0000 - 254),
+            );
+            let s1 = _mm256_slli_epi32::<23>(_mm256_srli_epi32::<1>(m));
+            let s2 = _mm256_sub_epi32(_mm256_slli_epi32::<23>(m), s1);
+            (V256(_mm256_castsi256_ps(s1)), V256(_mm256_castsi256_ps(s2)))
+        }
+    }
 }
 
 impl Lanes for V512 {
@@ -261,5 +332,61 @@ impl Lanes for V512 {
     unsafe fn spill(v: Self, out: &mut [f32; 16]) {
         // SAFETY: out has room for 16 f32.
         unsafe { _mm512_storeu_ps(out.as_mut_ptr(), v.0) }
+    }
+
+    type Mask = __mmask16;
+
+    #[inline(always)]
+    unsafe fn gt(a: Self, b: Self) -> __mmask16 {
+        // SAFETY: AVX-512F CPU (trait contract). Ordered, quiet: NaN lanes false.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a.0, b.0) }
+    }
+    #[inline(always)]
+    unsafe fn lt(a: Self, b: Self) -> __mmask16 {
+        // SAFETY: AVX-512F CPU (trait contract). Ordered, quiet: NaN lanes false.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a.0, b.0) }
+    }
+    #[inline(always)]
+    unsafe fn is_nan(a: Self) -> __mmask16 {
+        // SAFETY: AVX-512F CPU (trait contract).
+        unsafe { _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(a.0, a.0) }
+    }
+    #[inline(always)]
+    unsafe fn select(m: __mmask16, a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F CPU (trait contract). mask_blend takes the second where set.
+        unsafe { V512(_mm512_mask_blend_ps(m, b.0, a.0)) }
+    }
+    #[inline(always)]
+    unsafe fn split_sign(x: Self) -> (Self, Self) {
+        // SAFETY: AVX-512F CPU (trait contract); integer and/andnot are AVX-512F.
+        unsafe {
+            let sign = _mm512_set1_epi32(i32::MIN);
+            let bits = _mm512_castps_si512(x.0);
+            (
+                V512(_mm512_castsi512_ps(_mm512_andnot_si512(sign, bits))),
+                V512(_mm512_castsi512_ps(_mm512_and_si512(sign, bits))),
+            )
+        }
+    }
+    #[inline(always)]
+    unsafe fn or_bits(a: Self, b: Self) -> Self {
+        // SAFETY: AVX-512F CPU (trait contract).
+        unsafe {
+            let bits = _mm512_or_si512(_mm512_castps_si512(a.0), _mm512_castps_si512(b.0));
+            V512(_mm512_castsi512_ps(bits))
+        }
+    }
+    #[inline(always)]
+    unsafe fn exp_scales(k: Self) -> (Self, Self) {
+        // SAFETY: AVX-512F CPU (trait contract).
+        unsafe {
+            let m = _mm512_sub_epi32(
+                _mm512_castps_si512(k.0),
+                _mm512_set1_epi32(0x4B40_0000 - 254),
+            );
+            let s1 = _mm512_slli_epi32::<23>(_mm512_srli_epi32::<1>(m));
+            let s2 = _mm512_sub_epi32(_mm512_slli_epi32::<23>(m), s1);
+            (V512(_mm512_castsi512_ps(s1)), V512(_mm512_castsi512_ps(s2)))
+        }
     }
 }

@@ -12,6 +12,7 @@
 
 mod gemm;
 mod lanes;
+mod math;
 mod rows;
 
 use crate::table::Kernels;
@@ -38,15 +39,38 @@ macro_rules! isa_table {
             use half::f16;
 
             use super::lanes::$lanes as L;
-            use super::{gemm, rows};
-            use crate::generic::GENERIC;
-            use crate::operand::{Elems, Lhs, Out, Rhs, Start, Vector};
+            use super::{gemm, math, rows};
+            use crate::operand::{Elems, Lhs, Out, Rhs, Start, Strided, Vector};
             use crate::table::Kernels;
 
             #[target_feature(enable = $features)]
             unsafe fn gemm_isa(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out<'_>) {
                 // SAFETY: forwarded from the safe wrapper below.
                 unsafe { gemm::gemm::<L>(lhs, rhs, start, out) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn gaussian_isa(q: &Strided<'_>, lt: &Strided<'_>, out: &mut Out<'_>) {
+                // SAFETY: forwarded from the safe wrapper below.
+                unsafe { math::gaussian::<L>(q, lt, out) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn exp_isa(x: &mut [f32]) {
+                // SAFETY: forwarded from the safe wrapper below.
+                unsafe { math::map::<L, math::Exp>(x) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn gelu_tanh_isa(x: &mut [f32]) {
+                // SAFETY: forwarded from the safe wrapper below.
+                unsafe { math::map::<L, math::GeluTanh>(x) }
+            }
+
+            #[target_feature(enable = $features)]
+            unsafe fn gelu_erf_isa(x: &mut [f32]) {
+                // SAFETY: forwarded from the safe wrapper below.
+                unsafe { math::map::<L, math::GeluErf>(x) }
             }
 
             #[target_feature(enable = $features)]
@@ -88,6 +112,26 @@ macro_rules! isa_table {
                 unsafe { gemm_isa(lhs, rhs, start, out) }
             }
 
+            fn gaussian(q: &Strided<'_>, lt: &Strided<'_>, out: &mut Out<'_>) {
+                // SAFETY: see above.
+                unsafe { gaussian_isa(q, lt, out) }
+            }
+
+            fn exp(x: &mut [f32]) {
+                // SAFETY: see above.
+                unsafe { exp_isa(x) }
+            }
+
+            fn gelu_tanh(x: &mut [f32]) {
+                // SAFETY: see above.
+                unsafe { gelu_tanh_isa(x) }
+            }
+
+            fn gelu_erf(x: &mut [f32]) {
+                // SAFETY: see above.
+                unsafe { gelu_erf_isa(x) }
+            }
+
             fn widen(src: &[f16], dst: &mut [f32]) {
                 // SAFETY: see above.
                 unsafe { widen_isa(src, dst) }
@@ -111,10 +155,10 @@ macro_rules! isa_table {
             pub(super) static TABLE: Kernels = Kernels {
                 name: $name,
                 gemm,
-                gaussian: GENERIC.gaussian,
-                exp: GENERIC.exp,
-                gelu_tanh: GENERIC.gelu_tanh,
-                gelu_erf: GENERIC.gelu_erf,
+                gaussian,
+                exp,
+                gelu_tanh,
+                gelu_erf,
                 widen_f16: widen,
                 narrow_f16: narrow,
                 depthwise,
