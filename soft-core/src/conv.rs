@@ -108,15 +108,21 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
                 .window
                 .get_mut(ky * row_len..(ky + 1) * row_len)
                 .unwrap_or_default();
-            for (c, px) in win.chunks_exact_mut(cin).enumerate() {
-                match (origin + c).checked_sub(1).filter(|&ix| ix < shape.in_w) {
-                    Some(ix) => {
-                        let src = row.get(ix * cin..(ix + 1) * cin).unwrap_or_default();
-                        k.widen(S::elems(src), px)?;
-                    }
-                    None => px.fill(0.0),
-                }
-            }
+            // Window column c is input column origin + c − 1: zeros left of the image
+            // (c = 0 when origin = 0) and right of it, the rest one contiguous run.
+            let lead = usize::from(origin == 0);
+            let first = origin + lead - 1;
+            let inside = cols
+                .saturating_sub(lead)
+                .min(shape.in_w.saturating_sub(first));
+            let (left, rest) = win.split_at_mut((lead * cin).min(win.len()));
+            let (middle, right) = rest.split_at_mut((inside * cin).min(rest.len()));
+            left.fill(0.0);
+            right.fill(0.0);
+            let src = row
+                .get(first * cin..(first + inside) * cin)
+                .unwrap_or_default();
+            k.widen(S::elems(src), middle)?;
         }
         let window = &*scratch.window;
         let mut pieces: heapless::Vec<Strided<'_>, 3> = heapless::Vec::new();
@@ -126,7 +132,7 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
         }
         let lhs = Lhs::pieces(&pieces)?;
         let sums = scratch.sums.get_mut(..n * cout).unwrap_or_default();
-        let workers = run.workers_for(n);
+        let workers = run.workers_for(n, n * present * 3 * cin * cout);
         let parts: Parts<_> = carve(sums, cout, n, workers)
             .into_iter()
             .enumerate()
@@ -207,8 +213,9 @@ mod tests {
                         executor: &Inline,
                         schedule: Schedule {
                             chunk,
-                            keep_projections: false,
+                            whole_maps: false,
                             workers,
+                            min_split_macs: 0,
                         },
                     };
                     let (window, sums) = ConvScratch::<f32>::lens(&[shape], chunk);

@@ -42,30 +42,39 @@ pub struct Schedule {
     /// Tokens per chunk: the rows each kernel call works on (1..=[`MAX_CHUNK`]). Larger
     /// chunks run faster and cost arena bytes in proportion.
     pub chunk: usize,
-    /// Keep each SOFT block's queries and values for the whole map (f32) instead of
-    /// recomputing them in each pass: about 12 % fewer multiply-accumulates for two f32
-    /// copies of the stage's map.
-    pub keep_projections: bool,
+    /// Keep whole-map intermediates instead of streaming them through line buffers:
+    /// the input image, and each SOFT block's queries and values (f32), computed once
+    /// instead of in every pass (about 12 % fewer multiply-accumulates). With no
+    /// row-by-row dependencies left, each step splits into one part per worker. Costs
+    /// the image plus about two f32 copies of the largest token map.
+    pub whole_maps: bool,
     /// Parts each step is split into (1..=[`MAX_WORKERS`]), run by the [`Executor`].
     /// Per-worker scratch is in the plan.
     pub workers: usize,
+    /// Fewest multiply-accumulates worth giving a worker: a step with less work per part
+    /// runs in fewer parts (handing work to another core and collecting its results
+    /// costs microseconds).
+    pub min_split_macs: usize,
 }
 
 impl Schedule {
-    /// The smallest arena: 8-token chunks, nothing kept, one worker. The default, and
+    /// The smallest arena: 8-token chunks, streamed maps, one worker. The default, and
     /// what a microcontroller runs.
     pub const COMPACT: Schedule = Schedule {
         chunk: 8,
-        keep_projections: false,
+        whole_maps: false,
         workers: 1,
+        min_split_macs: 0,
     };
 
-    /// For hosts: 64-token chunks, projections kept, `workers` parts.
+    /// For hosts: 64-token chunks, whole maps, `workers` parts of at least half a million
+    /// multiply-accumulates each.
     pub const fn fast(workers: usize) -> Schedule {
         Schedule {
             chunk: 64,
-            keep_projections: true,
+            whole_maps: true,
             workers,
+            min_split_macs: 500_000,
         }
     }
 
@@ -95,7 +104,7 @@ pub(crate) struct Run<'r> {
     pub schedule: Schedule,
 }
 
-impl Run<'_> {
+impl<'r> Run<'r> {
     /// Runs `work` once per part, the parts possibly at the same time.
     pub fn parallel<T: Send>(&self, parts: &mut [T], work: impl Fn(&mut T) + Sync) {
         if parts.len() <= 1 {
@@ -134,9 +143,22 @@ impl Run<'_> {
         slots.into_iter().try_for_each(|(_, result)| result)
     }
 
-    /// Workers for `items` independent items: no more workers than items.
-    pub fn workers_for(&self, items: usize) -> usize {
-        self.schedule.workers.min(items).max(1)
+    /// The same run on one worker: for the work inside one worker's part.
+    pub fn single(&self) -> Run<'r> {
+        Run {
+            schedule: Schedule {
+                workers: 1,
+                ..self.schedule
+            },
+            ..*self
+        }
+    }
+
+    /// Workers for `items` independent items costing `macs` multiply-accumulates in all:
+    /// no more than items, and none with less than the schedule's minimum.
+    pub fn workers_for(&self, items: usize, macs: usize) -> usize {
+        let worth = macs / self.schedule.min_split_macs.max(1);
+        self.schedule.workers.min(items).min(worth).max(1)
     }
 }
 
@@ -161,6 +183,18 @@ pub(crate) fn carve<T>(buf: &mut [T], width: usize, rows: usize, parts: usize) -
         let _ = out.push(mine);
     }
     out
+}
+
+/// `copies` allocations of one scratch declaration, one per worker.
+pub(crate) fn per_worker<T>(
+    copies: usize,
+    mut alloc: impl FnMut() -> Result<T>,
+) -> Result<Parts<T>> {
+    let mut out = Parts::new();
+    for _ in 0..copies {
+        let _ = out.push(alloc()?);
+    }
+    Ok(out)
 }
 
 /// Like [`carve`], for read-only data.

@@ -51,13 +51,13 @@ impl ImageSource for ChwImage<'_> {
         if y >= self.height || rgb.len() != 3 * w {
             return Err(Error::InputSource);
         }
-        for (ch, px) in (0..3).flat_map(|ch| (0..w).map(move |x| (ch, x))) {
-            let src = self
-                .data
-                .get(ch * plane + y * w + px)
-                .ok_or(Error::InputSource)?;
-            if let Some(dst) = rgb.get_mut(px * 3 + ch) {
-                *dst = *src;
+        for ch in 0..3 {
+            let at = ch * plane + y * w;
+            let src = self.data.get(at..at + w).ok_or(Error::InputSource)?;
+            for (px, v) in rgb.chunks_exact_mut(3).zip(src) {
+                if let Some(dst) = px.get_mut(ch) {
+                    *dst = *v;
+                }
             }
         }
         Ok(())

@@ -13,7 +13,7 @@ use crate::arena::{bytes_for, Arena, Watermark, ARENA_ALIGN};
 use crate::config::{ModelConfig, STAGES};
 use crate::conv::{conv_row, Conv, ConvScratch, ConvShape};
 use crate::error::{Error, Result};
-use crate::exec::{Executor, Inline, Run, Schedule};
+use crate::exec::{carve, per_worker, split, Executor, Inline, Parts, Run, Schedule};
 use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
 use crate::newton::InverseConfig;
@@ -306,10 +306,22 @@ impl EmbedDims {
 }
 
 scratch! {
-    /// The stem's line buffers.
-    struct StemScratch(geo: &Geometry, cfg: &ModelConfig) {
-        /// Three image rows, `[row][x][rgb]`.
-        image: [f32; 3 * 3 * geo.image.1],
+    /// Streaming stem: the three image rows the next conv1 row reads, `[row][x][rgb]`.
+    struct ImageRing(geo: &Geometry) {
+        rows: [f32; 3 * 3 * geo.image.1],
+    }
+}
+
+scratch! {
+    /// Whole-map stem: the whole image, `[y][x][rgb]`.
+    struct WholeImage(geo: &Geometry) {
+        pixels: [f32; geo.image.0 * 3 * geo.image.1],
+    }
+}
+
+scratch! {
+    /// The stem's line buffers (one per worker).
+    struct StemLines(geo: &Geometry, cfg: &ModelConfig) {
         /// Three rows of conv1's output.
         ring1: [E; 3 * geo.stem.1 * cfg.stem_width],
         /// Three rows of conv2's output.
@@ -319,19 +331,111 @@ scratch! {
 
 scratch! {
     /// A patch embedding's line buffers.
-    struct EmbedScratch(dims: &EmbedDims) {
-        /// Copies of the three input rows the next output row reads (the map is
-        /// overwritten in place).
-        ring: [E; 3 * dims.cols_in * dims.c_in],
-        /// The output map, when it cannot be written in place.
-        separate: [E; dims.separate_elems()],
+    struct EmbedScratch(dims: &EmbedDims, whole: bool) {
+        /// Streaming: copies of the three input rows the next output row reads (the map
+        /// is overwritten in place).
+        ring: [E; if whole { 0 } else { 3 * dims.cols_in * dims.c_in }],
+        /// The output map, when it is not written in place.
+        separate: [E; if whole { dims.out_elems() } else { dims.separate_elems() }],
+    }
+}
+
+/// Workers of the stem (bands of stage-1 rows) and of the patch embeddings (bands of
+/// output rows): whole maps only, streaming rows depend on their predecessors.
+fn band_workers(s: &Schedule, rows: usize) -> usize {
+    if s.whole_maps {
+        s.workers.min(rows).max(1)
+    } else {
+        1
+    }
+}
+
+/// Arena bytes of the stem above its output map.
+fn stem_bytes<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule) -> usize {
+    let image = if s.whole_maps {
+        WholeImage::<E>::bytes(geo)
+    } else {
+        ImageRing::<E>::bytes(geo)
+    };
+    let workers = band_workers(s, geo.stage[0].0);
+    image + workers * (StemLines::<E>::bytes(geo, cfg) + conv_bytes::<E>(&geo.stem_shapes(cfg), s))
+}
+
+/// Arena bytes of a patch embedding above its map.
+fn embed_bytes<E: TokenElem>(dims: &EmbedDims, s: &Schedule) -> usize {
+    let workers = band_workers(s, dims.rows_out);
+    EmbedScratch::<E>::bytes(dims, s.whole_maps) + workers * conv_bytes::<E>(&[dims.shape()], s)
+}
+
+/// Where the stem reads image rows.
+trait ImageRows {
+    /// Makes rows up to `y` readable.
+    fn ensure(&mut self, y: usize) -> Result<()>;
+    /// Rows `center − 1 ..= center + 1` (`None` outside the image).
+    fn rows(&self, center: usize) -> [Option<&[f32]>; 3];
+}
+
+/// Rows pulled from the source into a ring of three, in order, each checked finite.
+struct StreamedImage<'a, I> {
+    ring: &'a mut [f32],
+    source: &'a mut I,
+    next: usize,
+    height: usize,
+    row_len: usize,
+}
+
+impl<I: ImageSource> ImageRows for StreamedImage<'_, I> {
+    fn ensure(&mut self, y: usize) -> Result<()> {
+        while self.next <= y.min(self.height - 1) {
+            let row = ring_row_mut(self.ring, self.next, self.row_len);
+            self.source.read_row(self.next, row)?;
+            if !row.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFiniteInput { row: self.next });
+            }
+            self.next += 1;
+        }
+        Ok(())
+    }
+
+    fn rows(&self, center: usize) -> [Option<&[f32]>; 3] {
+        ring_rows(self.ring, center, self.height, self.row_len)
+    }
+}
+
+/// The whole image, read (and checked) before the stem starts.
+struct BufferedImage<'a> {
+    pixels: &'a [f32],
+    height: usize,
+    row_len: usize,
+}
+
+impl ImageRows for BufferedImage<'_> {
+    fn ensure(&mut self, _: usize) -> Result<()> {
+        Ok(())
+    }
+
+    fn rows(&self, center: usize) -> [Option<&[f32]>; 3] {
+        core::array::from_fn(|i| {
+            let r = (center + i).checked_sub(1).filter(|&r| r < self.height)?;
+            self.pixels.get(r * self.row_len..(r + 1) * self.row_len)
+        })
     }
 }
 
 scratch! {
-    /// One token in f32 (position embedding, final norm and head).
+    /// One token in f32 (final norm and head).
     struct TokenScratch(c: usize) {
         token: [f32; c],
+    }
+}
+
+scratch! {
+    /// Adding the position embedding to one token at a time.
+    struct PositionScratch(c: usize) {
+        /// The token, f32.
+        token: [f32; c],
+        /// The four grid rows its bilinear resampling reads.
+        taps: [f32; 4 * c],
     }
 }
 
@@ -639,8 +743,10 @@ impl<'a> Model<'a> {
         })
     }
 
-    /// The stem's three convolutions on rings of three rows each; rows are pulled from
-    /// the source only when the next output row needs them.
+    /// The stem's three convolutions on rings of three rows each. Streaming, image rows
+    /// are pulled from the source only when the next output row needs them; with whole
+    /// maps the image is read first, then each worker runs the rings over a band of
+    /// stage-1 rows (recomputing the one or two conv rows at a band's edge).
     fn stem<E: TokenElem>(
         &self,
         run: &Run<'_>,
@@ -649,44 +755,73 @@ impl<'a> Model<'a> {
         geo: &Geometry,
         map: &mut [E],
     ) -> Result<()> {
-        let [c0, c1, c2] = self.stem_convs()?;
+        let convs = self.stem_convs()?;
         let shapes = geo.stem_shapes(&self.config);
         let (h, w) = geo.image;
-        let (h1, w1) = geo.stem;
         let (h2, w2) = geo.stage[0];
-        let (sw, cout) = (self.config.stem_width, self.config.embed_dims[0]);
-        let lines = StemScratch::<E>::alloc(ar, geo, &self.config)?;
+        let cout = self.config.embed_dims[0];
+        let cfg = &self.config;
         let (window, sums) = ConvScratch::<E>::lens(&shapes, run.schedule.chunk);
-        let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
-        let (mut next0, mut next1, mut next2) = (0, 0, 0);
-        for j in 0..h2 {
-            while next2 <= (2 * j + 1).min(h1 - 1) {
-                while next1 <= (next2 + 1).min(h1 - 1) {
-                    while next0 <= (2 * next1 + 1).min(h - 1) {
-                        let row = ring_row_mut(lines.image, next0, 3 * w);
-                        input.read_row(next0, row)?;
-                        if !row.iter().all(|v| v.is_finite()) {
-                            return Err(Error::NonFiniteInput { row: next0 });
-                        }
-                        next0 += 1;
-                    }
-                    let rows = ring_rows(lines.image, 2 * next1, h, 3 * w);
-                    let out = ring_row_mut(lines.ring1, next1, w1 * sw);
-                    conv_row(run, &c0, &shapes[0], rows, &mut scratch, out)?;
-                    next1 += 1;
-                }
-                let rows = ring_rows(lines.ring1, next2, h1, w1 * sw);
-                let out = ring_row_mut(lines.ring2, next2, w1 * sw);
-                conv_row(run, &c1, &shapes[1], rows, &mut scratch, out)?;
-                next2 += 1;
-            }
-            let rows = ring_rows(lines.ring2, 2 * j, h1, w1 * sw);
-            let out = map
-                .get_mut(j * w2 * cout..(j + 1) * w2 * cout)
-                .unwrap_or_default();
-            conv_row(run, &c2, &shapes[2], rows, &mut scratch, out)?;
+        if !run.schedule.whole_maps {
+            let ring = ImageRing::<E>::alloc(ar, geo)?.rows;
+            let mut lines = StemLines::<E>::alloc(ar, geo, cfg)?;
+            let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
+            let mut image = StreamedImage {
+                ring,
+                source: input,
+                next: 0,
+                height: h,
+                row_len: 3 * w,
+            };
+            return stem_band(
+                run,
+                &convs,
+                &shapes,
+                geo,
+                &mut image,
+                &mut lines,
+                &mut scratch,
+                0..h2,
+                map,
+            );
         }
-        Ok(())
+        let pixels = WholeImage::<E>::alloc(ar, geo)?.pixels;
+        for (y, row) in pixels.chunks_exact_mut(3 * w).enumerate() {
+            input.read_row(y, row)?;
+            if !row.iter().all(|v| v.is_finite()) {
+                return Err(Error::NonFiniteInput { row: y });
+            }
+        }
+        let workers = band_workers(&run.schedule, h2);
+        let lines = per_worker(workers, || StemLines::<E>::alloc(ar, geo, cfg))?;
+        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, window, sums))?;
+        let pixels = &*pixels;
+        let inner = run.single();
+        let parts: Parts<_> = lines
+            .into_iter()
+            .zip(scratch)
+            .zip(carve(map, w2 * cout, h2, workers))
+            .enumerate()
+            .map(|(i, parts)| (split(h2, workers, i), parts))
+            .collect();
+        run.try_parallel(parts, |(band, ((lines, scratch), out))| {
+            let mut image = BufferedImage {
+                pixels,
+                height: h,
+                row_len: 3 * w,
+            };
+            stem_band(
+                &inner,
+                &convs,
+                &shapes,
+                geo,
+                &mut image,
+                lines,
+                scratch,
+                band.clone(),
+                out,
+            )
+        })
     }
 
     /// Adds the stage's position embedding, bilinearly resampled to its grid (stage 4:
@@ -703,7 +838,7 @@ impl<'a> Model<'a> {
         let g = self.config.pos_grids[s];
         let pos = self.pos_embed(s)?;
         let (rows, cols) = geo.stage[s];
-        let scratch = TokenScratch::<E>::alloc(ar, c)?;
+        let scratch = PositionScratch::<E>::alloc(ar, c)?;
         let tok = scratch.token;
         let k = run.kernels;
         let mut tokens = map.chunks_exact_mut(c);
@@ -722,11 +857,66 @@ impl<'a> Model<'a> {
         };
         for (t, row) in tokens.enumerate().take(rows * cols) {
             k.widen(E::elems(row), tok)?;
-            add_resampled(&pos, first, g, rows, cols, t / cols, t % cols, tok);
+            add_resampled(
+                &pos,
+                first,
+                g,
+                (rows, cols),
+                (t / cols, t % cols),
+                scratch.taps,
+                tok,
+            );
             k.narrow(tok, E::elems_mut(row))?;
         }
         Ok(())
     }
+}
+
+/// Stage-1 rows `band` of the stem into `out` (those rows of the map): conv1 and conv2
+/// rows on the worker's rings, from the first each output row needs.
+#[allow(clippy::too_many_arguments)]
+fn stem_band<E: TokenElem>(
+    run: &Run<'_>,
+    convs: &[Conv<'_>; 3],
+    shapes: &[ConvShape; 3],
+    geo: &Geometry,
+    image: &mut impl ImageRows,
+    lines: &mut StemLines<'_, E>,
+    scratch: &mut ConvScratch<'_, E>,
+    band: core::ops::Range<usize>,
+    out: &mut [E],
+) -> Result<()> {
+    let h1 = geo.stem.0;
+    let row1 = shapes[0].out_w() * shapes[0].cout;
+    let row3 = shapes[2].out_w() * shapes[2].cout;
+    // Conv2 rows from 2·j0 − 1, conv1 rows from one before that.
+    let mut next2 = (2 * band.start).saturating_sub(1);
+    let mut next1 = next2.saturating_sub(1);
+    for (i, j) in band.enumerate() {
+        while next2 <= (2 * j + 1).min(h1 - 1) {
+            while next1 <= (next2 + 1).min(h1 - 1) {
+                image.ensure(2 * next1 + 1)?;
+                let dst = ring_row_mut(lines.ring1, next1, row1);
+                conv_row(
+                    run,
+                    &convs[0],
+                    &shapes[0],
+                    image.rows(2 * next1),
+                    scratch,
+                    dst,
+                )?;
+                next1 += 1;
+            }
+            let rows = ring_rows(&*lines.ring1, next2, h1, row1);
+            let dst = ring_row_mut(lines.ring2, next2, row1);
+            conv_row(run, &convs[1], &shapes[1], rows, scratch, dst)?;
+            next2 += 1;
+        }
+        let rows = ring_rows(&*lines.ring2, 2 * j, h1, row1);
+        let dst = out.get_mut(i * row3..(i + 1) * row3).unwrap_or_default();
+        conv_row(run, &convs[2], &shapes[2], rows, scratch, dst)?;
+    }
+    Ok(())
 }
 
 /// Source taps of PyTorch's bilinear resize (`align_corners=False`) along one axis:
@@ -741,25 +931,33 @@ fn bilinear_taps(dst: usize, src_len: usize, dst_len: usize) -> (usize, usize, f
 }
 
 /// `out += ` the `G×G` grid `grid` (rows of `out.len()` channels starting at grid row
-/// `first_row`) resampled at token `(y, x)` of an `h×w` map.
-#[allow(clippy::too_many_arguments)]
+/// `first_row`) bilinearly resampled at token `(y, x)` of a `rows × cols` map, through the
+/// four grid rows it reads (`taps`, 4 × channels):
+/// `out += wy0·(wx0·g[y0][x0] + wx1·g[y0][x1]) + wy1·(wx0·g[y1][x0] + wx1·g[y1][x1])`.
 fn add_resampled(
     grid: &Vector<'_>,
     first_row: usize,
     g: usize,
-    h: usize,
-    w: usize,
-    y: usize,
-    x: usize,
+    (rows, cols): (usize, usize),
+    (y, x): (usize, usize),
+    taps: &mut [f32],
     out: &mut [f32],
 ) {
     let c = out.len();
-    let (y0, y1, wy0, wy1) = bilinear_taps(y, g, h);
-    let (x0, x1, wx0, wx1) = bilinear_taps(x, g, w);
-    let at = |gy: usize, gx: usize, ch: usize| grid.get((first_row + gy * g + gx) * c + ch);
-    for (ch, o) in out.iter_mut().enumerate() {
-        let top = wx0 * at(y0, x0, ch) + wx1 * at(y0, x1, ch);
-        let bottom = wx0 * at(y1, x0, ch) + wx1 * at(y1, x1, ch);
+    let (y0, y1, wy0, wy1) = bilinear_taps(y, g, rows);
+    let (x0, x1, wx0, wx1) = bilinear_taps(x, g, cols);
+    let mut quads = taps.chunks_exact_mut(c.max(1));
+    for (gy, gx) in [(y0, x0), (y0, x1), (y1, x0), (y1, x1)] {
+        if let Some(tap) = quads.next() {
+            grid.read_into((first_row + gy * g + gx) * c, tap);
+        }
+    }
+    let (a, rest) = taps.split_at(c.min(taps.len()));
+    let (b, rest) = rest.split_at(c.min(rest.len()));
+    let (cc, d) = rest.split_at(c.min(rest.len()));
+    for ((((o, a), b), cc), d) in out.iter_mut().zip(a).zip(b).zip(cc).zip(d) {
+        let top = wx0 * a + wx1 * b;
+        let bottom = wx0 * cc + wx1 * d;
         *o += wy0 * top + wy1 * bottom;
     }
 }
@@ -778,8 +976,9 @@ fn ring_rows<T>(ring: &[T], center: usize, total: usize, len: usize) -> [Option<
     })
 }
 
-/// Stride-2 patch embedding over the map, in place when [`EmbedDims::in_place`] allows,
-/// else through a second map that is copied back.
+/// Stride-2 patch embedding over the map. Streaming: in place when
+/// [`EmbedDims::in_place`] allows, else through a second map that is copied back. Whole
+/// maps: into a second map in bands of output rows, one per worker, then copied back.
 fn patch_embed<E: TokenElem>(
     run: &Run<'_>,
     ar: &mut Arena<'_>,
@@ -789,42 +988,71 @@ fn patch_embed<E: TokenElem>(
 ) -> Result<()> {
     let (row_in, row_out) = (dims.cols_in * dims.c_in, dims.cols_out * dims.c_out);
     let shape = dims.shape();
-    let lines = EmbedScratch::<E>::alloc(ar, dims)?;
+    let whole = run.schedule.whole_maps;
+    let lines = EmbedScratch::<E>::alloc(ar, dims, whole)?;
     let (window, sums) = ConvScratch::<E>::lens(&[shape], run.schedule.chunk);
-    let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
-    let in_place = dims.in_place();
-    let mut next = 0;
-    for j in 0..dims.rows_out {
-        while next <= (2 * j + 1).min(dims.rows_in - 1) {
-            if let Some(src) = map.get(next * row_in..(next + 1) * row_in) {
-                ring_row_mut(lines.ring, next, row_in).copy_from_slice(src);
+    let start = dims.first * dims.c_out;
+    if whole {
+        let workers = band_workers(&run.schedule, dims.rows_out);
+        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, window, sums))?;
+        let input = &*map;
+        let inner = run.single();
+        let separate = lines.separate.get_mut(start..).unwrap_or_default();
+        let parts: Parts<_> = scratch
+            .into_iter()
+            .zip(carve(separate, row_out, dims.rows_out, workers))
+            .enumerate()
+            .map(|(i, parts)| (split(dims.rows_out, workers, i), parts))
+            .collect();
+        run.try_parallel(parts, |(band, (scratch, out))| {
+            for (i, j) in band.clone().enumerate() {
+                let rows = core::array::from_fn(|t| {
+                    let r = (2 * j + t).checked_sub(1).filter(|&r| r < dims.rows_in)?;
+                    input.get(r * row_in..(r + 1) * row_in)
+                });
+                let dst = out
+                    .get_mut(i * row_out..(i + 1) * row_out)
+                    .unwrap_or_default();
+                conv_row(&inner, conv, &shape, rows, scratch, dst)?;
             }
-            next += 1;
+            Ok(())
+        })?;
+    } else {
+        let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
+        let in_place = dims.in_place();
+        let mut next = 0;
+        for j in 0..dims.rows_out {
+            while next <= (2 * j + 1).min(dims.rows_in - 1) {
+                if let Some(src) = map.get(next * row_in..(next + 1) * row_in) {
+                    ring_row_mut(lines.ring, next, row_in).copy_from_slice(src);
+                }
+                next += 1;
+            }
+            let at = start + j * row_out;
+            let dst = if in_place {
+                map.get_mut(at..at + row_out)
+            } else {
+                lines.separate.get_mut(at..at + row_out)
+            };
+            let rows = ring_rows(&*lines.ring, 2 * j, dims.rows_in, row_in);
+            conv_row(
+                run,
+                conv,
+                &shape,
+                rows,
+                &mut scratch,
+                dst.unwrap_or_default(),
+            )?;
         }
-        let at = dims.first * dims.c_out + j * row_out;
-        let dst = if in_place {
-            map.get_mut(at..at + row_out)
-        } else {
-            lines.separate.get_mut(at..at + row_out)
-        };
-        let rows = ring_rows(&*lines.ring, 2 * j, dims.rows_in, row_in);
-        conv_row(
-            run,
-            conv,
-            &shape,
-            rows,
-            &mut scratch,
-            dst.unwrap_or_default(),
-        )?;
+        if in_place {
+            return Ok(());
+        }
     }
-    if !in_place {
-        let start = dims.first * dims.c_out;
-        if let (Some(dst), Some(src)) = (
-            map.get_mut(start..dims.out_elems()),
-            lines.separate.get(start..),
-        ) {
-            dst.copy_from_slice(src);
-        }
+    if let (Some(dst), Some(src)) = (
+        map.get_mut(start..dims.out_elems()),
+        lines.separate.get(start..),
+    ) {
+        dst.copy_from_slice(src);
     }
     Ok(())
 }
@@ -865,9 +1093,7 @@ fn plan_as<E: TokenElem>(
 ) -> Result<MemoryPlan> {
     let geo = Geometry::new(cfg, height, width)?;
     let map = |s: usize| bytes_for::<E>(geo.map_elems(cfg, s));
-    let stem = map(0)
-        + StemScratch::<E>::bytes(&geo, cfg)
-        + conv_bytes::<E>(&geo.stem_shapes(cfg), schedule);
+    let stem = map(0) + stem_bytes::<E>(&geo, cfg, schedule);
     let mut phases = [(Phase::Stem, stem); PHASES];
     let mut i = 1;
     for s in 0..STAGES {
@@ -876,9 +1102,7 @@ fn plan_as<E: TokenElem>(
             let dims = geo.embed(cfg, s);
             phases[i] = (
                 Phase::Embed(stage),
-                bytes_for::<E>(dims.map_elems())
-                    + EmbedScratch::<E>::bytes(&dims)
-                    + conv_bytes::<E>(&[dims.shape()], schedule),
+                bytes_for::<E>(dims.map_elems()) + embed_bytes::<E>(&dims, schedule),
             );
             i += 1;
         }

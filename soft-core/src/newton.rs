@@ -13,7 +13,7 @@ use soft_kernels::{Lhs, Out, Rhs, Start, Strided};
 
 use crate::arena::{bytes_for, Arena};
 use crate::error::{Error, Result};
-use crate::exec::{carve, carve_ref, split, Parts, Run, Schedule};
+use crate::exec::{carve, carve_ref, per_worker, split, Parts, Run, Schedule};
 use crate::scratch::scratch;
 use crate::soft_block::SoftDims;
 
@@ -34,14 +34,50 @@ pub(crate) struct InverseConfig {
     pub block: u16,
 }
 
-/// Workers of the Newton–Schulz products (split by rows).
-fn workers(m: usize, s: &Schedule) -> usize {
-    s.workers.min(m).max(1)
+/// How a block's heads are split among the workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Whole heads per worker, each worker with its own scratch (enough heads).
+    Heads(usize),
+    /// One head at a time, its products split by rows among this many workers.
+    Rows(usize),
 }
 
-/// Values of the buffer that holds each worker's rows of the second product, then `Z`.
-pub(crate) fn work_len(m: usize, d: usize, s: &Schedule) -> usize {
-    (m * d).max(workers(m, s) * block_rows(s) * m)
+impl Split {
+    fn of(heads: usize, m: usize, s: &Schedule) -> Split {
+        if s.workers > 1 && heads >= s.workers {
+            Split::Heads(s.workers)
+        } else {
+            Split::Rows(s.workers.min(m).max(1))
+        }
+    }
+
+    /// Scratch copies.
+    fn copies(self) -> usize {
+        match self {
+            Split::Heads(w) => w,
+            Split::Rows(_) => 1,
+        }
+    }
+
+    /// Workers splitting one product by rows.
+    fn row_workers(self) -> usize {
+        match self {
+            Split::Heads(_) => 1,
+            Split::Rows(w) => w,
+        }
+    }
+}
+
+/// Values of the buffer that holds each row worker's rows of the second product, then `Z`.
+fn work_len(m: usize, d: usize, row_workers: usize, s: &Schedule) -> usize {
+    (m * d).max(row_workers * block_rows(s) * m)
+}
+
+/// Arena bytes of the pseudo-inverse step of a block with `heads` heads.
+pub(crate) fn scratch_bytes(m: usize, d: usize, heads: usize, s: &Schedule) -> usize {
+    let split = Split::of(heads, m, s);
+    split.copies() * NewtonScratch::<f32>::bytes(m, work_len(m, d, split.row_workers(), s))
 }
 
 /// Bytes of the three `m×m` matrices.
@@ -50,7 +86,7 @@ pub(crate) fn matrix_bytes(m: usize) -> usize {
 }
 
 scratch! {
-    /// The pseudo-inverse of one head at a time.
+    /// The pseudo-inverse of one head at a time (one copy per head worker).
     pub(crate) struct NewtonScratch(m: usize, work: usize) {
         /// `K2`, then `P = K2 + 0.01·I`.
         p: [f32; m * m],
@@ -60,7 +96,7 @@ scratch! {
         t: [f32; m * m],
         /// SOFT-Norm's `1/√(row sums of K2)`.
         scale: [f32; m],
-        /// Each worker's block of rows of `(V·P)·V`; then one head's `Z` before it
+        /// Each row worker's block of rows of `(V·P)·V`; then one head's `Z` before it
         /// replaces `K1ᵀV`.
         work: [f32; work],
     }
@@ -125,17 +161,21 @@ pub(crate) fn solve(
     inv: &InverseConfig,
 ) -> Result<()> {
     let (d, m, heads) = (dims.d, dims.m, dims.heads);
-    let ns = NewtonScratch::<f32>::alloc(ar, m, work_len(m, d, &run.schedule))?;
-
+    let how = Split::of(heads, m, &run.schedule);
+    let work = work_len(m, d, how.row_workers(), &run.schedule);
+    let mut copies = per_worker(how.copies(), || NewtonScratch::<f32>::alloc(ar, m, work))?;
     // SOFT-Norm scales all heads by one alpha, halved until the first step contracts.
-    let mut alpha = 0.0f32;
+    let mut alpha = None;
     if inv.normalized {
+        let Some(ns) = copies.first_mut() else {
+            return Ok(());
+        };
         let mut max_sum = f32::NEG_INFINITY;
         for h in 0..heads {
             landmark_kernel(run, lm, dims, h, ns.p)?;
             max_sum = max_sum.max(max_row_sum(ns.p, m));
         }
-        alpha = 2.0 / (max_sum * max_sum);
+        let mut a = 2.0 / (max_sum * max_sum);
         let mut gap = |alpha: f32| -> Result<f32> {
             let mut worst = f32::NEG_INFINITY;
             for h in 0..heads {
@@ -147,22 +187,73 @@ pub(crate) fn solve(
             }
             Ok(worst)
         };
-        let mut pnorm = gap(alpha)?;
+        let mut pnorm = gap(a)?;
         let mut halvings = 0;
         while pnorm > 1.01 && halvings < 10 {
-            alpha *= 0.5;
-            pnorm = gap(alpha)?;
+            a *= 0.5;
+            pnorm = gap(a)?;
             halvings += 1;
         }
+        alpha = Some(a);
     }
 
-    for (h, sh) in s.chunks_exact_mut(m * d).enumerate().take(heads) {
-        landmark_kernel(run, lm, dims, h, ns.p)?;
-        if inv.normalized {
+    match how {
+        Split::Rows(_) => {
+            let Some(ns) = copies.first_mut() else {
+                return Ok(());
+            };
+            for (h, sh) in s.chunks_exact_mut(m * d).enumerate().take(heads) {
+                invert_head(run, ns, lm, dims, h, alpha, inv, sh)?;
+            }
+            Ok(())
+        }
+        Split::Heads(workers) => {
+            // Each worker inverts whole heads with its own scratch; inside, one thread.
+            let inner = Run {
+                schedule: Schedule {
+                    workers: 1,
+                    ..run.schedule
+                },
+                ..*run
+            };
+            let parts: Parts<_> = copies
+                .iter_mut()
+                .zip(carve(s, m * d, heads, workers))
+                .enumerate()
+                .map(|(w, parts)| (split(heads, workers, w), parts))
+                .collect();
+            run.try_parallel(parts, |(range, (ns, s))| {
+                for (h, sh) in range.clone().zip(s.chunks_exact_mut(m * d)) {
+                    invert_head(&inner, ns, lm, dims, h, alpha, inv, sh)?;
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Head `h`: `K2`, its pseudo-inverse (`alpha`: SOFT-Norm's shared scale), and
+/// `Z_h = pinv · S_h` over `sh`.
+#[allow(clippy::too_many_arguments)]
+fn invert_head(
+    run: &Run<'_>,
+    ns: &mut NewtonScratch<'_, f32>,
+    lm: &[f32],
+    dims: &SoftDims,
+    h: usize,
+    alpha: Option<f32>,
+    inv: &InverseConfig,
+    sh: &mut [f32],
+) -> Result<()> {
+    let (d, m) = (dims.d, dims.m);
+    landmark_kernel(run, lm, dims, h, ns.p)?;
+    match alpha {
+        Some(alpha) => {
             for (vv, &pv) in ns.v.iter_mut().zip(ns.p.iter()) {
                 *vv = alpha * pv;
             }
-        } else {
+        }
+        None => {
             let max_sum = max_row_sum(ns.p, m);
             let alpha = 1.8 / (max_sum * max_sum);
             for (i, prow) in ns.p.chunks_exact_mut(m).enumerate() {
@@ -174,41 +265,41 @@ pub(crate) fn solve(
                 *vv = alpha * pv;
             }
         }
-        newton_schulz(run, ns.v, ns.p, ns.t, ns.work, m, inv.iters)?;
-        if inv.normalized {
-            // Kinv = diag(s)·V·diag(s), s = 1/sqrt(row sums of K2).
-            for (si, prow) in ns.scale.iter_mut().zip(ns.p.chunks_exact(m)) {
-                *si = 1.0 / libm::sqrtf(prow.iter().fold(0.0f32, |a, x| a + x));
-            }
-            for (vrow, &sa) in ns.v.chunks_exact_mut(m).zip(ns.scale.iter()) {
-                for (vv, &sb) in vrow.iter_mut().zip(ns.scale.iter()) {
-                    *vv = sa * *vv * sb;
-                }
-            }
-        }
-        if !ns.v.iter().all(|x| x.is_finite()) {
-            return Err(Error::NonFiniteAttention {
-                stage: inv.stage,
-                block: inv.block,
-            });
-        }
-        // Z_h = V · S_h, split by rows.
-        let workers = run.workers_for(m);
-        let lhs = Lhs::new(Strided::rows_of(ns.v, m, m, m)?);
-        let rhs = Rhs::f32(Strided::rows_of(sh, m, d, d)?)?;
-        let zt = ns.work.get_mut(..m * d).unwrap_or_default();
-        let parts: Parts<_> = carve(zt, d, m, workers)
-            .into_iter()
-            .enumerate()
-            .map(|(w, zt)| (split(m, workers, w), zt))
-            .collect();
-        run.try_parallel(parts, |(range, zt)| {
-            let mut out = Out::new(zt, range.len(), d, d)?;
-            let lhs = lhs.row_range(range.start, range.len());
-            Ok(run.kernels.gemm(&lhs, &rhs, Start::Zero, &mut out)?)
-        })?;
-        sh.copy_from_slice(ns.work.get(..m * d).unwrap_or_default());
     }
+    newton_schulz(run, ns.v, ns.p, ns.t, ns.work, m, inv.iters)?;
+    if alpha.is_some() {
+        // Kinv = diag(s)·V·diag(s), s = 1/sqrt(row sums of K2).
+        for (si, prow) in ns.scale.iter_mut().zip(ns.p.chunks_exact(m)) {
+            *si = 1.0 / libm::sqrtf(prow.iter().fold(0.0f32, |a, x| a + x));
+        }
+        for (vrow, &sa) in ns.v.chunks_exact_mut(m).zip(ns.scale.iter()) {
+            for (vv, &sb) in vrow.iter_mut().zip(ns.scale.iter()) {
+                *vv = sa * *vv * sb;
+            }
+        }
+    }
+    if !ns.v.iter().all(|x| x.is_finite()) {
+        return Err(Error::NonFiniteAttention {
+            stage: inv.stage,
+            block: inv.block,
+        });
+    }
+    // Z_h = V · S_h, split by rows.
+    let workers = run.workers_for(m, m * m * d);
+    let lhs = Lhs::new(Strided::rows_of(ns.v, m, m, m)?);
+    let rhs = Rhs::f32(Strided::rows_of(sh, m, d, d)?)?;
+    let zt = ns.work.get_mut(..m * d).unwrap_or_default();
+    let parts: Parts<_> = carve(zt, d, m, workers)
+        .into_iter()
+        .enumerate()
+        .map(|(w, zt)| (split(m, workers, w), zt))
+        .collect();
+    run.try_parallel(parts, |(range, zt)| {
+        let mut out = Out::new(zt, range.len(), d, d)?;
+        let lhs = lhs.row_range(range.start, range.len());
+        Ok(run.kernels.gemm(&lhs, &rhs, Start::Zero, &mut out)?)
+    })?;
+    sh.copy_from_slice(ns.work.get(..m * d).unwrap_or_default());
     Ok(())
 }
 
@@ -223,7 +314,7 @@ pub(crate) fn newton_schulz(
     m: usize,
     iters: usize,
 ) -> Result<()> {
-    let workers = workers(m, &run.schedule);
+    let workers = run.workers_for(m, m * m * m);
     let rows = block_rows(&run.schedule);
     let k = run.kernels;
     for _ in 0..iters {

@@ -1,19 +1,22 @@
-//! SOFT attention blocks (stages 1–3), run in place on the token map with scratch that
-//! does not grow with the token count `N` (apart from one V ring of `k` map rows, and the
-//! whole-map queries and values when the schedule keeps them): the `N×m` kernel matrix
-//! `K1` is never stored; its rows are recomputed from the queries in two passes
+//! SOFT attention blocks (stages 1–3), run in place on the token map. The `N×m` kernel
+//! matrix `K1` is never stored: its rows are recomputed from the queries in two passes
 //! (accumulate `K1ᵀV`, then emit `K1·Z`).
 //!
-//! Each step works on chunks of tokens; a chunk's rows are split among the workers, a
-//! per-head step's heads likewise, so the bits never depend on the split.
+//! Two layouts, the same bits (each token's every sum runs in the same order):
+//! - **streaming** (the compact schedule): queries and values are recomputed in each
+//!   pass and V reaches the depthwise convolution through a ring of `k` map rows, so the
+//!   scratch does not grow with `N`; a chunk's tokens are split among the workers;
+//! - **whole maps** (hosts): queries and values are computed once for the whole map, and
+//!   each step is one split among the workers (of tokens, landmarks or heads), every
+//!   worker looping over its share with scratch of its own.
 
-use soft_kernels::{Lhs, Out, Rhs, Start, Strided, TokenElem};
+use soft_kernels::{Elems, Lhs, Out, Rhs, Start, Strided, TokenElem};
 
 use crate::arena::Arena;
 use crate::error::Result;
-use crate::exec::{carve, carve_ref, split, Parts, Run, Schedule};
+use crate::exec::{carve, carve_ref, per_worker, split, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
-use crate::newton::{self, InverseConfig, NewtonScratch};
+use crate::newton::{self, InverseConfig};
 use crate::probe::{Activity, Probe, Step};
 use crate::scratch::scratch;
 use crate::weights::{Vector, Weights};
@@ -44,41 +47,30 @@ impl SoftDims {
     }
 
     /// Tokens per chunk of the passes over the whole map.
-    fn pass_chunk(&self, s: &Schedule) -> usize {
+    fn chunk(&self, s: &Schedule) -> usize {
         s.chunk.min(self.n()).max(1)
     }
 
-    /// Tokens per chunk of pass 2, which stays within a map row (the V ring holds `k`
-    /// rows around the current one).
-    fn emit_chunk(&self, s: &Schedule) -> usize {
+    /// Tokens per chunk of streaming pass 2, which stays within a map row (the V ring
+    /// holds the `k` rows around the current one).
+    fn row_chunk(&self, s: &Schedule) -> usize {
         s.chunk.min(self.cols).max(1)
     }
 
-    /// Workers of pass 2 (each with its own row of depthwise weights).
-    fn emit_workers(&self, s: &Schedule) -> usize {
-        s.workers.min(self.emit_chunk(s)).max(1)
+    /// Workers of a step over `items` items.
+    fn workers(&self, s: &Schedule, items: usize) -> usize {
+        s.workers.min(items).max(1)
     }
 
-    /// Workers of the landmark step (each with its own patch buffers).
-    fn landmark_workers(&self, s: &Schedule) -> usize {
-        s.workers.min(self.m).max(1)
-    }
-
-    /// Values kept per projection when the schedule keeps them.
-    fn kept(&self, keep: bool) -> usize {
-        if keep {
-            self.n() * self.c
+    /// Pass-2 workers and the tokens each one's scratch holds at a time: streaming splits
+    /// each row chunk among the workers; whole maps give each worker whole chunks.
+    fn emit_split(&self, s: &Schedule) -> (usize, usize) {
+        if s.whole_maps {
+            (self.workers(s, self.n()), self.chunk(s))
         } else {
-            0
-        }
-    }
-
-    /// Values of a chunk's recomputed projections (none when they are kept).
-    fn computed(&self, chunk: usize, keep: bool) -> usize {
-        if keep {
-            0
-        } else {
-            chunk * self.c
+            let chunk = self.row_chunk(s);
+            let workers = self.workers(s, chunk);
+            (workers, chunk.div_ceil(workers))
         }
     }
 
@@ -94,55 +86,83 @@ impl SoftDims {
     /// Arena bytes of one block above the token map: the block's state plus the largest
     /// step's scratch.
     pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
-        let keep = s.keep_projections;
-        let chunk = self.pass_chunk(s);
-        let steps = [
-            if keep {
-                ProjectionScratch::<E>::bytes(self, chunk)
-            } else {
-                0
-            },
-            LandmarkScratch::<E>::bytes(self, self.landmark_workers(s), keep),
-            KeyValueScratch::<E>::bytes(self, chunk, keep),
-            NewtonScratch::<E>::bytes(self.m, newton::work_len(self.m, self.d, s)),
-            EmitScratch::<E>::bytes(self, self.emit_chunk(s), self.emit_workers(s)),
-        ];
-        BlockState::<E>::bytes(self, keep) + steps.into_iter().max().unwrap_or(0)
+        let chunk = self.chunk(s);
+        let n = |w: usize, bytes: usize| w * bytes;
+        let (emit_workers, emit_tokens) = self.emit_split(s);
+        let emit = n(emit_workers, EmitScratch::<E>::bytes(self, emit_tokens));
+        let steps = if s.whole_maps {
+            [
+                n(
+                    self.workers(s, self.n()),
+                    TokenScratch::<E>::bytes(self.c, chunk),
+                ),
+                LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), true),
+                n(
+                    self.workers(s, self.heads),
+                    HeadKernelScratch::<E>::bytes(self, chunk),
+                ),
+                newton::scratch_bytes(self.m, self.d, self.heads, s),
+                n(
+                    self.workers(s, self.n()),
+                    RoundScratch::<E>::bytes(self.c, chunk),
+                ),
+                emit,
+            ]
+        } else {
+            [
+                LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), false),
+                KeyValueScratch::<E>::bytes(self, chunk),
+                newton::scratch_bytes(self.m, self.d, self.heads, s),
+                RingScratch::<E>::bytes(self) + emit,
+                0,
+                0,
+            ]
+        };
+        BlockState::<E>::bytes(self, s.whole_maps) + steps.into_iter().max().unwrap_or(0)
     }
 
     /// Bytes of the `m×m` Newton–Schulz buffers, the only part that grows faster than `N`.
     pub fn newton_bytes(&self) -> usize {
         newton::matrix_bytes(self.m)
     }
-}
 
-scratch! {
-    /// What a block keeps across its steps.
-    pub(crate) struct BlockState(dims: &SoftDims, keep: bool) {
-        /// Landmarks of every head, transposed: `[head][d][m]`.
-        landmarks: [f32; dims.m * dims.c],
-        /// `K1ᵀV` of every head (`[head][m][d]`), then `Z = pinv(K2)·K1ᵀV` in its place.
-        z: [f32; dims.m * dims.c],
-        /// Scaled queries of every token, `[N][c]`, when the schedule keeps them.
-        queries: [f32; dims.kept(keep)],
-        /// Values of every token, likewise.
-        values: [f32; dims.kept(keep)],
+    /// Values of a whole-map store (none when streaming).
+    fn whole(&self, whole: bool) -> usize {
+        if whole {
+            self.n() * self.c
+        } else {
+            0
+        }
     }
 }
 
 scratch! {
-    /// Computing the kept queries and values.
-    pub(crate) struct ProjectionScratch(dims: &SoftDims, chunk: usize) {
-        /// A chunk of tokens, f32.
-        tokens: [f32; chunk * dims.c],
+    /// What a block keeps across its steps.
+    pub(crate) struct BlockState(dims: &SoftDims, whole: bool) {
+        /// Landmarks of every head, transposed: `[head][d][m]`.
+        landmarks: [f32; dims.m * dims.c],
+        /// `K1ᵀV` of every head (`[head][m][d]`), then `Z = pinv(K2)·K1ᵀV` in its place.
+        z: [f32; dims.m * dims.c],
+        /// Whole maps: scaled queries of every token (`[N][c]`); after a token's attention,
+        /// its norm1 output.
+        queries: [f32; dims.whole(whole)],
+        /// Whole maps: values of every token, rounded to the token type before pass 2.
+        values: [f32; dims.whole(whole)],
+    }
+}
+
+scratch! {
+    /// A chunk of tokens in f32 (one per worker): computing the whole-map projections.
+    pub(crate) struct TokenScratch(c: usize, chunk: usize) {
+        tokens: [f32; chunk * c],
     }
 }
 
 scratch! {
     /// The landmark step.
-    pub(crate) struct LandmarkScratch(dims: &SoftDims, workers: usize, keep: bool) {
-        /// Each worker's patch of `r²` tokens, `[r²][c]` (unless the queries are kept).
-        patch: [f32; if keep { 0 } else { workers * dims.patch_len() }],
+    pub(crate) struct LandmarkScratch(dims: &SoftDims, workers: usize, whole: bool) {
+        /// Each worker's patch of `r²` tokens, `[r²][c]` (streaming).
+        patch: [f32; if whole { 0 } else { workers * dims.patch_len() }],
         /// Each worker's scaled patch queries, `[head][r²][d]`.
         queries: [f32; workers * dims.patch_len()],
         /// Every landmark before the transpose, `[m][head][d]`.
@@ -151,34 +171,54 @@ scratch! {
 }
 
 scratch! {
-    /// Pass 1.
-    pub(crate) struct KeyValueScratch(dims: &SoftDims, chunk: usize, keep: bool) {
-        /// A chunk of tokens, f32 (unless the projections are kept).
-        tokens: [f32; dims.computed(chunk, keep)],
+    /// Streaming pass 1.
+    pub(crate) struct KeyValueScratch(dims: &SoftDims, chunk: usize) {
+        /// A chunk of tokens, f32.
+        tokens: [f32; chunk * dims.c],
         /// Their scaled queries.
-        queries: [f32; dims.computed(chunk, keep)],
+        queries: [f32; chunk * dims.c],
         /// Their values.
-        values: [f32; dims.computed(chunk, keep)],
+        values: [f32; chunk * dims.c],
         /// Their `K1` rows, `[token][head][m]`.
         kernel: [f32; chunk * dims.heads * dims.m],
     }
 }
 
 scratch! {
-    /// Pass 2.
-    pub(crate) struct EmitScratch(dims: &SoftDims, chunk: usize, workers: usize) {
-        /// V of the `k` map rows the depthwise convolution reaches, in the token type.
+    /// Whole-map pass 1, one per worker: a chunk's `K1` rows for one head, `[token][m]`.
+    pub(crate) struct HeadKernelScratch(dims: &SoftDims, chunk: usize) {
+        kernel: [f32; chunk * dims.m],
+    }
+}
+
+scratch! {
+    /// Rounding whole-map values to the token type, one per worker.
+    pub(crate) struct RoundScratch(c: usize, chunk: usize) {
+        rounded: [E; chunk * c],
+    }
+}
+
+scratch! {
+    /// Streaming pass 2: V of the `k` map rows the depthwise convolution reaches.
+    pub(crate) struct RingScratch(dims: &SoftDims) {
         ring: [E; dims.k * dims.cols * dims.c],
-        /// Each worker's row of depthwise kernel weights, `[dx][head]`.
-        taps: [f32; workers * dims.k * dims.heads],
+    }
+}
+
+scratch! {
+    /// Pass 2, one per worker.
+    pub(crate) struct EmitScratch(dims: &SoftDims, chunk: usize) {
         /// A chunk of tokens, f32.
         tokens: [f32; chunk * dims.c],
-        /// Their queries, then the V convolution, then each linear layer's output.
+        /// Their queries (streaming), then the V convolution, then each linear layer's
+        /// output.
         work: [f32; chunk * dims.c],
         /// Their attention output.
         attention: [f32; chunk * dims.c],
         /// Their `K1` rows (`[token][head][m]`), then the MLP's hidden layer.
         hidden: [f32; chunk * dims.hidden_width()],
+        /// One row of depthwise kernel weights, `[dx][head]`.
+        taps: [f32; dims.k * dims.heads],
     }
 }
 
@@ -238,13 +278,6 @@ impl<'a> SoftBlockWeights<'a> {
     }
 }
 
-/// The queries and values of every token, when the schedule keeps them.
-#[derive(Clone, Copy)]
-struct Kept<'a> {
-    queries: &'a [f32],
-    values: &'a [f32],
-}
-
 /// `x / d^¼`: the reference scales queries by dividing by `d^¼`, rounded once from f64.
 fn scale_queries(q: &mut [f32], d: usize) {
     let divisor = libm::sqrt(libm::sqrt(d as f64)) as f32;
@@ -278,7 +311,24 @@ fn head_landmarks<'a>(lm: &'a [f32], dims: &SoftDims, h: usize) -> Result<Stride
     )?)
 }
 
-/// `K1` rows of `rows` tokens: `kernel[t][h][l]` from the scaled queries `q` (`[t][c]`).
+/// `K1` rows of head `h` for `kernel.rows()` tokens from their scaled queries `q`
+/// (`[t][c]`).
+fn head_kernel_rows(
+    run: &Run<'_>,
+    dims: &SoftDims,
+    lm: &[f32],
+    h: usize,
+    q: &[f32],
+    kernel: &mut Out<'_>,
+) -> Result<()> {
+    let (c, d) = (dims.c, dims.d);
+    let qh = Strided::rows_of(q.get(h * d..).unwrap_or_default(), kernel.rows(), d, c)?;
+    Ok(run
+        .kernels
+        .gaussian(&qh, &head_landmarks(lm, dims, h)?, kernel)?)
+}
+
+/// `K1` rows of `rows` tokens, all heads: `kernel[t][h][l]`.
 fn kernel_rows(
     run: &Run<'_>,
     dims: &SoftDims,
@@ -287,15 +337,10 @@ fn kernel_rows(
     rows: usize,
     kernel: &mut [f32],
 ) -> Result<()> {
-    let (c, d, m, hm) = (dims.c, dims.d, dims.m, dims.heads * dims.m);
+    let (m, hm) = (dims.m, dims.heads * dims.m);
     for h in 0..dims.heads {
-        let qh = Strided::rows_of(q.get(h * d..).unwrap_or_default(), rows, d, c)?;
         let kh = kernel.get_mut(h * m..).unwrap_or_default();
-        run.kernels.gaussian(
-            &qh,
-            &head_landmarks(lm, dims, h)?,
-            &mut Out::new(kh, rows, m, hm)?,
-        )?;
+        head_kernel_rows(run, dims, lm, h, q, &mut Out::new(kh, rows, m, hm)?)?;
     }
     Ok(())
 }
@@ -312,10 +357,10 @@ pub(crate) fn soft_block<E: TokenElem>(
 ) -> Result<()> {
     let stage = inv.stage;
     let at = |step| Activity { stage, step };
-    let keep = run.schedule.keep_projections;
+    let whole = run.schedule.whole_maps;
     let mut ar = ar.scope();
-    let state = BlockState::<E>::alloc(&mut ar, dims, keep)?;
-    if keep {
+    let state = BlockState::<E>::alloc(&mut ar, dims, whole)?;
+    if whole {
         probe.enter(at(Step::Projections));
         projections(
             run,
@@ -326,41 +371,62 @@ pub(crate) fn soft_block<E: TokenElem>(
             state.queries,
             state.values,
         )?;
+        probe.enter(at(Step::Landmarks));
+        landmarks(
+            run,
+            &mut ar.scope(),
+            map,
+            dims,
+            wt,
+            Some(state.queries),
+            state.landmarks,
+        )?;
+        probe.enter(at(Step::KeyValue));
+        key_value_whole::<E>(
+            run,
+            &mut ar.scope(),
+            dims,
+            state.queries,
+            state.values,
+            state.landmarks,
+            state.z,
+        )?;
+        probe.enter(at(Step::Newton));
+        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
+        probe.enter(at(Step::Attention));
+        round_values::<E>(run, &mut ar.scope(), dims, state.values)?;
+        emit_whole(run, &mut ar.scope(), map, dims, wt, state, stage, probe)
+    } else {
+        probe.enter(at(Step::Landmarks));
+        landmarks(run, &mut ar.scope(), map, dims, wt, None, state.landmarks)?;
+        probe.enter(at(Step::KeyValue));
+        key_value_streaming(
+            run,
+            &mut ar.scope(),
+            map,
+            dims,
+            wt,
+            state.landmarks,
+            state.z,
+        )?;
+        probe.enter(at(Step::Newton));
+        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
+        emit_streaming(
+            run,
+            &mut ar.scope(),
+            map,
+            dims,
+            wt,
+            state.landmarks,
+            state.z,
+            stage,
+            probe,
+        )
     }
-    let kept = keep.then_some(Kept {
-        queries: state.queries,
-        values: state.values,
-    });
-    probe.enter(at(Step::Landmarks));
-    landmarks(run, &mut ar.scope(), map, dims, wt, kept, state.landmarks)?;
-    probe.enter(at(Step::KeyValue));
-    key_value(
-        run,
-        &mut ar.scope(),
-        map,
-        dims,
-        wt,
-        kept,
-        state.landmarks,
-        state.z,
-    )?;
-    probe.enter(at(Step::Newton));
-    newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
-    emit(
-        run,
-        &mut ar.scope(),
-        map,
-        dims,
-        wt,
-        kept,
-        state.landmarks,
-        state.z,
-        stage,
-        probe,
-    )
 }
 
-/// The scaled queries and the values of every token, for the schedule that keeps them.
+/// The scaled queries and the values of every token (whole maps), each worker a range of
+/// tokens a chunk at a time.
 fn projections<E: TokenElem>(
     run: &Run<'_>,
     ar: &mut Arena<'_>,
@@ -371,43 +437,28 @@ fn projections<E: TokenElem>(
     values: &mut [f32],
 ) -> Result<()> {
     let (c, n) = (dims.c, dims.n());
-    let chunk = dims.pass_chunk(&run.schedule);
-    let scratch = ProjectionScratch::<E>::alloc(ar, dims, chunk)?;
+    let chunk = dims.chunk(&run.schedule);
+    let workers = dims.workers(&run.schedule, n);
+    let scratch = per_worker(workers, || TokenScratch::<E>::alloc(ar, c, chunk))?;
     let k = run.kernels;
-    for t0 in (0..n).step_by(chunk) {
-        let len = chunk.min(n - t0);
-        let workers = run.workers_for(len);
-        let span = t0 * c..(t0 + len) * c;
-        let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
-            .into_iter()
-            .zip(carve_ref(
-                map.get(span.clone()).unwrap_or_default(),
-                c,
-                len,
-                workers,
-            ))
-            .zip(carve(
-                queries.get_mut(span.clone()).unwrap_or_default(),
-                c,
-                len,
-                workers,
-            ))
-            .zip(carve(
-                values.get_mut(span).unwrap_or_default(),
-                c,
-                len,
-                workers,
-            ))
-            .collect();
-        run.try_parallel(parts, |(((x, src), q), v)| {
-            let rows = x.len() / c;
+    let parts: Parts<_> = scratch
+        .into_iter()
+        .zip(carve_ref(map, c, n, workers))
+        .zip(carve(queries, c, n, workers))
+        .zip(carve(values, c, n, workers))
+        .collect();
+    run.try_parallel(parts, |(((s, src), q), v)| {
+        let chunks = src.chunks(chunk * c).zip(q.chunks_mut(chunk * c));
+        for ((src, q), v) in chunks.zip(v.chunks_mut(chunk * c)) {
+            let rows = src.len() / c;
+            let x = s.tokens.get_mut(..rows * c).unwrap_or_default();
             k.widen(E::elems(src), x)?;
             linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
             scale_queries(q, dims.d);
-            linear(run, &wt.v, &wt.v_bias, x, rows, v)
-        })?;
-    }
-    Ok(())
+            linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
+        }
+        Ok(())
+    })
 }
 
 /// Landmarks per head: the `r×r` stride-`r` convolution of the head's queries (weights
@@ -418,20 +469,22 @@ fn landmarks<E: TokenElem>(
     map: &[E],
     dims: &SoftDims,
     wt: &SoftBlockWeights<'_>,
-    kept: Option<Kept<'_>>,
+    kept: Option<&[f32]>,
     lm: &mut [f32],
 ) -> Result<()> {
     let (c, d, r, m, heads) = (dims.c, dims.d, dims.r, dims.m, dims.heads);
     let (rr, lw, plen) = (r * r, dims.landmark_cols(), dims.patch_len());
-    let workers = dims.landmark_workers(&run.schedule);
+    let workers = dims.workers(&run.schedule, m);
     let scratch = LandmarkScratch::<E>::alloc(ar, dims, workers, kept.is_some())?;
     let k = run.kernels;
-    let parts: Parts<_> = carve(scratch.patch, plen, workers, workers)
+    let per_landmark = if kept.is_some() { 0 } else { rr * c * c } + rr * heads * d * d;
+    let split_into = run.workers_for(m, m * per_landmark).min(workers);
+    let parts: Parts<_> = carve(scratch.patch, plen, split_into, split_into)
         .into_iter()
-        .zip(carve(scratch.queries, plen, workers, workers))
-        .zip(carve(scratch.rows, c, m, workers))
+        .zip(carve(scratch.queries, plen, split_into, split_into))
+        .zip(carve(scratch.rows, c, m, split_into))
         .enumerate()
-        .map(|(w, parts)| (split(m, workers, w), parts))
+        .map(|(w, parts)| (split(m, split_into, w), parts))
         .collect();
     run.try_parallel(parts, |(range, ((patch, queries), rows))| {
         for (l, pooled) in range.clone().zip(rows.chunks_exact_mut(c)) {
@@ -441,7 +494,7 @@ fn landmarks<E: TokenElem>(
                 Some(kept) => {
                     for p in 0..rr {
                         for h in 0..heads {
-                            let src = kept.queries.get(token(p) * c + h * d..).unwrap_or_default();
+                            let src = kept.get(token(p) * c + h * d..).unwrap_or_default();
                             let dst = queries.get_mut((h * rr + p) * d..).unwrap_or_default();
                             for (o, v) in dst.iter_mut().zip(src).take(d) {
                                 *o = *v;
@@ -499,63 +552,45 @@ fn landmarks<E: TokenElem>(
     Ok(())
 }
 
-/// Pass 1: `S_h = K1_hᵀ · V_h` (`[head][m][d]`), a chunk of tokens at a time.
-#[allow(clippy::too_many_arguments)]
-fn key_value<E: TokenElem>(
+/// Streaming pass 1: `S_h = K1_hᵀ · V_h` (`[head][m][d]`), a chunk of tokens at a time.
+fn key_value_streaming<E: TokenElem>(
     run: &Run<'_>,
     ar: &mut Arena<'_>,
     map: &[E],
     dims: &SoftDims,
     wt: &SoftBlockWeights<'_>,
-    kept: Option<Kept<'_>>,
     lm: &[f32],
     s: &mut [f32],
 ) -> Result<()> {
     let (c, d, m, n, heads) = (dims.c, dims.d, dims.m, dims.n(), dims.heads);
     let hm = heads * m;
-    let chunk = dims.pass_chunk(&run.schedule);
-    let scratch = KeyValueScratch::<E>::alloc(ar, dims, chunk, kept.is_some())?;
+    let chunk = dims.chunk(&run.schedule);
+    let scratch = KeyValueScratch::<E>::alloc(ar, dims, chunk)?;
     let k = run.kernels;
     s.fill(0.0);
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
-        let span = t0 * c..(t0 + len) * c;
         // Queries, values and K1 rows, split by tokens.
-        let workers = run.workers_for(len);
+        let workers = run.workers_for(len, len * (2 * c * c + heads * m * d));
+        let src = map.get(t0 * c..(t0 + len) * c).unwrap_or_default();
         let parts: Parts<_> = carve(scratch.kernel, hm, len, workers)
             .into_iter()
             .zip(carve(scratch.tokens, c, len, workers))
             .zip(carve(scratch.queries, c, len, workers))
             .zip(carve(scratch.values, c, len, workers))
-            .enumerate()
-            .map(|(w, parts)| (split(len, workers, w), parts))
+            .zip(carve_ref(src, c, len, workers))
             .collect();
-        run.try_parallel(parts, |(range, (((kernel, x), q), v))| {
-            let rows = range.len();
-            let q: &[f32] = match kept {
-                Some(kept) => kept
-                    .queries
-                    .get((t0 + range.start) * c..)
-                    .unwrap_or_default(),
-                None => {
-                    let first = (t0 + range.start) * c;
-                    let src = map.get(first..first + rows * c).unwrap_or_default();
-                    k.widen(E::elems(src), x)?;
-                    linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
-                    scale_queries(q, d);
-                    linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
-                    q
-                }
-            };
+        run.try_parallel(parts, |((((kernel, x), q), v), src)| {
+            let rows = x.len() / c;
+            k.widen(E::elems(src), x)?;
+            linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
+            scale_queries(q, d);
+            linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
             kernel_rows(run, dims, lm, q, rows, kernel)
         })?;
         // S_h += K1_hᵀ · V_h, split by heads.
-        let values: &[f32] = match kept {
-            Some(kept) => kept.values.get(span).unwrap_or_default(),
-            None => scratch.values,
-        };
-        let kernel = &*scratch.kernel;
-        let workers = run.workers_for(heads);
+        let (kernel, values) = (&*scratch.kernel, &*scratch.values);
+        let workers = run.workers_for(heads, heads * m * len * d);
         let parts: Parts<_> = carve(s, m * d, heads, workers)
             .into_iter()
             .enumerate()
@@ -574,17 +609,212 @@ fn key_value<E: TokenElem>(
     Ok(())
 }
 
-/// Pass 2, row by row: attention output `K1·Z + vconv(V)`, projection, post-norm MLP,
-/// written over each token. V of the original map is kept for the `k` rows the
-/// depthwise convolution can still reach, each row computed once as it enters the window.
+/// Whole-map pass 1: `S_h = K1_hᵀ · V_h`, each worker whole heads, over every token a
+/// chunk at a time (token order, so each sum runs as in the streaming pass).
+fn key_value_whole<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    dims: &SoftDims,
+    queries: &[f32],
+    values: &[f32],
+    lm: &[f32],
+    s: &mut [f32],
+) -> Result<()> {
+    let (c, d, m, n, heads) = (dims.c, dims.d, dims.m, dims.n(), dims.heads);
+    let chunk = dims.chunk(&run.schedule);
+    let workers = dims.workers(&run.schedule, heads);
+    let scratch = per_worker(workers, || HeadKernelScratch::<E>::alloc(ar, dims, chunk))?;
+    let k = run.kernels;
+    s.fill(0.0);
+    let parts: Parts<_> = scratch
+        .into_iter()
+        .zip(carve(s, m * d, heads, workers))
+        .enumerate()
+        .map(|(w, parts)| (split(heads, workers, w), parts))
+        .collect();
+    run.try_parallel(parts, |(range, (scratch, s))| {
+        for (h, sh) in range.clone().zip(s.chunks_exact_mut(m * d)) {
+            for t0 in (0..n).step_by(chunk) {
+                let len = chunk.min(n - t0);
+                let q = queries.get(t0 * c..).unwrap_or_default();
+                let k1 = scratch.kernel.get_mut(..len * m).unwrap_or_default();
+                head_kernel_rows(run, dims, lm, h, q, &mut Out::new(k1, len, m, m)?)?;
+                let k1t = Strided::new(k1, m, len, 1, m)?;
+                let vh = values.get(t0 * c + h * d..).unwrap_or_default();
+                let vh = Strided::rows_of(vh, len, d, c)?;
+                let mut out = Out::new(sh, m, d, d)?;
+                k.gemm(&Lhs::new(k1t), &Rhs::f32(vh)?, Start::Accumulate, &mut out)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Rounds the whole-map values to the token type (in their f32 store): the depthwise
+/// convolution reads V as the streaming layout's ring holds it.
+fn round_values<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    dims: &SoftDims,
+    values: &mut [f32],
+) -> Result<()> {
+    let (c, n) = (dims.c, dims.n());
+    let chunk = dims.chunk(&run.schedule);
+    let workers = dims.workers(&run.schedule, n);
+    let scratch = per_worker(workers, || RoundScratch::<E>::alloc(ar, c, chunk))?;
+    let k = run.kernels;
+    let parts: Parts<_> = scratch
+        .into_iter()
+        .zip(carve(values, c, n, workers))
+        .collect();
+    run.try_parallel(parts, |(s, v)| {
+        for v in v.chunks_mut(chunk * c) {
+            let rounded = s.rounded.get_mut(..v.len()).unwrap_or_default();
+            k.narrow(v, E::elems_mut(rounded))?;
+            k.widen(E::elems(rounded), v)?;
+        }
+        Ok(())
+    })
+}
+
+/// Where pass 2 reads V for the depthwise convolution.
+enum ValueRows<'a, E> {
+    /// The streaming ring: map row `y` in slot `y mod k`.
+    Ring(&'a [E]),
+    /// The whole-map values, rounded to the token type.
+    Whole(&'a [f32]),
+}
+
+impl<E: TokenElem> ValueRows<'_, E> {
+    /// `count` tokens of map row `y` from column `x`.
+    fn tokens(&self, dims: &SoftDims, y: usize, x: usize, count: usize) -> Elems<'_> {
+        let (c, row_len) = (dims.c, dims.cols * dims.c);
+        match self {
+            ValueRows::Ring(ring) => {
+                let at = (y % dims.k) * row_len + x * c;
+                E::elems(ring.get(at..at + count * c).unwrap_or_default())
+            }
+            ValueRows::Whole(values) => {
+                let at = y * row_len + x * c;
+                Elems::F32(values.get(at..at + count * c).unwrap_or_default())
+            }
+        }
+    }
+}
+
+/// Pass 2's attention for `n` tokens from flat token `t0`: `K1·Z + vconv(V)` per head,
+/// the output projection, the residual into `s.tokens` (which holds the tokens) and
+/// norm1. `kept`: the tokens' scaled queries, else they are computed (into `s.work`).
 #[allow(clippy::too_many_arguments)]
-fn emit<E: TokenElem>(
+fn attend<E: TokenElem>(
+    run: &Run<'_>,
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    lm: &[f32],
+    z: &[f32],
+    values: &ValueRows<'_, E>,
+    t0: usize,
+    n: usize,
+    kept: Option<&[f32]>,
+    s: &mut EmitScratch<'_, E>,
+) -> Result<()> {
+    let (c, d, m, k, heads) = (dims.c, dims.d, dims.m, dims.k, dims.heads);
+    let (rows, cols, pad, hm) = (dims.rows, dims.cols, k / 2, heads * m);
+    let kernels = run.kernels;
+    let x = s.tokens.get_mut(..n * c).unwrap_or_default();
+    let work = s.work.get_mut(..n * c).unwrap_or_default();
+    let a = s.attention.get_mut(..n * c).unwrap_or_default();
+    let hidden = &mut *s.hidden;
+    let q: &[f32] = match kept {
+        Some(q) => q,
+        None => {
+            linear(run, &wt.q, &wt.q_bias, x, n, work)?;
+            scale_queries(work, d);
+            work
+        }
+    };
+    kernel_rows(run, dims, lm, q, n, hidden)?;
+    for h in 0..heads {
+        let k1 = Strided::rows_of(hidden.get(h * m..).unwrap_or_default(), n, m, hm)?;
+        let zh = Strided::rows_of(z.get(h * m * d..).unwrap_or_default(), m, d, d)?;
+        let mut out = Out::new(a.get_mut(h * d..).unwrap_or_default(), n, d, c)?;
+        kernels.gemm(&Lhs::new(k1), &Rhs::f32(zh)?, Start::Zero, &mut out)?;
+    }
+    // Depthwise convolution of V, each token's taps in (dy, dx) order, a map row's run
+    // of tokens at a time; the queries are done.
+    work.fill(0.0);
+    let mut t = t0;
+    while t < t0 + n {
+        let (y, x_lo) = (t / cols, t % cols);
+        let x_hi = cols.min(x_lo + (t0 + n - t));
+        for dy in 0..k {
+            let Some(yy) = (y + dy).checked_sub(pad).filter(|&v| v < rows) else {
+                continue;
+            };
+            for (i, tap) in s.taps.iter_mut().enumerate() {
+                // taps[dx·heads + h] = vconv[h][dy][dx].
+                let (h, dx) = (i % heads, i / heads);
+                *tap = wt.vconv.get((h * k + dy) * k + dx);
+            }
+            for dx in 0..k {
+                // Tokens x whose tap x + dx − pad lies inside the row.
+                let lo = x_lo.max(pad.saturating_sub(dx));
+                let hi = x_hi.min((cols + pad).saturating_sub(dx));
+                if lo >= hi {
+                    continue;
+                }
+                let src = values.tokens(dims, yy, lo + dx - pad, hi - lo);
+                let out = (y * cols + lo - t0) * c..(y * cols + hi - t0) * c;
+                let w = s.taps.get(dx * heads..(dx + 1) * heads).unwrap_or_default();
+                kernels.depthwise(src, w, d, work.get_mut(out).unwrap_or_default())?;
+            }
+        }
+        t += x_hi - x_lo;
+    }
+    for (o, v) in a.iter_mut().zip(work.iter()) {
+        *o += *v;
+    }
+    // Projection and residual, norm1.
+    linear(run, &wt.out, &wt.out_bias, a, n, work)?;
+    for (xv, ov) in x.iter_mut().zip(work.iter()) {
+        *xv += *ov;
+    }
+    Ok(kernels.layer_norm(x, c, &wt.norm1.0, &wt.norm1.1, SOFT_EPS)?)
+}
+
+/// Pass 2's MLP (tanh GELU), residual and norm2 for the `n` tokens in `s.tokens`.
+fn mlp<E: TokenElem>(
+    run: &Run<'_>,
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    n: usize,
+    s: &mut EmitScratch<'_, E>,
+) -> Result<()> {
+    let c = dims.c;
+    let x = s.tokens.get_mut(..n * c).unwrap_or_default();
+    let work = s.work.get_mut(..n * c).unwrap_or_default();
+    let h = s.hidden.get_mut(..n * 4 * c).unwrap_or_default();
+    linear(run, &wt.mlp1, &wt.mlp1_bias, x, n, h)?;
+    run.kernels.gelu_tanh(h);
+    linear(run, &wt.mlp2, &wt.mlp2_bias, h, n, work)?;
+    for (xv, fv) in x.iter_mut().zip(work.iter()) {
+        *xv += *fv;
+    }
+    Ok(run
+        .kernels
+        .layer_norm(x, c, &wt.norm2.0, &wt.norm2.1, SOFT_EPS)?)
+}
+
+/// Streaming pass 2, row by row: V of the original map is kept for the `k` rows the
+/// depthwise convolution can still reach, each row computed once as it enters the
+/// window; each chunk of a row is split among the workers, attention then MLP.
+#[allow(clippy::too_many_arguments)]
+fn emit_streaming<E: TokenElem>(
     run: &Run<'_>,
     ar: &mut Arena<'_>,
     map: &mut [E],
     dims: &SoftDims,
     wt: &SoftBlockWeights<'_>,
-    kept: Option<Kept<'_>>,
     lm: &[f32],
     z: &[f32],
     stage: u8,
@@ -592,184 +822,178 @@ fn emit<E: TokenElem>(
 ) -> Result<()> {
     let (c, d, m, k, heads) = (dims.c, dims.d, dims.m, dims.k, dims.heads);
     let (rows, cols) = (dims.rows, dims.cols);
-    let (hm, row_len, pad) = (heads * m, cols * c, k / 2);
-    let chunk = dims.emit_chunk(&run.schedule);
-    let emit_workers = dims.emit_workers(&run.schedule);
-    let scratch = EmitScratch::<E>::alloc(ar, dims, chunk, emit_workers)?;
+    let (row_len, pad) = (cols * c, k / 2);
+    let chunk = dims.row_chunk(&run.schedule);
+    let (workers, part) = dims.emit_split(&run.schedule);
+    let ring = RingScratch::<E>::alloc(ar, dims)?.ring;
+    let mut scratch = per_worker(workers, || EmitScratch::<E>::alloc(ar, dims, part))?;
     let kernels = run.kernels;
-    let hidden_width = dims.hidden_width();
+    let attention = Activity {
+        stage,
+        step: Step::Attention,
+    };
 
-    // V of map row `y` into its ring slot.
-    let fill_ring = |map: &[E], ring: &mut [E], y: usize, tokens: &mut [f32], work: &mut [f32]| {
+    // V of map row `y` into its ring slot, a chunk of the row at a time.
+    let fill_ring = |map: &[E], ring: &mut [E], y: usize, s: &mut [EmitScratch<'_, E>]| {
         let slot = (y % k) * row_len;
         let dst = ring.get_mut(slot..slot + row_len).unwrap_or_default();
-        if let Some(kept) = kept {
-            let src = kept
-                .values
-                .get(y * row_len..(y + 1) * row_len)
-                .unwrap_or_default();
-            return Ok(kernels.narrow(src, E::elems_mut(dst))?);
-        }
         for x0 in (0..cols).step_by(chunk) {
             let len = chunk.min(cols - x0);
-            let workers = run.workers_for(len);
+            let split_into = run.workers_for(len, len * c * c).min(workers);
             let first = y * row_len + x0 * c;
             let src = map.get(first..first + len * c).unwrap_or_default();
             let dst = dst.get_mut(x0 * c..(x0 + len) * c).unwrap_or_default();
-            let parts: Parts<_> = carve(tokens, c, len, workers)
-                .into_iter()
-                .zip(carve(work, c, len, workers))
-                .zip(carve_ref(src, c, len, workers))
-                .zip(carve(dst, c, len, workers))
+            let parts: Parts<_> = s
+                .iter_mut()
+                .zip(carve_ref(src, c, len, split_into))
+                .zip(carve(dst, c, len, split_into))
                 .collect();
-            run.try_parallel(parts, |(((x, v), src), dst)| {
+            run.try_parallel(parts, |((s, src), dst)| {
+                let n = src.len() / c;
+                let x = s.tokens.get_mut(..n * c).unwrap_or_default();
+                let v = s.work.get_mut(..n * c).unwrap_or_default();
                 kernels.widen(E::elems(src), x)?;
-                linear(run, &wt.v, &wt.v_bias, x, x.len() / c, v)?;
+                linear(run, &wt.v, &wt.v_bias, x, n, v)?;
                 Ok(kernels.narrow(v, E::elems_mut(dst))?)
             })?;
         }
         Ok::<(), crate::Error>(())
     };
 
-    probe.enter(Activity {
-        stage,
-        step: Step::Attention,
-    });
+    probe.enter(attention);
     for y in 0..pad.min(rows) {
-        fill_ring(map, scratch.ring, y, scratch.tokens, scratch.work)?;
+        fill_ring(map, ring, y, &mut scratch)?;
     }
     for y in 0..rows {
-        probe.enter(Activity {
-            stage,
-            step: Step::Attention,
-        });
+        probe.enter(attention);
         if y + pad < rows {
-            fill_ring(map, scratch.ring, y + pad, scratch.tokens, scratch.work)?;
+            fill_ring(map, ring, y + pad, &mut scratch)?;
         }
         for x0 in (0..cols).step_by(chunk) {
             let len = chunk.min(cols - x0);
-            let workers = run.workers_for(len);
-            let first = y * row_len + x0 * c;
-            let span = first..first + len * c;
+            let per_token = 2 * c * c + 2 * heads * m * d + k * k * c;
+            let split_into = run.workers_for(len, len * per_token).min(workers);
+            let first = y * cols + x0;
+            let span = first * c..(first + len) * c;
             if x0 > 0 {
-                probe.enter(Activity {
-                    stage,
-                    step: Step::Attention,
-                });
+                probe.enter(attention);
             }
-            // Attention output: K1·Z per head, plus the depthwise convolution of V.
-            let ring = &*scratch.ring;
-            let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
-                .into_iter()
-                .zip(carve(scratch.taps, k * heads, workers, workers))
-                .zip(carve(scratch.work, c, len, workers))
-                .zip(carve(scratch.attention, c, len, workers))
-                .zip(carve(scratch.hidden, hidden_width, len, workers))
+            let values = ValueRows::Ring(&*ring);
+            let parts: Parts<_> = scratch
+                .iter_mut()
                 .zip(carve_ref(
                     map.get(span.clone()).unwrap_or_default(),
                     c,
                     len,
-                    workers,
+                    split_into,
                 ))
                 .enumerate()
-                .map(|(w, parts)| (split(len, workers, w), parts))
+                .map(|(w, parts)| (split(len, split_into, w), parts))
                 .collect();
-            run.try_parallel(parts, |(range, (((((x, taps), work), a), hidden), src))| {
+            run.try_parallel(parts, |(range, (s, src))| {
                 let n = range.len();
-                kernels.widen(E::elems(src), x)?;
-                let q: &[f32] = match kept {
-                    Some(kept) => {
-                        let at = first + range.start * c;
-                        kept.queries.get(at..at + n * c).unwrap_or_default()
-                    }
-                    None => {
-                        linear(run, &wt.q, &wt.q_bias, x, n, work)?;
-                        scale_queries(work, d);
-                        work
-                    }
-                };
-                kernel_rows(run, dims, lm, q, n, hidden)?;
-                for h in 0..heads {
-                    let k1 = Strided::rows_of(hidden.get(h * m..).unwrap_or_default(), n, m, hm)?;
-                    let zh = Strided::rows_of(z.get(h * m * d..).unwrap_or_default(), m, d, d)?;
-                    let ah = a.get_mut(h * d..).unwrap_or_default();
-                    let mut out = Out::new(ah, n, d, c)?;
-                    kernels.gemm(&Lhs::new(k1), &Rhs::f32(zh)?, Start::Zero, &mut out)?;
-                }
-                // Depthwise convolution of V, in (dy, dx) order; the queries are done.
-                work.fill(0.0);
-                let (x_lo, x_hi) = (x0 + range.start, x0 + range.end);
-                for dy in 0..k {
-                    let Some(yy) = (y + dy).checked_sub(pad).filter(|&v| v < rows) else {
-                        continue;
-                    };
-                    let slot = (yy % k) * row_len;
-                    for (i, tap) in taps.iter_mut().enumerate() {
-                        // taps[dx·heads + h] = vconv[h][dy][dx].
-                        let (h, dx) = (i % heads, i / heads);
-                        *tap = wt.vconv.get((h * k + dy) * k + dx);
-                    }
-                    for dx in 0..k {
-                        // Tokens x whose tap x + dx − pad lies inside the row.
-                        let lo = x_lo.max(pad.saturating_sub(dx));
-                        let hi = x_hi.min((cols + pad).saturating_sub(dx));
-                        if lo >= hi {
-                            continue;
-                        }
-                        let src = slot + (lo + dx - pad) * c;
-                        let src = ring.get(src..src + (hi - lo) * c).unwrap_or_default();
-                        let out = (lo - x_lo) * c..(hi - x_lo) * c;
-                        let out = work.get_mut(out).unwrap_or_default();
-                        let w = taps.get(dx * heads..).unwrap_or_default();
-                        kernels.depthwise(
-                            E::elems(src),
-                            w.get(..heads).unwrap_or_default(),
-                            d,
-                            out,
-                        )?;
-                    }
-                }
-                for (o, v) in a.iter_mut().zip(work.iter()) {
-                    *o += *v;
-                }
-                // Projection and residual, norm1.
-                linear(run, &wt.out, &wt.out_bias, a, n, work)?;
-                for (xv, ov) in x.iter_mut().zip(work.iter()) {
-                    *xv += *ov;
-                }
-                Ok(kernels.layer_norm(x, c, &wt.norm1.0, &wt.norm1.1, SOFT_EPS)?)
+                kernels.widen(E::elems(src), s.tokens.get_mut(..n * c).unwrap_or_default())?;
+                attend(
+                    run,
+                    dims,
+                    wt,
+                    lm,
+                    z,
+                    &values,
+                    first + range.start,
+                    n,
+                    None,
+                    s,
+                )
             })?;
-            // MLP (tanh GELU), residual, norm2, written over the tokens.
             probe.enter(Activity {
                 stage,
                 step: Step::Mlp,
             });
-            let parts: Parts<_> = carve(scratch.tokens, c, len, workers)
-                .into_iter()
-                .zip(carve(scratch.work, c, len, workers))
-                .zip(carve(scratch.hidden, hidden_width, len, workers))
+            let parts: Parts<_> = scratch
+                .iter_mut()
                 .zip(carve(
                     map.get_mut(span).unwrap_or_default(),
                     c,
                     len,
-                    workers,
+                    split_into,
                 ))
                 .collect();
-            run.try_parallel(parts, |(((x, work), hidden), dst)| {
-                let n = x.len() / c;
-                let h = hidden.get_mut(..n * 4 * c).unwrap_or_default();
-                linear(run, &wt.mlp1, &wt.mlp1_bias, x, n, h)?;
-                kernels.gelu_tanh(h);
-                linear(run, &wt.mlp2, &wt.mlp2_bias, h, n, work)?;
-                for (xv, fv) in x.iter_mut().zip(work.iter()) {
-                    *xv += *fv;
-                }
-                kernels.layer_norm(x, c, &wt.norm2.0, &wt.norm2.1, SOFT_EPS)?;
+            run.try_parallel(parts, |(s, dst)| {
+                let n = dst.len() / c;
+                mlp(run, dims, wt, n, s)?;
+                let x = s.tokens.get(..n * c).unwrap_or_default();
                 Ok(kernels.narrow(x, E::elems_mut(dst))?)
             })?;
         }
     }
     Ok(())
+}
+
+/// Whole-map pass 2: each worker a range of tokens, a chunk at a time. The attention
+/// writes each token's norm1 output over its query (no longer needed); the MLP reads it
+/// from there and writes the block's output over the token.
+#[allow(clippy::too_many_arguments)]
+fn emit_whole<E: TokenElem>(
+    run: &Run<'_>,
+    ar: &mut Arena<'_>,
+    map: &mut [E],
+    dims: &SoftDims,
+    wt: &SoftBlockWeights<'_>,
+    state: BlockState<'_, E>,
+    stage: u8,
+    probe: &mut impl Probe,
+) -> Result<()> {
+    let (c, n) = (dims.c, dims.n());
+    let (workers, chunk) = dims.emit_split(&run.schedule);
+    let mut scratch = per_worker(workers, || EmitScratch::<E>::alloc(ar, dims, chunk))?;
+    let kernels = run.kernels;
+    let (lm, z) = (&*state.landmarks, &*state.z);
+    let values = ValueRows::Whole(&*state.values);
+    let parts: Parts<_> = scratch
+        .iter_mut()
+        .zip(carve_ref(map, c, n, workers))
+        .zip(carve(state.queries, c, n, workers))
+        .enumerate()
+        .map(|(w, parts)| (split(n, workers, w), parts))
+        .collect();
+    run.try_parallel(parts, |(range, ((s, src), queries))| {
+        let chunks = src.chunks(chunk * c).zip(queries.chunks_mut(chunk * c));
+        for (i, (src, q)) in chunks.enumerate() {
+            let len = src.len() / c;
+            kernels.widen(
+                E::elems(src),
+                s.tokens.get_mut(..len * c).unwrap_or_default(),
+            )?;
+            let t0 = range.start + i * chunk;
+            attend(run, dims, wt, lm, z, &values, t0, len, Some(q), s)?;
+            q.copy_from_slice(s.tokens.get(..len * c).unwrap_or_default());
+        }
+        Ok(())
+    })?;
+    probe.enter(Activity {
+        stage,
+        step: Step::Mlp,
+    });
+    let parts: Parts<_> = scratch
+        .iter_mut()
+        .zip(carve(map, c, n, workers))
+        .zip(carve_ref(state.queries, c, n, workers))
+        .collect();
+    run.try_parallel(parts, |((s, dst), normed)| {
+        let chunks = dst.chunks_mut(chunk * c).zip(normed.chunks(chunk * c));
+        for (dst, normed) in chunks {
+            let len = dst.len() / c;
+            s.tokens
+                .get_mut(..len * c)
+                .unwrap_or_default()
+                .copy_from_slice(normed);
+            mlp(run, dims, wt, len, s)?;
+            let x = s.tokens.get(..len * c).unwrap_or_default();
+            kernels.narrow(x, E::elems_mut(dst))?;
+        }
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -1145,6 +1369,12 @@ mod tests {
             let got = streaming(&case, Kernels::generic(), Schedule::COMPACT).unwrap();
             let err = got.iter().zip(&want).fold(0.0f64, |e, (g, w)| e.max((f64::from(*g) - w).abs()));
             prop_assert!(err < 2e-4, "max abs error {err}");
+            // Every layout, chunk size and worker split gives the same bits.
+            for (chunk, whole, workers) in [(3, false, 2), (5, true, 1), (4, true, 3), (64, true, 2)] {
+                let schedule = Schedule { chunk, whole_maps: whole, workers, min_split_macs: 0 };
+                let other = streaming(&case, Kernels::generic(), schedule).unwrap();
+                prop_assert!(got.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()), "{schedule:?}");
+            }
         }
     }
 }

@@ -155,7 +155,7 @@ pub(crate) fn stage4_block<E: TokenElem>(
     // Keys (transposed) and values of every token.
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
-        let workers = run.workers_for(len);
+        let workers = run.workers_for(len, len * 2 * c * c);
         {
             let src = map.get(t0 * c..(t0 + len) * c).unwrap_or_default();
             let parts: Parts<_> = carve(s.tokens, c, len, workers)
@@ -188,7 +188,7 @@ pub(crate) fn stage4_block<E: TokenElem>(
     let (keys, values) = (&*s.keys, &*s.values);
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
-        let workers = run.workers_for(len);
+        let workers = run.workers_for(len, len * (2 * c * c + 2 * n * c));
         let span = t0 * c..(t0 + len) * c;
         probe.enter(Activity {
             stage: 4,
@@ -252,6 +252,7 @@ pub(crate) fn stage4_block<E: TokenElem>(
             stage: 4,
             step: Step::Mlp,
         });
+        let workers = run.workers_for(len, len * 2 * c * dims.hidden);
         let parts: Parts<_> = carve(s.tokens, c, len, workers)
             .into_iter()
             .zip(carve(s.normed, c, len, workers))

@@ -11,6 +11,7 @@ pub mod npy;
 pub mod pickle;
 pub mod pth;
 pub mod svg;
+pub mod threads;
 
 pub use checkpoint::{HostTensor, TensorMap};
 pub use convert::{

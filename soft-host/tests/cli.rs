@@ -375,7 +375,7 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         .assert()
         .success()
         .stdout(
-            predicate::str::contains("arena 505552 B").and(predicate::str::contains("<- peak")),
+            predicate::str::contains("arena 505424 B").and(predicate::str::contains("<- peak")),
         );
     let svg = std::fs::read_to_string(dir.path().join("p.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("stage 1"));

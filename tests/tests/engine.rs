@@ -404,3 +404,66 @@ fn non_finite_weights_are_refused_at_load() {
         }
     }
 }
+
+/// Runs `model` with `options`, inside the threads' pool; returns the logits' bits.
+fn run_with(
+    model: &Model<'_>,
+    threads: &soft_host::threads::Threads,
+    options: &soft_core::RunOptions<'_>,
+    h: usize,
+    w: usize,
+) -> Vec<u32> {
+    let plan = model.plan_with(h, w, options).unwrap();
+    let mut arena = vec![0u8; plan.peak_bytes + 16];
+    let mut logits = vec![0.0; model.config().num_classes];
+    let data = pixels(h, w);
+    let report = threads.install(|| {
+        let mut img = ChwImage::new(&data, h, w).unwrap();
+        model
+            .run_with(options, &mut img, &mut arena, &mut logits, &mut ())
+            .unwrap()
+    });
+    assert_eq!(report.peak_bytes, plan.peak_bytes, "{options:?}");
+    logits.iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn bits_do_not_depend_on_kernels_schedule_or_threads() {
+    use soft_core::{Kernels, RunOptions, Schedule};
+    use soft_host::threads::Threads;
+    // soft_tiny's shapes at 96×96 (every stage, SOFT-Norm too), and the micro model at a
+    // rectangular size whose chunks and bands do not divide evenly.
+    let mut norm = ModelConfig::preset("soft_tiny").unwrap();
+    norm.normalized = true;
+    norm.depths = [1, 1, 1, 1];
+    for (cfg, h, w) in [(micro(), 80, 72), (norm, 96, 96)] {
+        for dtype in [WeightDtype::F16, WeightDtype::I8] {
+            let b = blob(&cfg, dtype);
+            let model = Model::from_blob(b.as_bytes()).unwrap();
+            for precision in [Precision::F16, Precision::F32] {
+                let one = Threads::new(1).unwrap();
+                let reference = RunOptions::new(precision).with_kernels(Kernels::generic());
+                let want = run_with(&model, &one, &reference, h, w);
+                for kernels in Kernels::available() {
+                    for workers in 1..=3 {
+                        let threads = Threads::new(workers).unwrap();
+                        let split = Schedule {
+                            chunk: 5,
+                            whole_maps: false,
+                            workers,
+                            min_split_macs: 0,
+                        };
+                        for schedule in [Schedule::fast(workers), split] {
+                            let options = RunOptions::new(precision)
+                                .with_kernels(kernels)
+                                .with_schedule(schedule)
+                                .with_executor(&threads);
+                            let got = run_with(&model, &threads, &options, h, w);
+                            assert_eq!(got, want, "{dtype:?} {options:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@
 //! inside: a panel of the right operand stays in cache while every row block reads it.
 
 use super::lanes::Lanes;
-use crate::operand::{Lhs, Out, Rhs, RhsData, Start, Vector};
+use crate::operand::{Lhs, Out, Rhs, RhsData, Start};
 
 /// A stored right-operand element the lanes can load.
 pub(crate) trait Element: Copy {
@@ -221,32 +221,33 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
     c0: usize,
     width: usize,
 ) {
-    // Start values and int8 scales of the panel's columns, as lanes.
-    let lanes_of = |v: &dyn Fn(usize) -> f32| -> [L; NV] {
-        core::array::from_fn(|i| {
-            let mut tmp = [0.0f32; 16];
-            for (l, t) in tmp.iter_mut().enumerate().take(L::LANES) {
-                let col = i * L::LANES + l;
-                if col < width {
-                    *t = v(c0 + col);
-                }
-            }
-            // SAFETY: tmp holds 16 ≥ LANES values; the CPU runs L.
-            unsafe { L::load(tmp.as_ptr()) }
-        })
-    };
-    let bias = |b: &Vector<'_>| lanes_of(&|c| b.get(c));
-    let zero = lanes_of(&|_| 0.0);
+    // Start values and int8 scales of the panel's columns, as lanes (a loop, not a
+    // closure: closures do not inherit the caller's target features).
+    let mut bias_values = [0.0f32; 32];
+    let mut scale_values = [0.0f32; 32];
+    let n = width.min(32);
+    if let Start::Bias(b) = start {
+        b.read_into(c0, &mut bias_values[..n]);
+    }
+    if let Some(s) = scales {
+        for (d, v) in scale_values.iter_mut().zip(s.iter().skip(c0)).take(n) {
+            *d = *v;
+        }
+    }
+    let zero = [L::zero(); NV];
+    let mut bias = zero;
+    let mut scale = zero;
+    for v in 0..NV {
+        // SAFETY: the arrays hold 32 ≥ NV·LANES values; the CPU runs L.
+        unsafe {
+            bias[v] = L::load(bias_values.as_ptr().add(v * L::LANES));
+            scale[v] = L::load(scale_values.as_ptr().add(v * L::LANES));
+        }
+    }
     let (panel_start, scale) = match (scales, start) {
-        (Some(s), Start::Bias(b)) => (
-            zero,
-            Some((bias(&b), lanes_of(&|c| s.get(c).copied().unwrap_or(0.0)))),
-        ),
-        (Some(s), _) => (
-            zero,
-            Some((zero, lanes_of(&|c| s.get(c).copied().unwrap_or(0.0)))),
-        ),
-        (None, Start::Bias(b)) => (bias(&b), None),
+        (Some(_), Start::Bias(_)) => (zero, Some((bias, scale))),
+        (Some(_), _) => (zero, Some((zero, scale))),
+        (None, Start::Bias(_)) => (bias, None),
         (None, _) => (zero, None),
     };
     let panel = Panel {
