@@ -145,10 +145,9 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
         })?;
         let sums = scratch.sums.get_mut(..n * cout).unwrap_or_default();
         for v in sums.iter_mut() {
-            // ReLU; NaN stays NaN.
-            if *v < 0.0 {
-                *v = 0.0;
-            }
+            // ReLU; NaN stays NaN. An unconditional select vectorises, a conditional
+            // store does not.
+            *v = if *v < 0.0 { 0.0 } else { *v };
         }
         let dst = out
             .get_mut(ox0 * cout..(ox0 + n) * cout)

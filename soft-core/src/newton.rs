@@ -18,7 +18,7 @@ use crate::scratch::scratch;
 use crate::soft_block::SoftDims;
 
 /// Most rows of the second product per kernel call (each worker's block scratch).
-const BLOCK_ROWS: usize = 16;
+const BLOCK_ROWS: usize = 48;
 
 /// Rows of the second product per kernel call: the schedule's chunk, up to [`BLOCK_ROWS`].
 fn block_rows(s: &Schedule) -> usize {

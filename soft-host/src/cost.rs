@@ -1,8 +1,10 @@
 //! Multiply-accumulate counts of a SOFT model, for benchmark tables.
 //!
 //! [`macs`] counts the multiply-accumulates one inference performs *as this engine
-//! computes it*, which is more than the paper's count because the engine trades work for
-//! memory (it never stores `Q`, `V` or the `N×m` kernel matrix `K1`):
+//! computes it* on the streaming layout (the compact schedule), which is more than the
+//! paper's count because that layout trades work for memory (it never stores `Q`, `V` or
+//! the `N×m` kernel matrix `K1`); [`macs_for`] counts any schedule's (the whole-map
+//! layout computes each block's queries and values once):
 //!
 //! - **Counted**: every product that is summed into an accumulator — the weight products
 //!   of linear layers and convolutions, dot products and squared distances (one MAC per
@@ -19,8 +21,8 @@
 //!
 //! | part | MACs |
 //! |---|---|
-//! | queries: landmark pass over `m·r²` tokens, pass 1 and pass 2 over `N` | `(m·r² + 2N)·C²` |
-//! | values: pass 1 and the V ring of pass 2 | `2N·C²` |
+//! | queries: landmark pass over `m·r²` tokens, pass 1 and pass 2 over `N` (whole maps: once, `N·C²`) | `(m·r² + 2N)·C²` |
+//! | values: pass 1 and the V ring of pass 2 (whole maps: once, `N·C²`) | `2N·C²` |
 //! | landmark conv (one `d×d×r×r` weight, applied per head) | `m·r²·h·d²` |
 //! | `K1` rows (both passes), `K1ᵀV` (pass 1), `K1·Z` (pass 2) | `4·N·m·C` |
 //! | `K2` and `Z = pinv·S`, per head | `2·h·m²·d` |
@@ -33,7 +35,7 @@
 //! `q` `n·C²`, `kv` `2n·C²`, scores and weighted sums `2·n²·C`, `proj` `n·C²`,
 //! MLP `2·n·C·hidden`. Then the head, `C4·classes`.
 
-use soft_core::ModelConfig;
+use soft_core::{ModelConfig, Schedule};
 
 /// Output size of a 3×3, pad-1, stride-2 convolution, as the engine computes it.
 const fn half(x: usize) -> usize {
@@ -70,8 +72,9 @@ fn conv3x3(
     taps(h, oh, 3, stride) * taps(w, ow, 3, stride) * (cin * cout) as u64
 }
 
-/// MACs of one SOFT block over a `rows × cols` map of stage `s` (0-based, 0..3).
-fn soft_block(cfg: &ModelConfig, s: usize, rows: usize, cols: usize) -> u64 {
+/// MACs of one SOFT block over a `rows × cols` map of stage `s` (0-based, 0..3), with
+/// whole maps or streamed.
+fn soft_block(cfg: &ModelConfig, s: usize, rows: usize, cols: usize, whole: bool) -> u64 {
     let u = |x: usize| x as u64;
     let (n, c, h, d) = (
         u(rows * cols),
@@ -83,8 +86,11 @@ fn soft_block(cfg: &ModelConfig, s: usize, rows: usize, cols: usize) -> u64 {
     let m = u((rows / r) * (cols / r));
     let patch = m * u(r * r);
     let iters = u(cfg.newton_iters);
-    let queries = (patch + 2 * n) * c * c;
-    let values = 2 * n * c * c;
+    let (queries, values) = if whole {
+        (n * c * c, n * c * c)
+    } else {
+        ((patch + 2 * n) * c * c, 2 * n * c * c)
+    };
     let landmark_conv = patch * h * d * d;
     let kernel = 4 * n * m * c;
     let k2_and_z = 2 * h * m * m * d;
@@ -114,10 +120,16 @@ fn stage4_block(cfg: &ModelConfig, n: usize) -> u64 {
     q + kv + attention + proj + mlp
 }
 
-/// Multiply-accumulates of one inference of `cfg` on a `height × width` image, counted as
-/// described in the [module docs](self). Sizes the engine would reject (a stage smaller
-/// than its landmark ratio) count zero landmarks rather than failing.
+/// Multiply-accumulates of one inference of `cfg` on a `height × width` image on the
+/// compact (streaming) schedule, counted as described in the [module docs](self). Sizes
+/// the engine would reject (a stage smaller than its landmark ratio) count zero landmarks
+/// rather than failing.
 pub fn macs(cfg: &ModelConfig, height: usize, width: usize) -> u64 {
+    macs_for(cfg, height, width, &Schedule::COMPACT)
+}
+
+/// [`macs`] for a run with `schedule`.
+pub fn macs_for(cfg: &ModelConfig, height: usize, width: usize, schedule: &Schedule) -> u64 {
     let c = cfg.embed_dims;
     let sw = cfg.stem_width;
     let stem = (half(height), half(width));
@@ -133,7 +145,7 @@ pub fn macs(cfg: &ModelConfig, height: usize, width: usize) -> u64 {
         total += conv3x3(h, w, oh, ow, 2, c[s - 1], c[s]);
     }
     for (s, &(rows, cols)) in stage.iter().enumerate().take(3) {
-        total += cfg.depths[s] as u64 * soft_block(cfg, s, rows, cols);
+        total += cfg.depths[s] as u64 * soft_block(cfg, s, rows, cols, schedule.whole_maps);
     }
     let n4 = stage[3].0 * stage[3].1 + 1;
     total += cfg.depths[3] as u64 * stage4_block(cfg, n4);
@@ -217,6 +229,16 @@ mod tests {
         norm.normalized = true;
         let extra = (2 * 2 + 1) * (1 + 2 + 2);
         assert_eq!(macs(&norm, 32, 32), want + extra);
+    }
+
+    #[test]
+    fn whole_maps_skip_recomputed_queries_and_values() {
+        let cfg = tiny();
+        // Streamed: queries (patch + 2N)·C², values 2N·C²; whole maps: N·C² each.
+        let saved = |n: u64, c: u64, patch: u64| (patch + 2 * n) * c * c;
+        let want = saved(64, 2, 64) + saved(16, 4, 16) + saved(4, 4, 4);
+        let whole = Schedule::fast(1);
+        assert_eq!(macs(&cfg, 32, 32) - macs_for(&cfg, 32, 32, &whole), want);
     }
 
     #[test]

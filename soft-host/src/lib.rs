@@ -1,5 +1,6 @@
 //! Host side of `soft`: read checkpoints, convert them to model blobs, and run them.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod convert;
 pub mod cost;

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use soft_core::format::Dtype;
-use soft_core::{Blob, ChwImage, Model, ModelConfig, Precision};
+use soft_core::{Blob, ChwImage, Kernels, Model, ModelConfig, Precision};
 use soft_host::checkpoint::read_checkpoint;
 use soft_host::error::{Context, Error, OrFail, Result};
 use soft_host::pth::Prefer;
+use soft_host::threads::Threads;
 use soft_host::{
     build_blob, image_input, infer_config, io, npy, svg, AlignedBlob, ArchOptions, WeightDtype,
 };
@@ -47,6 +48,40 @@ impl From<Activations> for Precision {
             Activations::F32 => Precision::F32,
         }
     }
+}
+
+/// Kernel implementations.
+#[derive(Clone, Copy, ValueEnum, Default)]
+enum KernelsArg {
+    /// The fastest this CPU runs.
+    #[default]
+    Auto,
+    /// The portable scalar kernels (what a microcontroller runs).
+    Generic,
+    /// AVX2 with F16C.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+impl KernelsArg {
+    fn kernels(self) -> Result<&'static Kernels> {
+        let name = match self {
+            KernelsArg::Auto => return Ok(Kernels::detect()),
+            KernelsArg::Generic => "generic",
+            KernelsArg::Avx2 => "avx2",
+            KernelsArg::Avx512 => "avx512",
+        };
+        Kernels::by_name(name).or_fail_with(Error::Usage, || {
+            format!("this CPU does not run the {name} kernels")
+        })
+    }
+}
+
+/// Threads for a run: `--threads`, else every core (at most 16).
+fn threads_arg(threads: Option<usize>) -> Result<Threads> {
+    let all = std::thread::available_parallelism().map_or(1, usize::from);
+    Threads::new(threads.unwrap_or(all.min(soft_core::exec::MAX_WORKERS)))
 }
 
 #[derive(clap::Args)]
@@ -119,6 +154,39 @@ enum Command {
         /// Class names, one per line.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// Threads (default: every core). The logits do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Time a model: warm-up, then timed runs on a synthetic image; median, p90, GMAC/s
+    /// and the time of every phase.
+    Bench {
+        model: PathBuf,
+        /// Input size: 224 or HxW (default: the model's native size).
+        #[arg(long)]
+        image_size: Option<String>,
+        /// Threads (default: every core).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Timed runs.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Untimed runs first.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        #[arg(long, value_enum, default_value = "f16")]
+        activations: Activations,
+        /// Kernel implementations to time.
+        #[arg(long, value_enum, default_value = "auto")]
+        kernels: KernelsArg,
+        /// Time the compact schedule (streamed maps, what a microcontroller runs) instead
+        /// of whole maps.
+        #[arg(long)]
+        compact: bool,
+        /// Print one JSON object (median_ms, p90_ms, gmac_per_s, phases, …) instead of the
+        /// table.
+        #[arg(long)]
+        json: bool,
     },
     /// Compare a blob against the f32 engine built from its reference checkpoint.
     Verify {
@@ -207,6 +275,7 @@ fn dispatch(command: Command) -> Result<()> {
             logits_out,
             top,
             labels,
+            threads,
         } => run(
             &model,
             input_npy.as_deref(),
@@ -216,6 +285,28 @@ fn dispatch(command: Command) -> Result<()> {
             logits_out.as_deref(),
             top,
             labels.as_deref(),
+            &threads_arg(threads)?,
+        ),
+        Command::Bench {
+            model,
+            image_size,
+            threads,
+            runs,
+            warmup,
+            activations,
+            kernels,
+            compact,
+            json,
+        } => bench(
+            &model,
+            image_size.as_deref(),
+            threads,
+            runs,
+            warmup,
+            activations.into(),
+            kernels.kernels()?,
+            compact,
+            json,
         ),
         Command::Verify {
             model,
@@ -336,8 +427,9 @@ fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<
         let reference = AlignedBlob::new(&build_blob(&map, &cfg, WeightDtype::F32)?);
         let reference = open_model(&reference, ckpt)?;
         let input = calibration_input(side, 0);
-        let want = infer(&reference, &input, side, side, Precision::F32)?.0;
-        let got = infer(&model, &input, side, side, Precision::F16)?.0;
+        let threads = threads_arg(None)?;
+        let want = infer(&reference, &input, side, side, Precision::F32, &threads)?.0;
+        let got = infer(&model, &input, side, side, Precision::F16, &threads)?.0;
         let err = max_abs_diff(&got, &want);
         spinner.finish_and_clear();
         println!(
@@ -481,20 +573,25 @@ fn calibration_input(side: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Runs once; returns logits, milliseconds and the arena high-water mark.
+/// Runs once on `threads` (whole maps, the fastest kernels); returns logits,
+/// milliseconds and the arena high-water mark.
 fn infer(
     model: &Model<'_>,
     input: &[f32],
     h: usize,
     w: usize,
     p: Precision,
+    threads: &Threads,
 ) -> Result<(Vec<f32>, f64, usize)> {
-    let plan = model.plan(h, w, p)?;
+    let options = threads.options(p);
+    let plan = model.plan_with(h, w, &options)?;
     let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
     let mut logits = vec![0.0; model.config().num_classes];
-    let mut image = ChwImage::new(input, h, w)?;
     let start = Instant::now();
-    let report = model.run(&mut image, &mut arena, p, &mut logits, &mut ())?;
+    let report = threads.install(|| {
+        let mut image = ChwImage::new(input, h, w)?;
+        model.run_with(&options, &mut image, &mut arena, &mut logits, &mut ())
+    })?;
     Ok((
         logits,
         start.elapsed().as_secs_f64() * 1e3,
@@ -525,6 +622,7 @@ fn run(
     logits_out: Option<&Path>,
     top: usize,
     labels: Option<&Path>,
+    threads: &Threads,
 ) -> Result<()> {
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
@@ -544,7 +642,7 @@ fn run(
             .collect(),
         None => Vec::new(),
     };
-    let (logits, ms, peak) = infer(&model, &input, h, w, p)?;
+    let (logits, ms, peak) = infer(&model, &input, h, w, p, threads)?;
     if let Some(out) = logits_out {
         io::write_atomic(out, &npy::to_bytes(&[1, logits.len()], &logits))?;
     }
@@ -562,7 +660,9 @@ fn run(
         );
     }
     println!(
-        "{h}x{w}, {p:?} activations: {ms:.2} ms, arena high-water mark {}",
+        "{h}x{w}, {p:?} activations: {ms:.2} ms on {} thread{}, arena high-water mark {}",
+        threads.count(),
+        if threads.count() == 1 { "" } else { "s" },
         kib(peak)
     );
     Ok(())
@@ -588,6 +688,7 @@ fn verify(
     p: Precision,
     no_ema: bool,
 ) -> Result<()> {
+    let threads = threads_arg(None)?;
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
     let cfg = *model.config();
@@ -619,8 +720,8 @@ fn verify(
     let bar = indicatif::ProgressBar::new(inputs.len() as u64);
     let (mut max_err, mut max_rel, mut min_cos, mut agree) = (0.0f32, 0.0f32, 1.0f64, 0);
     for (x, h, w) in &inputs {
-        let (want, _, _) = infer(&ref_model, x, *h, *w, Precision::F32)?;
-        let (got, _, _) = infer(&model, x, *h, *w, p)?;
+        let (want, _, _) = infer(&ref_model, x, *h, *w, Precision::F32, &threads)?;
+        let (got, _, _) = infer(&model, x, *h, *w, p, &threads)?;
         let err = max_abs_diff(&got, &want);
         max_err = max_err.max(err);
         max_rel = max_rel.max(err / max_abs(&want).max(f32::MIN_POSITIVE));
@@ -644,6 +745,49 @@ fn verify(
     println!("  max |logit error| {max_err:.4e}, relative to max |logit| {max_rel:.4e}");
     println!("  min cosine similarity {min_cos:.6}");
     println!("  top-1 agreement {agree}/{}", inputs.len());
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    path: &Path,
+    size: Option<&str>,
+    threads: Option<usize>,
+    runs: usize,
+    warmup: usize,
+    p: Precision,
+    kernels: &'static Kernels,
+    compact: bool,
+    json: bool,
+) -> Result<()> {
+    let blob = load_blob(path)?;
+    let model = open_model(&blob, path)?;
+    let image = match size {
+        Some(s) => parse_size(s)?,
+        None => {
+            let side = native_size(model.config());
+            (side, side)
+        }
+    };
+    let threads = threads.unwrap_or_else(|| threads_arg(None).map_or(1, |t| t.count()));
+    let options = soft_host::bench::BenchOptions {
+        image,
+        threads,
+        runs,
+        warmup,
+        precision: p,
+        kernels,
+        compact,
+    };
+    let report = soft_host::bench::bench(&model, &options)?;
+    if json {
+        let mut v = report.json();
+        v["model"] = serde_json::Value::String(path.display().to_string());
+        println!("{v}");
+    } else {
+        println!("{}: {}", path.display(), describe(model.config()));
+        print!("{}", report.table());
+    }
     Ok(())
 }
 

@@ -73,16 +73,18 @@ impl<'a> Vector<'a> {
         }
     }
 
-    /// Copies values `start..start + out.len()` into `out`.
+    /// Copies values `start..start + out.len()` into `out` (as many as there are).
     pub fn read_into(&self, start: usize, out: &mut [f32]) {
         match self {
             Vector::F32(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
-                    *o = *x;
+                let src = v.get(start..).unwrap_or_default();
+                let n = out.len().min(src.len());
+                if let (Some(dst), Some(src)) = (out.get_mut(..n), src.get(..n)) {
+                    dst.copy_from_slice(src);
                 }
             }
             Vector::F16(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
+                for (o, x) in out.iter_mut().zip(v.get(start..).unwrap_or_default()) {
                     *o = widen(x.to_bits());
                 }
             }
@@ -93,12 +95,12 @@ impl<'a> Vector<'a> {
     pub fn add_into(&self, start: usize, out: &mut [f32]) {
         match self {
             Vector::F32(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
+                for (o, x) in out.iter_mut().zip(v.get(start..).unwrap_or_default()) {
                     *o += *x;
                 }
             }
             Vector::F16(v) => {
-                for (o, x) in out.iter_mut().zip(v.iter().skip(start)) {
+                for (o, x) in out.iter_mut().zip(v.get(start..).unwrap_or_default()) {
                     *o += widen(x.to_bits());
                 }
             }

@@ -16,6 +16,19 @@ pub(crate) trait Element: Copy {
     unsafe fn load<L: Lanes>(p: *const Self) -> L;
     /// Element `v` as f32 (for partial vectors).
     fn to_f32(self) -> f32;
+
+    /// The first `n < LANES` elements at `p` (+0.0 beyond): through a small stack copy,
+    /// unless the type has a masked load.
+    #[inline(always)]
+    unsafe fn load_partial<L: Lanes>(p: *const Self, n: usize) -> L {
+        let mut tmp = [0.0f32; 16];
+        for (i, t) in tmp.iter_mut().enumerate().take(n) {
+            // SAFETY: i < n elements readable (caller).
+            *t = unsafe { *p.add(i) }.to_f32();
+        }
+        // SAFETY: tmp holds 16 ≥ LANES values.
+        unsafe { L::load(tmp.as_ptr()) }
+    }
 }
 
 impl Element for f32 {
@@ -27,6 +40,11 @@ impl Element for f32 {
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
+    }
+    #[inline(always)]
+    unsafe fn load_partial<L: Lanes>(p: *const f32, n: usize) -> L {
+        // SAFETY: forwarded from the caller (n readable elements); a masked load.
+        unsafe { L::load_partial(p, n) }
     }
 }
 
@@ -57,17 +75,14 @@ impl Element for i8 {
 /// Loads `n ≤ LANES` elements at `p` (all of them when `n == LANES`; the rest +0.0).
 #[inline(always)]
 unsafe fn load_n<L: Lanes, B: Element>(p: *const B, n: usize) -> L {
-    if n == L::LANES {
-        // SAFETY: n = LANES elements readable (caller).
-        return unsafe { B::load(p) };
+    // SAFETY: n elements readable (caller).
+    unsafe {
+        if n == L::LANES {
+            B::load(p)
+        } else {
+            B::load_partial(p, n)
+        }
     }
-    let mut tmp = [0.0f32; 16];
-    for (i, t) in tmp.iter_mut().enumerate().take(n) {
-        // SAFETY: i < n elements readable (caller).
-        *t = unsafe { *p.add(i) }.to_f32();
-    }
-    // SAFETY: tmp holds 16 ≥ LANES values.
-    unsafe { L::load(tmp.as_ptr()) }
 }
 
 /// One lhs piece as raw parts.
