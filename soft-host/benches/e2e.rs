@@ -1,55 +1,42 @@
-//! End-to-end inference of soft_tiny at 224×224 with random weights.
+//! End-to-end inference of soft_tiny at 224×224 with random weights, f16 weights and maps:
+//! the compact (device) schedule and the whole-map host schedule on one thread.
 //!
 //! `cargo bench -p soft-host --bench e2e`. Throughput is in multiply-accumulates
-//! (`soft_host::cost::macs`), so criterion's `elem/s` reads as MAC/s.
+//! (`soft_host::cost::macs_for`), so criterion's `elem/s` reads as MAC/s.
 
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use soft_core::{ChwImage, Model, ModelConfig, Precision};
+use soft_core::{Model, ModelConfig, Precision, RunOptions, Schedule, TestPattern};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
 const SIDE: usize = 224;
 
-/// `3 × SIDE × SIDE` pseudo-random pixels in `[-2, 2)`.
-fn pixels() -> Vec<f32> {
-    let mut s = 0x1234_5678_9abc_def1u64;
-    (0..3 * SIDE * SIDE)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-        })
-        .collect()
-}
-
 fn bench_e2e(c: &mut Criterion) {
     let cfg = ModelConfig::preset("soft_tiny").expect("preset");
     let map = synthetic_checkpoint(&cfg, 7);
-    let pixels = pixels();
-    let mut group = c.benchmark_group(format!("soft_tiny_{SIDE}"));
+    let bytes = build_blob(&map, &cfg, WeightDtype::F16).expect("blob");
+    let blob = AlignedBlob::new(&bytes);
+    let model = Model::from_blob(blob.as_bytes()).expect("model");
+    let mut group = c.benchmark_group(format!("soft_tiny_{SIDE}_f16"));
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
-    group.measurement_time(Duration::from_secs(8));
-    group.throughput(Throughput::Elements(soft_host::cost::macs(
-        &cfg, SIDE, SIDE,
-    )));
-    for (name, dtype, precision) in [
-        ("f32_weights_f32_maps", WeightDtype::F32, Precision::F32),
-        ("f16_weights_f16_maps", WeightDtype::F16, Precision::F16),
+    group.measurement_time(Duration::from_secs(5));
+    for (name, schedule) in [
+        ("compact", Schedule::COMPACT),
+        ("whole_maps", Schedule::fast(1)),
     ] {
-        let bytes = build_blob(&map, &cfg, dtype).expect("blob");
-        let blob = AlignedBlob::new(&bytes);
-        let model = Model::from_blob(blob.as_bytes()).expect("model");
-        let plan = model.plan(SIDE, SIDE, precision).expect("plan");
+        let options = RunOptions::new(Precision::F16).with_schedule(schedule);
+        let macs = soft_host::cost::macs_for(&cfg, SIDE, SIDE, &schedule);
+        group.throughput(Throughput::Elements(macs));
+        let plan = model.plan_with(SIDE, SIDE, &options).expect("plan");
         let mut arena = vec![0u8; plan.peak_bytes + 16];
         let mut logits = vec![0.0f32; cfg.num_classes];
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut image = ChwImage::new(&pixels, SIDE, SIDE).expect("image");
+                let mut image = TestPattern::new(SIDE, SIDE, 7);
                 model
-                    .run(&mut image, &mut arena, precision, &mut logits, &mut ())
+                    .run_with(&options, &mut image, &mut arena, &mut logits, &mut ())
                     .expect("run");
             })
         });

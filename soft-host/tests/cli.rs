@@ -469,3 +469,117 @@ fn image_input_runs() {
         .success()
         .stdout(predicate::str::contains("digit-").and(predicate::str::contains("64x64")));
 }
+
+/// The micro_64 golden model as a blob in `dir`.
+fn micro_blob(dir: &Path) -> PathBuf {
+    let blob = dir.join("m.soft");
+    soft()
+        .arg("convert")
+        .arg(data("golden/micro_64/ckpt.safetensors"))
+        .arg("-o")
+        .arg(&blob)
+        .assert()
+        .success();
+    blob
+}
+
+#[test]
+fn bench_reports_timings_and_phases_as_a_table_and_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = micro_blob(dir.path());
+    let out = soft()
+        .arg("bench")
+        .arg(&blob)
+        .args([
+            "--runs",
+            "3",
+            "--threads",
+            "2",
+            "--image-size",
+            "64x64",
+            "--json",
+        ])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let num = |k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k} in {v}"));
+    assert!(num("median_ms") > 0.0 && num("p90_ms") >= num("median_ms"));
+    assert!(num("min_ms") <= num("median_ms") && num("gmac_per_s") > 0.0);
+    assert_eq!(v["runs"], 3);
+    assert_eq!(v["threads"], 2);
+    assert_eq!(v["times_ms"].as_array().unwrap().len(), 3);
+    assert_eq!(v["image_size"], serde_json::json!([64, 64]));
+    assert!(v["arena_bytes"].as_u64().unwrap() > 0 && v["macs"].as_u64().unwrap() > 0);
+    let phases = v["phases"].as_array().unwrap();
+    let steps: Vec<&str> = phases.iter().map(|p| p["step"].as_str().unwrap()).collect();
+    for step in [
+        "stem",
+        "landmarks",
+        "key_value",
+        "newton_schulz",
+        "attention",
+        "mlp",
+        "head",
+    ] {
+        assert!(steps.contains(&step), "{step} missing from {steps:?}");
+    }
+    let shares: f64 = phases.iter().map(|p| p["share"].as_f64().unwrap()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{shares}");
+    for kernels in ["generic", "auto"] {
+        soft()
+            .arg("bench")
+            .arg(&blob)
+            .args([
+                "--runs",
+                "1",
+                "--image-size",
+                "64",
+                "--compact",
+                "--kernels",
+                kernels,
+            ])
+            .assert()
+            .success()
+            .stdout(
+                predicate::str::contains("| phase | ms | share |")
+                    .and(predicate::str::contains("stage 2 Newton–Schulz"))
+                    .and(predicate::str::contains("compact schedule")),
+            );
+    }
+    soft()
+        .arg("bench")
+        .arg(&blob)
+        .args(["--runs", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--runs must be at least 1"));
+}
+
+#[test]
+fn run_gives_the_same_bits_on_any_number_of_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = micro_blob(dir.path());
+    let mut first: Option<Vec<u8>> = None;
+    for threads in ["1", "2", "3"] {
+        let logits = dir.path().join(format!("l{threads}.npy"));
+        soft()
+            .arg("run")
+            .arg(&blob)
+            .arg("--input-npy")
+            .arg(data("golden/micro_64/input.npy"))
+            .args(["--threads", threads])
+            .arg("--logits-out")
+            .arg(&logits)
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(format!("on {threads} thread")));
+        let bytes = std::fs::read(&logits).unwrap();
+        match &first {
+            None => first = Some(bytes),
+            Some(f) => assert_eq!(f, &bytes, "{threads} threads"),
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub(crate) type RowFn = fn(&mut [f32]);
 pub(crate) type DepthwiseFn = fn(Elems<'_>, &[f32], usize, &mut [f32]);
 /// LayerNorm of rows.
 pub(crate) type LayerNormFn = fn(&mut [f32], usize, &Vector<'_>, &Vector<'_>, f32);
+/// The multiply-and-add peak probe: steps in, (multiply-adds done, a result to keep).
+pub(crate) type PeakFn = fn(usize) -> (u64, f32);
 
 /// One implementation of every kernel. The functions behind it are reached only through
 /// the methods below, which check shapes first, so an implementation may rely on them.
@@ -32,6 +34,7 @@ pub struct Kernels {
     pub(crate) narrow_f16: fn(&[f32], &mut [f16]),
     pub(crate) depthwise: DepthwiseFn,
     pub(crate) layer_norm: LayerNormFn,
+    pub(crate) peak: PeakFn,
 }
 
 fn same(what: &'static str, left: usize, right: usize) -> Result<()> {
@@ -154,6 +157,14 @@ impl Kernels {
         }
         (self.depthwise)(src, scales, group, out);
         Ok(())
+    }
+
+    /// Runs `steps` rounds of independent multiply-then-add chains held in registers (no
+    /// memory traffic): the most multiply-accumulates per second this implementation can
+    /// do with a separate multiply and add, for judging the other kernels. Returns the
+    /// multiply-adds done and a value that depends on all of them.
+    pub fn peak_probe(&self, steps: usize) -> (u64, f32) {
+        (self.peak)(steps)
     }
 
     /// LayerNorm of every `width`-value row of `x`, in place:

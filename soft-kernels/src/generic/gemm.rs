@@ -36,6 +36,10 @@ fn mac_block(acc: &mut Acc, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
 
 /// A stored right-operand element, widened exactly to f32.
 trait Element: Copy {
+    /// Whether values need widening (all but f32): then two row blocks share one
+    /// widened block.
+    const WIDENS: bool = true;
+
     fn to_f32(self) -> f32;
 
     #[inline(always)]
@@ -45,6 +49,8 @@ trait Element: Copy {
 }
 
 impl Element for f32 {
+    const WIDENS: bool = false;
+
     #[inline(always)]
     fn to_f32(self) -> f32 {
         self
@@ -85,22 +91,43 @@ macro_rules! with_rhs {
     };
 }
 
-/// The rows of `d` (`stride` apart) as full-stride rows plus the shorter last row a
-/// column sub-view may end with: iterating `chunks_exact` lets LLVM prove each row's
-/// block in bounds, so the inner loops keep no per-row check (2.10 instead of 2.8
-/// instructions per MAC on the M4).
-#[inline(always)]
-fn rows_of<T>(d: &[T], stride: usize) -> (core::slice::ChunksExact<'_, T>, &[T]) {
-    let rows = d.chunks_exact(stride.max(1));
-    let last = rows.remainder();
-    (rows, last)
+/// The rows of a right operand from row `k0` on, split once per depth chunk: full-stride
+/// rows (iterating `chunks_exact` lets LLVM prove each row's block in bounds, so the
+/// inner loops keep no per-row check: 2.10 instead of 2.8 instructions per MAC on the
+/// M4) and the shorter last row a column sub-view may end with.
+#[derive(Clone, Copy)]
+struct Rows<'a, T> {
+    /// Rows `stride` apart.
+    data: &'a [T],
+    stride: usize,
+    /// How many are full (`stride` long); the one after them is `last`.
+    full: usize,
+    last: &'a [T],
+}
+
+impl<'a, T> Rows<'a, T> {
+    fn new(d: &'a [T], k0: usize, stride: usize) -> Rows<'a, T> {
+        let stride = stride.max(1);
+        let data = d.get(k0 * stride..).unwrap_or_default();
+        let full = data.len() / stride;
+        let last = data.get(full * stride..).unwrap_or_default();
+        Rows {
+            data,
+            stride,
+            full,
+            last,
+        }
+    }
+
+    fn exact(&self) -> core::slice::ChunksExact<'a, T> {
+        self.data.chunks_exact(self.stride)
+    }
 }
 
 /// Accumulates `Σ_k packed[k][t] · W[k][o0 + o]` into `acc`, depth in order.
 #[inline(always)]
 fn gemm_packed<T: Element>(
-    d: &[T],
-    stride: usize,
+    rows: &Rows<'_, T>,
     cols: usize,
     o0: usize,
     packed: &[[f32; TOKEN_BLOCK]],
@@ -111,10 +138,8 @@ fn gemm_packed<T: Element>(
     // (here and in `widen_rows`): a shared per-row helper measured 2.34 instead of 2.10
     // instructions per MAC on the M4 (f32 weights).
     let mut acc = *acc_out;
-    let (rows, last) = rows_of(d, stride);
-    let full = rows.len();
-    if o0 + OUTPUT_BLOCK <= cols && cols <= stride {
-        for (x, wrow) in packed.iter().zip(rows) {
+    if o0 + OUTPUT_BLOCK <= cols && cols <= rows.stride {
+        for (x, wrow) in packed.iter().zip(rows.exact()) {
             if let Some(src) = wrow
                 .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
@@ -123,15 +148,17 @@ fn gemm_packed<T: Element>(
             }
         }
         if let (Some(x), Some(src)) = (
-            packed.get(full),
-            last.get(o0..o0 + OUTPUT_BLOCK)
+            packed.get(rows.full),
+            rows.last
+                .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok()),
         ) {
             mac_block(&mut acc, x, &T::widen_block(src));
         }
     } else {
         let valid = cols.saturating_sub(o0);
-        for (x, wrow) in packed.iter().zip(rows.chain(core::iter::once(last))) {
+        let all = rows.exact().chain(core::iter::once(rows.last));
+        for (x, wrow) in packed.iter().zip(all) {
             let mut w = [0.0f32; OUTPUT_BLOCK];
             for (wo, v) in w.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
                 *wo = v.to_f32();
@@ -142,19 +169,17 @@ fn gemm_packed<T: Element>(
     *acc_out = acc;
 }
 
-/// Widens `W[k][o0..o0 + OB]` for the rows of `d` into `wide` (zeros past the last column).
+/// Widens `W[k][o0..o0 + OB]` for the first `wide.len()` rows into `wide` (zeros past
+/// the last column).
 #[inline(always)]
 fn widen_rows<T: Element>(
-    d: &[T],
-    stride: usize,
+    rows: &Rows<'_, T>,
     cols: usize,
     o0: usize,
     wide: &mut [[f32; OUTPUT_BLOCK]],
 ) {
-    let (rows, last) = rows_of(d, stride);
-    if o0 + OUTPUT_BLOCK <= cols && cols <= stride {
-        let full = rows.len();
-        for (dst, wrow) in wide.iter_mut().zip(rows) {
+    if o0 + OUTPUT_BLOCK <= cols && cols <= rows.stride {
+        for (dst, wrow) in wide.iter_mut().zip(rows.exact()) {
             if let Some(src) = wrow
                 .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok())
@@ -163,15 +188,17 @@ fn widen_rows<T: Element>(
             }
         }
         if let (Some(dst), Some(src)) = (
-            wide.get_mut(full),
-            last.get(o0..o0 + OUTPUT_BLOCK)
+            wide.get_mut(rows.full),
+            rows.last
+                .get(o0..o0 + OUTPUT_BLOCK)
                 .and_then(|w| <&[T; OUTPUT_BLOCK]>::try_from(w).ok()),
         ) {
             *dst = T::widen_block(src);
         }
     } else {
         let valid = cols.saturating_sub(o0);
-        for (dst, wrow) in wide.iter_mut().zip(rows.chain(core::iter::once(last))) {
+        let all = rows.exact().chain(core::iter::once(rows.last));
+        for (dst, wrow) in wide.iter_mut().zip(all) {
             *dst = [0.0; OUTPUT_BLOCK];
             for (wo, v) in dst.iter_mut().zip(wrow.iter().skip(o0).take(valid)) {
                 *wo = v.to_f32();
@@ -188,12 +215,6 @@ fn gemm_wide(packed: &[[f32; TOKEN_BLOCK]], wide: &[[f32; OUTPUT_BLOCK]], acc_ou
         mac_block(&mut acc, x, w);
     }
     *acc_out = acc;
-}
-
-/// Rows `first..` of the right operand (empty past its end).
-#[inline(always)]
-fn rows_from<T>(d: &[T], first: usize, stride: usize) -> &[T] {
-    d.get(first * stride..).unwrap_or_default()
 }
 
 /// Running sums parked in `out` (rows `t0..t0 + count`, columns `o0..o0 + n`).
@@ -235,15 +256,31 @@ fn save_block(
 
 /// `out = start + lhs · rhs`, the contract in the crate docs.
 pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out<'_>) {
-    let (rows, depth, cols) = (lhs.rows(), lhs.depth(), rhs.cols());
-    if rows == 0 || cols == 0 {
-        return;
-    }
-    let int8_scales = match rhs.data() {
+    let scales = match rhs.data() {
         RhsData::I8 { scales, .. } => Some(scales),
         _ => None,
     };
-    let stride = rhs.row_stride();
+    let (stride, cols) = (rhs.row_stride(), rhs.cols());
+    // One dispatch per call: everything below is specialised for the element type.
+    with_rhs!(rhs.data(), |d| gemm_as(
+        lhs, d, stride, cols, start, scales, out
+    ));
+}
+
+/// The GEMM for one element type; `scales`: int8's.
+fn gemm_as<T: Element>(
+    lhs: &Lhs<'_>,
+    d: &[T],
+    stride: usize,
+    cols: usize,
+    start: Start<'_>,
+    scales: Option<&[f32]>,
+    out: &mut Out<'_>,
+) {
+    let (rows, depth) = (lhs.rows(), lhs.depth());
+    if rows == 0 || cols == 0 {
+        return;
+    }
     let out_stride = out.row_stride();
     let out = out.data();
     // Stack: 2 × 128 × 4 row values, 128 × OB widened values and one 128-value row:
@@ -271,6 +308,7 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
             }
             let (first, last) = (k0 == 0, k0 + kn == depth);
             let wide = wide.get_mut(..kn).unwrap_or_default();
+            let weights = Rows::new(d, k0, stride);
             for o0 in (0..cols).step_by(OUTPUT_BLOCK) {
                 let n = OUTPUT_BLOCK.min(cols - o0);
                 // The block's bias (the start of float sums, added after scaling int8
@@ -280,40 +318,31 @@ pub(crate) fn gemm(lhs: &Lhs<'_>, rhs: &Rhs<'_>, start: Start<'_>, out: &mut Out
                     v.read_into(o0, bias.get_mut(..n).unwrap_or_default());
                 }
                 let mut scale = [0.0f32; OUTPUT_BLOCK];
-                if let Some(s) = int8_scales {
+                if let Some(s) = scales {
                     for (d, v) in scale.iter_mut().zip(s.get(o0..o0 + n).unwrap_or_default()) {
                         *d = *v;
                     }
                 }
                 // With one row block, widening on the fly is cheaper than a buffer.
-                let widened = blocks > 1
-                    && !matches!(rhs.data(), RhsData::F32(_))
-                    && with_rhs!(rhs.data(), |d| {
-                        widen_rows(rows_from(d, k0, stride), stride, cols, o0, wide);
-                        true
-                    });
+                let widened = blocks > 1 && T::WIDENS;
+                if widened {
+                    widen_rows(&weights, cols, o0, wide);
+                }
                 for (b, block) in packed.iter().enumerate().take(blocks) {
                     let t0 = g0 + b * TOKEN_BLOCK;
                     let count = TOKEN_BLOCK.min(rows - t0);
                     let chunk = block.get(..kn).unwrap_or_default();
                     let mut acc = match (first, start) {
-                        (true, Start::Bias(_)) if int8_scales.is_none() => [bias; TOKEN_BLOCK],
+                        (true, Start::Bias(_)) if scales.is_none() => [bias; TOKEN_BLOCK],
                         (true, Start::Zero | Start::Bias(_)) => [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK],
                         _ => load_block(out, out_stride, t0, count, o0, n),
                     };
                     if widened {
                         gemm_wide(chunk, wide, &mut acc);
                     } else {
-                        with_rhs!(rhs.data(), |d| gemm_packed(
-                            rows_from(d, k0, stride),
-                            stride,
-                            cols,
-                            o0,
-                            chunk,
-                            &mut acc
-                        ));
+                        gemm_packed(&weights, cols, o0, chunk, &mut acc);
                     }
-                    if last && int8_scales.is_some() {
+                    if last && scales.is_some() {
                         for a in acc.iter_mut() {
                             for ((v, &s), &b) in a.iter_mut().zip(&scale).zip(&bias) {
                                 *v = b + s * *v;

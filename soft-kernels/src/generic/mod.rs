@@ -20,6 +20,7 @@ pub static GENERIC: Kernels = Kernels {
     narrow_f16: rows::narrow_f16,
     depthwise: rows::depthwise,
     layer_norm: rows::layer_norm,
+    peak: rows::peak,
 };
 
 #[cfg(test)]

@@ -94,3 +94,20 @@ pub(crate) fn depthwise(src: Elems<'_>, scales: &[f32], group: usize, out: &mut 
         }
     }
 }
+
+/// The peak probe: 16 independent chains `a = a + x·y`, which LLVM keeps in registers
+/// (four SSE registers on x86-64, sixteen of the M4's single registers).
+pub(crate) fn peak(steps: usize) -> (u64, f32) {
+    let mut acc = [0.0f32; 16];
+    let mut x = [0.0f32; 16];
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = 1.0 + i as f32 * 1e-7;
+    }
+    let y = core::hint::black_box(0.999_999f32);
+    for _ in 0..steps {
+        for (a, &xv) in acc.iter_mut().zip(&x) {
+            *a += xv * y;
+        }
+    }
+    (steps as u64 * 16, acc.iter().sum())
+}

@@ -103,6 +103,12 @@ macro_rules! isa_table {
                 unsafe { rows::layer_norm::<L>(x, width, w, b, eps) }
             }
 
+            #[target_feature(enable = $features)]
+            unsafe fn peak_isa(steps: usize) -> (u64, f32) {
+                // SAFETY: forwarded from the safe wrapper below.
+                unsafe { rows::peak::<L>(steps) }
+            }
+
             // The safe entries of the table. SAFETY (each): the table is only handed out by
             // `super::avx2`/`super::avx512` after the CPU reported these features, and
             // `Kernels` checked the operands' shapes before calling.
@@ -152,6 +158,11 @@ macro_rules! isa_table {
                 unsafe { layer_norm_isa(x, width, w, b, eps) }
             }
 
+            fn peak(steps: usize) -> (u64, f32) {
+                // SAFETY: see above.
+                unsafe { peak_isa(steps) }
+            }
+
             pub(super) static TABLE: Kernels = Kernels {
                 name: $name,
                 gemm,
@@ -163,6 +174,7 @@ macro_rules! isa_table {
                 narrow_f16: narrow,
                 depthwise,
                 layer_norm,
+                peak,
             };
         }
     };

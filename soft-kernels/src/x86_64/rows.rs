@@ -173,3 +173,32 @@ pub(crate) unsafe fn layer_norm<L: Lanes>(
         }
     }
 }
+
+/// The peak probe: 24 (AVX-512) or 12 (AVX2) independent register accumulators, each
+/// `a = a + x·y` per step.
+///
+/// # Safety
+/// The CPU runs `L`.
+#[inline(always)]
+pub(crate) unsafe fn peak<L: Lanes>(steps: usize) -> (u64, f32) {
+    const N: usize = 24;
+    let chains = if L::LANES == 16 { N } else { N / 2 };
+    // SAFETY: the CPU runs L (caller).
+    unsafe {
+        let mut acc = [L::zero(); N];
+        let x = [L::splat(1.000_001), L::splat(0.999_999)];
+        let y = L::splat(core::hint::black_box(0.999_999f32));
+        for _ in 0..steps {
+            for (i, a) in acc.iter_mut().enumerate().take(chains) {
+                *a = L::add(*a, L::mul(x[i & 1], y));
+            }
+        }
+        let mut sum = L::zero();
+        for a in acc.iter().take(chains) {
+            sum = L::add(sum, *a);
+        }
+        let mut out = [0.0f32; 16];
+        L::spill(sum, &mut out);
+        ((steps * chains * L::LANES) as u64, out.iter().sum())
+    }
+}
