@@ -143,11 +143,23 @@ pub struct GemmCase {
     pub out: Vec<f32>,
 }
 
+/// GEMM cases of every shape class the kernels block by.
+pub fn gemm_case() -> impl Strategy<Value = GemmCase> {
+    gemm_case_in(1..30, 0..140)
+}
+
+/// Deep GEMM cases with several row blocks: panels widened in depth chunks, chunk edges
+/// inside and between pieces.
+pub fn deep_gemm_case() -> impl Strategy<Value = GemmCase> {
+    gemm_case_in(13..40, 100..400)
+}
+
 prop_compose! {
-    pub fn gemm_case()(
-        rows in 1usize..30,
+    /// GEMM cases with `rows` rows and 1 to 3 pieces of `depth` each.
+    pub fn gemm_case_in(rows: core::ops::Range<usize>, depth: core::ops::Range<usize>)(
+        rows in rows,
         cols in 1usize..75,
-        depths in prop::collection::vec(0usize..140, 1..=3),
+        depths in prop::collection::vec(depth, 1..=3),
         lhs_pad in 0usize..3,
         lhs_transposed in any::<bool>(),
         rhs_pad in 0usize..3,
@@ -252,6 +264,13 @@ macro_rules! kernel_suite {
                     let Some(k) = kernels() else { return Ok(()) };
                     let (got, want) = case.run(k);
                     assert_bits("gemm", &got, &want)?;
+                }
+
+                #[test]
+                fn deep_gemm_matches_the_contract(case in deep_gemm_case()) {
+                    let Some(k) = kernels() else { return Ok(()) };
+                    let (got, want) = case.run(k);
+                    assert_bits("deep gemm", &got, &want)?;
                 }
 
                 #[test]

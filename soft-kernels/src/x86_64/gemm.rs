@@ -2,16 +2,19 @@
 //! accumulator one output's sum in depth order (a separate multiply and add per term, no
 //! FMA), so the result is the generic kernel's bit for bit.
 //!
-//! Per depth step the block loads `NV` vectors of the right operand (widening f16 with
-//! F16C/AVX-512 and int8 with sign extension: the widened weights never leave registers)
-//! and broadcasts one left-operand value per row. Column panels outside, row blocks
-//! inside: a panel of the right operand stays in cache while every row block reads it.
+//! Per depth step the block loads `NV` vectors of the right operand and broadcasts one
+//! left-operand value per row. Column panels outside, row blocks inside: a panel of the
+//! right operand stays in cache while every row block reads it. An f16 or int8 panel
+//! that more than one row block reads is widened to f32 once (F16C/AVX-512 conversion,
+//! sign extension), a depth chunk at a time; a single row block widens as it loads.
 
 use super::lanes::Lanes;
 use crate::operand::{Lhs, Out, Rhs, RhsData, Start};
 
 /// A stored right-operand element the lanes can load.
 pub(crate) trait Element: Copy {
+    /// Stored narrower than f32: loading it costs a conversion.
+    const WIDENS: bool;
     /// `LANES` elements at `p`, as f32.
     unsafe fn load<L: Lanes>(p: *const Self) -> L;
     /// Element `v` as f32 (for partial vectors).
@@ -32,6 +35,7 @@ pub(crate) trait Element: Copy {
 }
 
 impl Element for f32 {
+    const WIDENS: bool = false;
     #[inline(always)]
     unsafe fn load<L: Lanes>(p: *const f32) -> L {
         // SAFETY: forwarded from the caller (LANES readable elements).
@@ -49,6 +53,7 @@ impl Element for f32 {
 }
 
 impl Element for u16 {
+    const WIDENS: bool = true;
     #[inline(always)]
     unsafe fn load<L: Lanes>(p: *const u16) -> L {
         // SAFETY: forwarded from the caller (LANES readable elements).
@@ -61,6 +66,7 @@ impl Element for u16 {
 }
 
 impl Element for i8 {
+    const WIDENS: bool = true;
     #[inline(always)]
     unsafe fn load<L: Lanes>(p: *const i8) -> L {
         // SAFETY: forwarded from the caller (LANES readable elements).
@@ -149,6 +155,16 @@ struct Panel<L: Lanes, const NV: usize> {
     scale: Option<([L; NV], [L; NV])>,
 }
 
+/// Which part of the sums a pass over the rows computes.
+#[derive(Clone, Copy)]
+struct Pass {
+    /// Resume the sums parked in `out` (else start from the panel's start values).
+    resume: bool,
+    /// The sums end in this pass: int8 sums are scaled as they are stored (else they are
+    /// parked raw).
+    finish: bool,
+}
+
 /// Runs the `MR`-row block kernel over rows `r0..r0 + count` (`count ≤ MR`; missing rows
 /// repeat the last, their sums are dropped) of one panel of columns `c0..c0 + width`.
 ///
@@ -161,7 +177,7 @@ unsafe fn run_block<L: Lanes, B: Element, const MR: usize, const NV: usize>(
     b: *const B,
     b_stride: usize,
     panel: &Panel<L, NV>,
-    accumulate: bool,
+    pass: Pass,
     out: &mut Out<'_>,
     r0: usize,
     count: usize,
@@ -173,7 +189,7 @@ unsafe fn run_block<L: Lanes, B: Element, const MR: usize, const NV: usize>(
     let base = out.data().as_mut_ptr();
     let rows: [usize; MR] = core::array::from_fn(|i| r0 + i.min(count - 1));
     let mut acc = [panel.start; MR];
-    if accumulate {
+    if pass.resume {
         for (i, accr) in acc.iter_mut().enumerate().take(count) {
             for (v, av) in accr.iter_mut().enumerate() {
                 let n = if v + 1 == NV { last } else { L::LANES };
@@ -197,8 +213,8 @@ unsafe fn run_block<L: Lanes, B: Element, const MR: usize, const NV: usize>(
             // SAFETY: as above; the CPU runs L.
             unsafe {
                 let value = match &panel.scale {
-                    Some((bias, scale)) => L::add(bias[v], L::mul(scale[v], av)),
-                    None => av,
+                    Some((bias, scale)) if pass.finish => L::add(bias[v], L::mul(scale[v], av)),
+                    _ => av,
                 };
                 let p = base.add((r0 + i) * stride + c0 + v * L::LANES);
                 if n == L::LANES {
@@ -269,7 +285,109 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
         start: panel_start,
         scale,
     };
-    let accumulate = matches!(start, Start::Accumulate);
+    let resume = matches!(start, Start::Accumulate);
+    let depth: usize = pieces.iter().map(|p| p.depth).sum();
+    if !B::WIDENS || out.rows() <= rows_per_block::<L>() || depth == 0 {
+        let pass = Pass {
+            resume,
+            finish: true,
+        };
+        // SAFETY: forwarded (caller).
+        unsafe { rows::<L, B, NV>(pieces, b, b_stride, &panel, pass, out, c0, width) };
+        return;
+    }
+    // Several row blocks read this panel: widen it once, `DEPTH_CHUNK` rows of it at a
+    // time, into an f32 buffer the blocks then read (each block parks its sums in `out`
+    // between chunks).
+    let mut wide = [0.0f32; DEPTH_CHUNK * 32];
+    let wide_stride = NV * L::LANES;
+    let last = width - (NV - 1) * L::LANES;
+    let mut k0 = 0;
+    while k0 < depth {
+        let k1 = (k0 + DEPTH_CHUNK).min(depth);
+        for k in k0..k1 {
+            for v in 0..NV {
+                let n = if v + 1 == NV { last } else { L::LANES };
+                // SAFETY: row k of the panel holds n elements at v·LANES (caller); the
+                // buffer holds DEPTH_CHUNK rows of 32 ≥ NV·LANES values; the CPU runs L.
+                unsafe {
+                    let w = load_n::<L, B>(b.add(k * b_stride + v * L::LANES), n);
+                    L::store(
+                        wide.as_mut_ptr().add((k - k0) * wide_stride + v * L::LANES),
+                        w,
+                    );
+                }
+            }
+        }
+        let (chunk, count) = depth_range(pieces, k0, k1);
+        let pass = Pass {
+            resume: resume || k0 > 0,
+            finish: k1 == depth,
+        };
+        // SAFETY: the chunk's pieces lie inside the caller's; the buffer holds their
+        // k1 − k0 rows of the panel, wide_stride apart.
+        unsafe {
+            rows::<L, f32, NV>(
+                &chunk[..count],
+                wide.as_ptr(),
+                wide_stride,
+                &panel,
+                pass,
+                out,
+                c0,
+                width,
+            )
+        };
+        k0 = k1;
+    }
+}
+
+/// Depth rows of a panel widened at a time (a 32 KiB buffer of 32 columns: it stays in
+/// the L1 cache with the row blocks' inputs).
+const DEPTH_CHUNK: usize = 256;
+
+/// The pieces' depth positions `k0..k1` (counted across pieces in order), as pieces.
+fn depth_range(pieces: &[Piece], k0: usize, k1: usize) -> ([Piece; PIECES], usize) {
+    let mut out = [Piece {
+        ptr: core::ptr::null(),
+        row_stride: 0,
+        col_stride: 0,
+        depth: 0,
+    }; PIECES];
+    let mut count = 0;
+    let mut at = 0;
+    for p in pieces {
+        let (from, to) = (k0.max(at), k1.min(at + p.depth));
+        if from < to {
+            out[count] = Piece {
+                // In bounds: from − at < p.depth.
+                ptr: p.ptr.wrapping_add((from - at) * p.col_stride),
+                depth: to - from,
+                ..*p
+            };
+            count += 1;
+        }
+        at += p.depth;
+    }
+    (out, count)
+}
+
+/// One pass of the block kernel over every row of the panel.
+///
+/// # Safety
+/// As [`run_block`] for every row.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn rows<L: Lanes, B: Element, const NV: usize>(
+    pieces: &[Piece],
+    b: *const B,
+    b_stride: usize,
+    panel: &Panel<L, NV>,
+    pass: Pass,
+    out: &mut Out<'_>,
+    c0: usize,
+    width: usize,
+) {
     let rows = out.rows();
     let mr = rows_per_block::<L>();
     let mut r0 = 0;
@@ -282,8 +400,8 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
                     pieces,
                     b,
                     b_stride,
-                    &panel,
-                    accumulate,
+                    panel,
+                    pass,
                     out,
                     r0,
                     left.min(12),
@@ -296,8 +414,8 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
                     pieces,
                     b,
                     b_stride,
-                    &panel,
-                    accumulate,
+                    panel,
+                    pass,
                     out,
                     r0,
                     left.min(6),
@@ -310,8 +428,8 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
                     pieces,
                     b,
                     b_stride,
-                    &panel,
-                    accumulate,
+                    panel,
+                    pass,
                     out,
                     r0,
                     left.min(4),
@@ -320,9 +438,7 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
                 );
                 r0 += left.min(4);
             } else {
-                run_block::<L, B, 1, NV>(
-                    pieces, b, b_stride, &panel, accumulate, out, r0, 1, c0, width,
-                );
+                run_block::<L, B, 1, NV>(pieces, b, b_stride, panel, pass, out, r0, 1, c0, width);
                 r0 += 1;
             }
         }
