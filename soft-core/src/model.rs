@@ -858,6 +858,7 @@ impl<'a> Model<'a> {
         for (t, row) in tokens.enumerate().take(rows * cols) {
             k.widen(E::elems(row), tok)?;
             add_resampled(
+                run,
                 &pos,
                 first,
                 g,
@@ -865,7 +866,7 @@ impl<'a> Model<'a> {
                 (t / cols, t % cols),
                 scratch.taps,
                 tok,
-            );
+            )?;
             k.narrow(tok, E::elems_mut(row))?;
         }
         Ok(())
@@ -934,7 +935,9 @@ fn bilinear_taps(dst: usize, src_len: usize, dst_len: usize) -> (usize, usize, f
 /// `first_row`) bilinearly resampled at token `(y, x)` of a `rows × cols` map, through the
 /// four grid rows it reads (`taps`, 4 × channels):
 /// `out += wy0·(wx0·g[y0][x0] + wx1·g[y0][x1]) + wy1·(wx0·g[y1][x0] + wx1·g[y1][x1])`.
+#[allow(clippy::too_many_arguments)]
 fn add_resampled(
+    run: &Run<'_>,
     grid: &Vector<'_>,
     first_row: usize,
     g: usize,
@@ -942,14 +945,19 @@ fn add_resampled(
     (y, x): (usize, usize),
     taps: &mut [f32],
     out: &mut [f32],
-) {
+) -> Result<()> {
     let c = out.len();
     let (y0, y1, wy0, wy1) = bilinear_taps(y, g, rows);
     let (x0, x1, wx0, wx1) = bilinear_taps(x, g, cols);
     let mut quads = taps.chunks_exact_mut(c.max(1));
     for (gy, gx) in [(y0, x0), (y0, x1), (y1, x0), (y1, x1)] {
         if let Some(tap) = quads.next() {
-            grid.read_into((first_row + gy * g + gx) * c, tap);
+            let at = (first_row + gy * g + gx) * c;
+            // The embedding's shape was checked against the grid when the model loaded.
+            let row = grid
+                .elems(at..at + c)
+                .ok_or(Error::CorruptBlob("position grid"))?;
+            run.kernels.widen(row, tap)?;
         }
     }
     let (a, rest) = taps.split_at(c.min(taps.len()));
@@ -960,6 +968,7 @@ fn add_resampled(
         let bottom = wx0 * cc + wx1 * d;
         *o += wy0 * top + wy1 * bottom;
     }
+    Ok(())
 }
 
 /// Row `r` of a ring of three rows of `len` values.

@@ -73,6 +73,14 @@ impl<'a> Vector<'a> {
         }
     }
 
+    /// Values `range`, for [`Kernels::widen`](crate::Kernels::widen) (`None` past the end).
+    pub fn elems(&self, range: core::ops::Range<usize>) -> Option<Elems<'a>> {
+        match *self {
+            Vector::F32(v) => v.get(range).map(Elems::F32),
+            Vector::F16(v) => v.get(range).map(Elems::F16),
+        }
+    }
+
     /// Copies values `start..start + out.len()` into `out` (as many as there are).
     pub fn read_into(&self, start: usize, out: &mut [f32]) {
         match self {

@@ -8,6 +8,8 @@
 //! that more than one row block reads is widened to f32 once (F16C/AVX-512 conversion,
 //! sign extension), a depth chunk at a time; a single row block widens as it loads.
 
+use core::mem::MaybeUninit;
+
 use super::lanes::Lanes;
 use crate::operand::{Lhs, Out, Rhs, RhsData, Start};
 
@@ -299,7 +301,10 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
     // Several row blocks read this panel: widen it once, `DEPTH_CHUNK` rows of it at a
     // time, into an f32 buffer the blocks then read (each block parks its sums in `out`
     // between chunks).
-    let mut wide = [0.0f32; DEPTH_CHUNK * 32];
+    // Not zeroed (a 32 KiB memset per call cost 1 % of a run): each chunk writes every
+    // value its blocks read before they read it.
+    let mut wide = [MaybeUninit::<f32>::uninit(); DEPTH_CHUNK * 32];
+    let wide_ptr = wide.as_mut_ptr().cast::<f32>();
     let wide_stride = NV * L::LANES;
     let last = width - (NV - 1) * L::LANES;
     let mut k0 = 0;
@@ -312,10 +317,7 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
                 // buffer holds DEPTH_CHUNK rows of 32 ≥ NV·LANES values; the CPU runs L.
                 unsafe {
                     let w = load_n::<L, B>(b.add(k * b_stride + v * L::LANES), n);
-                    L::store(
-                        wide.as_mut_ptr().add((k - k0) * wide_stride + v * L::LANES),
-                        w,
-                    );
+                    L::store(wide_ptr.add((k - k0) * wide_stride + v * L::LANES), w);
                 }
             }
         }
@@ -325,11 +327,12 @@ unsafe fn panel<L: Lanes, B: Element, const NV: usize>(
             finish: k1 == depth,
         };
         // SAFETY: the chunk's pieces lie inside the caller's; the buffer holds their
-        // k1 − k0 rows of the panel, wide_stride apart.
+        // k1 − k0 rows of the panel, wide_stride apart, each of its NV vectors written
+        // just above (the blocks read no other values).
         unsafe {
             rows::<L, f32, NV>(
                 &chunk[..count],
-                wide.as_ptr(),
+                wide_ptr.cast_const(),
                 wide_stride,
                 &panel,
                 pass,
