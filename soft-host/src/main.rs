@@ -128,6 +128,10 @@ enum Command {
         image_size: String,
         #[arg(long, value_enum, default_value = "f16")]
         activations: Activations,
+        /// Plan the host schedule on this many threads (whole maps, what `soft run` and
+        /// `soft bench` use); without it, the compact schedule a microcontroller runs.
+        #[arg(long)]
+        threads: Option<usize>,
         /// Also draw the plan as an SVG bar chart.
         #[arg(long)]
         svg: Option<PathBuf>,
@@ -258,12 +262,14 @@ fn dispatch(command: Command) -> Result<()> {
             arch,
             image_size,
             activations,
+            threads,
             svg,
         } => plan(
             model.as_deref(),
             arch.as_deref(),
             &image_size,
             activations.into(),
+            threads.map(Threads::new).transpose()?.as_ref(),
             svg.as_deref(),
         ),
         Command::Run {
@@ -526,6 +532,7 @@ fn plan(
     arch: Option<&str>,
     size: &str,
     p: Precision,
+    threads: Option<&Threads>,
     svg_out: Option<&Path>,
 ) -> Result<()> {
     let (h, w) = parse_size(size)?;
@@ -538,9 +545,17 @@ fn plan(
         (None, Some(a)) => (preset(a)?, a.to_string()),
         (None, None) => fail!(Usage, "give a model blob or --arch NAME"),
     };
-    let plan = soft_core::plan(&cfg, h, w, p)?;
+    let (plan, schedule) = match threads {
+        Some(t) => {
+            let options = t.options(p);
+            let plan = soft_core::plan_with(&cfg, h, w, p, &options.schedule)?;
+            let n = t.count();
+            (plan, format!(", whole maps on {n} thread{}", plural(n)))
+        }
+        None => (soft_core::plan(&cfg, h, w, p)?, String::new()),
+    };
     println!(
-        "{name} at {h}x{w}, {p:?} activations: arena {}",
+        "{name} at {h}x{w}, {p:?} activations{schedule}: arena {}",
         kib(plan.peak_bytes)
     );
     for (phase, bytes) in plan.phases {
@@ -662,10 +677,19 @@ fn run(
     println!(
         "{h}x{w}, {p:?} activations: {ms:.2} ms on {} thread{}, arena high-water mark {}",
         threads.count(),
-        if threads.count() == 1 { "" } else { "s" },
+        plural(threads.count()),
         kib(peak)
     );
     Ok(())
+}
+
+/// "s" unless `n` is 1.
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
 }
 
 fn max_abs(v: &[f32]) -> f32 {

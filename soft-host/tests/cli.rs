@@ -558,14 +558,23 @@ fn bench_reports_timings_and_phases_as_a_table_and_as_json() {
         .stderr(predicate::str::contains("--runs must be at least 1"));
 }
 
+/// The text after `marker` on the line that holds it.
+fn after<'a>(text: &'a str, marker: &str) -> &'a str {
+    let at = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker:?} in {text}"));
+    text[at + marker.len()..].lines().next().unwrap_or_default()
+}
+
 #[test]
-fn run_gives_the_same_bits_on_any_number_of_threads() {
+fn run_gives_the_same_bits_on_any_number_of_threads_in_the_planned_arena() {
     let dir = tempfile::tempdir().unwrap();
     let blob = micro_blob(dir.path());
     let mut first: Option<Vec<u8>> = None;
+    let mut arenas = Vec::new();
     for threads in ["1", "2", "3"] {
         let logits = dir.path().join(format!("l{threads}.npy"));
-        soft()
+        let out = soft()
             .arg("run")
             .arg(&blob)
             .arg("--input-npy")
@@ -575,11 +584,33 @@ fn run_gives_the_same_bits_on_any_number_of_threads() {
             .arg(&logits)
             .assert()
             .success()
-            .stdout(predicate::str::contains(format!("on {threads} thread")));
+            .stdout(predicate::str::contains(format!("on {threads} thread")))
+            .get_output()
+            .stdout
+            .clone();
+        let used = after(&String::from_utf8(out).unwrap(), "arena high-water mark ").to_string();
+        let plan = soft()
+            .arg("plan")
+            .arg(&blob)
+            .args(["--image-size", "64", "--threads", threads])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let plan = String::from_utf8(plan).unwrap();
+        assert_eq!(
+            after(after(&plan, "thread"), ": arena "),
+            used,
+            "{threads} threads"
+        );
+        arenas.push(used);
         let bytes = std::fs::read(&logits).unwrap();
         match &first {
             None => first = Some(bytes),
             Some(f) => assert_eq!(f, &bytes, "{threads} threads"),
         }
     }
+    // Each thread has its own scratch.
+    assert_ne!(arenas[0], arenas[1]);
 }
