@@ -3,7 +3,7 @@
 //!
 //! Arena layout: the token map always sits at the arena's start, sized for the current
 //! stage, so the scratch of later (smaller) stages reuses what earlier maps gave up. Every
-//! step's scratch is declared once ([`scratch!`](crate::scratch)); the planner adds up the
+//! step's scratch is declared once (the `scratch!` macro); the planner adds up the
 //! same declarations the run allocates.
 
 use half::f16;

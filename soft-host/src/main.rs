@@ -175,8 +175,9 @@ enum Command {
         /// Timed runs.
         #[arg(long, default_value_t = 10)]
         runs: usize,
-        /// Untimed runs first.
-        #[arg(long, default_value_t = 1)]
+        /// Untimed runs first (two, as peers.py gives PyTorch and ONNX Runtime: on a
+        /// virtual machine the first run on several threads can take one thread's time).
+        #[arg(long, default_value_t = 2)]
         warmup: usize,
         #[arg(long, value_enum, default_value = "f16")]
         activations: Activations,

@@ -2,7 +2,7 @@
 //! rounded to nearest even), comparisons, selects between two computed values, and integer
 //! operations on the bits. No FMA, no table, no data-dependent branch or loop and no math
 //! library, so the scalar code here, which defines their bits, and every SIMD version,
-//! which repeats it lane by lane (a blend for every [`sel`]), agree on every target with
+//! which repeats it lane by lane (a blend for every `sel`), agree on every target with
 //! flush-to-zero off (the reset state of x86 and of the Cortex-M4F's FPSCR).
 //!
 //! Measured over all 2³² inputs against the correctly rounded result (f64 `exp`, `tanh`

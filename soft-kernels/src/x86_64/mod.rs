@@ -1,9 +1,9 @@
 //! x86-64 kernels: AVX2 (with F16C) and AVX-512F, chosen at run time. The only module of
 //! the crate with `unsafe`: intrinsics and raw pointers into views that
-//! [`Kernels`](crate::Kernels) has checked.
+//! [`Kernels`] has checked.
 //!
-//! Each kernel is written once over [`lanes::Lanes`] and instantiated per instruction set
-//! by [`isa_table!`]: a `#[target_feature]` function (where the lanes' methods inline),
+//! Each kernel is written once over the `Lanes` trait (`lanes.rs`) and instantiated per
+//! instruction set by the `isa_table!` macro: a `#[target_feature]` function (where the lanes' methods inline),
 //! wrapped in a safe function for the table. A table is reachable only through
 //! [`avx2`] and [`avx512`], which check the CPU first; that check is what makes the
 //! wrappers' `unsafe` blocks sound.
