@@ -10,6 +10,7 @@ pub mod error;
 pub mod exec;
 pub mod format;
 pub mod input;
+mod linear;
 pub mod model;
 mod newton;
 pub mod probe;

@@ -16,6 +16,7 @@ use crate::arena::Arena;
 use crate::error::Result;
 use crate::exec::{carve, carve_ref, per_worker, split, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
+use crate::linear::linear;
 use crate::newton::{self, InverseConfig};
 use crate::probe::{Activity, Probe, Step};
 use crate::scratch::scratch;
@@ -278,26 +279,30 @@ impl<'a> SoftBlockWeights<'a> {
     }
 }
 
+/// The scaled queries `q` and the values `v` of `rows` tokens `src`, widened into `x`.
+#[allow(clippy::too_many_arguments)]
+fn queries_and_values<E: TokenElem>(
+    run: &Run<'_>,
+    wt: &SoftBlockWeights<'_>,
+    d: usize,
+    src: &[E],
+    x: &mut [f32],
+    rows: usize,
+    q: &mut [f32],
+    v: &mut [f32],
+) -> Result<()> {
+    run.kernels.widen(E::elems(src), x)?;
+    linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
+    scale_queries(q, d);
+    linear(run, &wt.v, &wt.v_bias, x, rows, v)
+}
+
 /// `x / d^¼`: the reference scales queries by dividing by `d^¼`, rounded once from f64.
 fn scale_queries(q: &mut [f32], d: usize) {
     let divisor = libm::sqrt(libm::sqrt(d as f64)) as f32;
     for v in q.iter_mut() {
         *v /= divisor;
     }
-}
-
-/// `y = x·W + b` for `rows` tokens of `x` (row-major, `x.len() / rows` wide).
-fn linear(
-    run: &Run<'_>,
-    w: &Rhs<'_>,
-    b: &Vector<'_>,
-    x: &[f32],
-    rows: usize,
-    y: &mut [f32],
-) -> Result<()> {
-    let lhs = Lhs::new(Strided::rows_of(x, rows, w.rows(), w.rows())?);
-    let mut out = Out::new(y, rows, w.cols(), w.cols())?;
-    Ok(run.kernels.gemm(&lhs, w, Start::Bias(*b), &mut out)?)
 }
 
 /// Head `h`'s landmarks, transposed (`d × m`).
@@ -440,7 +445,6 @@ fn projections<E: TokenElem>(
     let chunk = dims.chunk(&run.schedule);
     let workers = dims.workers(&run.schedule, n);
     let scratch = per_worker(workers, || TokenScratch::<E>::alloc(ar, c, chunk))?;
-    let k = run.kernels;
     let parts: Parts<_> = scratch
         .into_iter()
         .zip(carve_ref(map, c, n, workers))
@@ -452,10 +456,7 @@ fn projections<E: TokenElem>(
         for ((src, q), v) in chunks.zip(v.chunks_mut(chunk * c)) {
             let rows = src.len() / c;
             let x = s.tokens.get_mut(..rows * c).unwrap_or_default();
-            k.widen(E::elems(src), x)?;
-            linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
-            scale_queries(q, dims.d);
-            linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
+            queries_and_values(run, wt, dims.d, src, x, rows, q, v)?;
         }
         Ok(())
     })
@@ -582,10 +583,7 @@ fn key_value_streaming<E: TokenElem>(
             .collect();
         run.try_parallel(parts, |((((kernel, x), q), v), src)| {
             let rows = x.len() / c;
-            k.widen(E::elems(src), x)?;
-            linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
-            scale_queries(q, d);
-            linear(run, &wt.v, &wt.v_bias, x, rows, v)?;
+            queries_and_values(run, wt, d, src, x, rows, q, v)?;
             kernel_rows(run, dims, lm, q, rows, kernel)
         })?;
         // S_h += K1_hᵀ · V_h, split by heads.

@@ -8,6 +8,7 @@ use crate::arena::Arena;
 use crate::error::Result;
 use crate::exec::{carve, carve_ref, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
+use crate::linear::linear;
 use crate::probe::{Activity, Probe, Step};
 use crate::scratch::scratch;
 use crate::weights::{Vector, Weights};
@@ -100,20 +101,6 @@ impl<'a> Stage4Weights<'a> {
             fc2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
         })
     }
-}
-
-/// `y = x·W + b` for `rows` tokens.
-fn linear(
-    run: &Run<'_>,
-    w: &Rhs<'_>,
-    b: &Vector<'_>,
-    x: &[f32],
-    rows: usize,
-    y: &mut [f32],
-) -> Result<()> {
-    let lhs = Lhs::new(Strided::rows_of(x, rows, w.rows(), w.rows())?);
-    let mut out = Out::new(y, rows, w.cols(), w.cols())?;
-    Ok(run.kernels.gemm(&lhs, w, Start::Bias(*b), &mut out)?)
 }
 
 /// Token values as a GEMM right operand, `rows × cols` with a row stride.

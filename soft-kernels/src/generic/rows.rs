@@ -66,30 +66,30 @@ pub(crate) fn depthwise(src: Elems<'_>, scales: &[f32], group: usize, out: &mut 
         return;
     }
     match src {
-        Elems::F32(s) => {
-            for (o, x) in out.chunks_exact_mut(width).zip(s.chunks_exact(width)) {
-                for ((og, xg), &w) in o
-                    .chunks_exact_mut(group)
-                    .zip(x.chunks_exact(group))
-                    .zip(scales)
-                {
-                    for (ov, xv) in og.iter_mut().zip(xg) {
-                        *ov += w * *xv;
-                    }
-                }
-            }
-        }
-        Elems::F16(s) => {
-            for (o, x) in out.chunks_exact_mut(width).zip(s.chunks_exact(width)) {
-                for ((og, xg), &w) in o
-                    .chunks_exact_mut(group)
-                    .zip(x.chunks_exact(group))
-                    .zip(scales)
-                {
-                    for (ov, xv) in og.iter_mut().zip(xg) {
-                        *ov += w * widen(xv.to_bits());
-                    }
-                }
+        Elems::F32(s) => depthwise_as(s, |x| x, scales, group, out),
+        Elems::F16(s) => depthwise_as(s, |x| widen(x.to_bits()), scales, group, out),
+    }
+}
+
+/// [`depthwise`] over `width = group · scales.len()`-value tokens of one element type,
+/// read as f32 by `load`.
+#[inline(always)]
+fn depthwise_as<T: Copy>(
+    src: &[T],
+    load: impl Fn(T) -> f32,
+    scales: &[f32],
+    group: usize,
+    out: &mut [f32],
+) {
+    let width = group * scales.len();
+    for (o, x) in out.chunks_exact_mut(width).zip(src.chunks_exact(width)) {
+        for ((og, xg), &w) in o
+            .chunks_exact_mut(group)
+            .zip(x.chunks_exact(group))
+            .zip(scales)
+        {
+            for (ov, &xv) in og.iter_mut().zip(xg) {
+                *ov += w * load(xv);
             }
         }
     }
