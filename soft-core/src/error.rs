@@ -70,6 +70,9 @@ pub enum Error {
         /// Block within the stage.
         block: u16,
     },
+    /// A token map or the logits hold a NaN or infinity after a phase. With f16 token
+    /// maps this is an activation beyond f16's range (±65504), which f32 maps may hold.
+    NonFiniteActivation(Site),
     /// A kernel refused its operands' shapes: a bug in the engine, reported rather than
     /// a panic.
     Kernel(soft_kernels::Error),
@@ -122,6 +125,10 @@ impl fmt::Display for Error {
                 f,
                 "attention in stage {stage} block {block} produced a non-finite value"
             ),
+            Error::NonFiniteActivation(site) => write!(
+                f,
+                "{site} produced a NaN or infinity (f16 token maps hold at most \u{b1}65504)"
+            ),
             Error::Kernel(e) => write!(f, "internal error: {e}"),
             Error::LogitsLength { expected, got } => {
                 write!(
@@ -138,6 +145,43 @@ impl core::error::Error for Error {}
 impl From<soft_kernels::Error> for Error {
     fn from(e: soft_kernels::Error) -> Self {
         Error::Kernel(e)
+    }
+}
+
+/// Where a run checks that its activations are finite: after every phase.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[non_exhaustive]
+pub enum Site {
+    /// The stem's convolutions.
+    Stem,
+    /// The patch and position embeddings into stage 1–4.
+    Embedding {
+        /// Stage, 1–4.
+        stage: u8,
+    },
+    /// A transformer block.
+    Block {
+        /// Stage, 1–4.
+        stage: u8,
+        /// Block within the stage, from 0.
+        block: u16,
+    },
+    /// The final LayerNorm.
+    FinalNorm,
+    /// The classifier head.
+    Head,
+}
+
+impl fmt::Display for Site {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Site::Stem => f.write_str("the stem"),
+            Site::Embedding { stage } => write!(f, "the embedding into stage {stage}"),
+            Site::Block { stage, block } => write!(f, "stage {stage} block {block}"),
+            Site::FinalNorm => f.write_str("the final LayerNorm"),
+            Site::Head => f.write_str("the classifier head"),
+        }
     }
 }
 

@@ -24,7 +24,7 @@ pub use soft_kernels as kernels;
 
 pub use arena::{ArenaBuffer, ARENA_ALIGN};
 pub use config::ModelConfig;
-pub use error::{Error, Result};
+pub use error::{Error, Result, Site};
 pub use exec::{Executor, Inline, Schedule};
 pub use format::Blob;
 pub use input::{ChwImage, ImageSource, TestPattern};

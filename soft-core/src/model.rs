@@ -12,12 +12,12 @@ use soft_kernels::{Kernels, Lhs, Out, Start, Strided, TokenElem};
 use crate::arena::{bytes_for, Arena, Watermark, ARENA_ALIGN};
 use crate::config::{ModelConfig, STAGES};
 use crate::conv::{conv_row, Conv, ConvScratch, ConvShape};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Site};
 use crate::exec::{carve, per_worker, split, Executor, Inline, Parts, Run, Schedule};
 use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
 use crate::newton::InverseConfig;
-use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step};
+use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step, Tokens};
 use crate::scratch::scratch;
 use crate::soft_block::{soft_block, SoftBlockWeights, SoftDims};
 use crate::stage4::{stage4_block, Stage4Dims, Stage4Weights, STAGE4_EPS};
@@ -470,6 +470,16 @@ struct Head<'a> {
     b: Vector<'a>,
 }
 
+/// Fails naming `site` if the token map holds a NaN or infinity: an f16 map overflows
+/// silently, and every later phase would carry the NaN to the logits.
+fn finite<E: ProbeView>(map: &[E], site: Site) -> Result<()> {
+    if E::view(map).all_finite() {
+        Ok(())
+    } else {
+        Err(Error::NonFiniteActivation(site))
+    }
+}
+
 impl<'a> Model<'a> {
     /// Parses the blob and checks that every tensor the config needs is present with the
     /// right shape, so a run cannot fail on a missing weight.
@@ -660,6 +670,7 @@ impl<'a> Model<'a> {
                 step: Step::Stem,
             });
             self.stem(run, &mut ar, input, &geo, map)?;
+            finite(map, Site::Stem)?;
             probe.observe(
                 Checkpoint::Stem,
                 E::view(map),
@@ -687,6 +698,7 @@ impl<'a> Model<'a> {
                 step: Step::Position,
             });
             self.add_position(run, &mut ar.scope(), map, &geo, s)?;
+            finite(map, Site::Embedding { stage })?;
             if s < 3 {
                 let dims = geo.soft_dims(cfg, s);
                 for b in 0..cfg.depths[s] {
@@ -699,6 +711,7 @@ impl<'a> Model<'a> {
                         block,
                     };
                     soft_block(run, &mut ar, map, &dims, &wt, &inv, probe)?;
+                    finite(map, Site::Block { stage, block })?;
                     let (rows, cols) = (geo.tokens(s), cfg.embed_dims[s]);
                     probe.observe(Checkpoint::Block { stage, block }, E::view(map), rows, cols);
                 }
@@ -707,11 +720,10 @@ impl<'a> Model<'a> {
                 for b in 0..cfg.depths[3] {
                     let wt = Stage4Weights::load(&self.weights, &dims, b as u16)?;
                     stage4_block(run, &mut ar, map, &dims, &wt, probe)?;
+                    let block = b as u16;
+                    finite(map, Site::Block { stage: 4, block })?;
                     let (rows, cols) = (geo.tokens(3) + 1, cfg.embed_dims[3]);
-                    let at = Checkpoint::Block {
-                        stage: 4,
-                        block: b as u16,
-                    };
+                    let at = Checkpoint::Block { stage: 4, block };
                     probe.observe(at, E::view(map), rows, cols);
                 }
             }
@@ -733,11 +745,15 @@ impl<'a> Model<'a> {
             k.layer_norm(scratch.token, c, &head.norm.0, &head.norm.1, STAGE4_EPS)?;
             k.narrow(scratch.token, E::elems_mut(row))?;
         }
+        finite(map, Site::FinalNorm)?;
         probe.observe(Checkpoint::FinalNorm, E::view(map), geo.tokens(3) + 1, c);
         k.widen(E::elems(map.get(..c).unwrap_or_default()), scratch.token)?;
         let lhs = Lhs::new(Strided::rows_of(scratch.token, 1, c, c)?);
         let mut out = Out::new(logits, 1, cfg.num_classes, cfg.num_classes)?;
         k.gemm(&lhs, &head.w, Start::Bias(head.b), &mut out)?;
+        if !Tokens::F32(logits).all_finite() {
+            return Err(Error::NonFiniteActivation(Site::Head));
+        }
         Ok(RunReport {
             peak_bytes: mark.peak(),
         })

@@ -33,6 +33,22 @@ pub enum Tokens<'a> {
     F16(&'a [f16]),
 }
 
+impl Tokens<'_> {
+    /// Whether every value is finite. Branch-free over the whole map (it vectorises), so
+    /// checking after every phase costs a read of the map.
+    pub fn all_finite(&self) -> bool {
+        match self {
+            Tokens::F32(values) => values
+                .iter()
+                .fold(true, |finite, value| finite & value.is_finite()),
+            // An f16 is a NaN or an infinity exactly when its exponent bits are all set.
+            Tokens::F16(values) => values.iter().fold(true, |finite, value| {
+                finite & (value.to_bits() & 0x7c00 != 0x7c00)
+            }),
+        }
+    }
+}
+
 /// What a run is doing; a profiler times the span from one step's start to the next's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -53,18 +53,15 @@ pub struct Split {
 
 /// Reads `test_images.npy` and `test_labels.npy`.
 pub fn load_split(dir: &Path) -> Result<Split> {
-    let images = npy::read(&dir.join("test_images.npy"))?;
-    let labels = npy::read(&dir.join("test_labels.npy"))?;
+    let [_, images, labels] = inputs(dir);
+    let images = npy::read(&images)?;
+    let labels = npy::read(&labels)?;
     require!(
         images.shape.len() == 3 && images.shape[1..] == [8, 8],
-        Demo,
+        Npy,
         "test images must be [N, 8, 8]"
     );
-    require!(
-        labels.shape == images.shape[..1],
-        Demo,
-        "labels must be [N]"
-    );
+    require!(labels.shape == images.shape[..1], Npy, "labels must be [N]");
     Ok(Split {
         images: images.data.chunks_exact(64).map(<[f32]>::to_vec).collect(),
         labels: labels.data.iter().map(|&l| l as usize).collect(),
@@ -92,11 +89,11 @@ fn argmax(v: &[f32]) -> usize {
 
 /// Converts the bundled checkpoint three ways and runs the split through each.
 pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
-    let ckpt = dir.join("soft_digits.pth");
+    let [ckpt, ..] = inputs(dir);
     let loaded = read_checkpoint(&ckpt, Prefer::Ema)?;
     let cfg = infer_config(&loaded.tensors, &ArchOptions::default())?;
     let split = load_split(dir)?;
-    require!(!split.images.is_empty(), Demo, "the test split is empty");
+    require!(!split.images.is_empty(), Npy, "the test split is empty");
     let inputs: Vec<Vec<f32>> = split.images.iter().map(|d| preprocess(d)).collect();
     let mut rows: Vec<Row> = Vec::new();
     for (weights, activations) in [
@@ -117,7 +114,7 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
             let report = model.run(&mut image, &mut arena, activations, &mut out, &mut ())?;
             require!(
                 report.peak_bytes == plan.peak_bytes,
-                Demo,
+                Check,
                 "arena use differs from the plan"
             );
             logits.push(out);
@@ -154,23 +151,23 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
 /// The floors: f32 ≥ 97 %, f16 top-1 equal to f32 on ≥ 99.5 %, int8 within 0.5 points.
 pub fn check(rows: &[Row]) -> Result<()> {
     let [f32_row, f16_row, i8_row] = rows else {
-        fail!(Demo, "expected three configurations")
+        fail!(Check, "expected three configurations")
     };
     require!(
         f32_row.accuracy >= 0.97,
-        Demo,
+        Check,
         "f32 accuracy {:.2} % is below 97 %",
         100.0 * f32_row.accuracy
     );
     require!(
         f16_row.agreement >= 0.995,
-        Demo,
+        Check,
         "f16 agrees with f32 on only {:.2} %",
         100.0 * f16_row.agreement
     );
     require!(
         i8_row.accuracy >= f32_row.accuracy - 0.005,
-        Demo,
+        Check,
         "int8 accuracy {:.2} % is more than 0.5 points below f32",
         100.0 * i8_row.accuracy
     );
@@ -203,19 +200,35 @@ pub fn table(rows: &[Row], images: usize) -> String {
     s
 }
 
-/// Writes the three blobs (`soft_digits_{f32,f16,int8}.soft`) for the firmware.
-pub fn write_blobs(rows: &[Row], out: &Path) -> Result<Vec<PathBuf>> {
+/// The demo's inputs in `dir`: the checkpoint and the test split.
+pub fn inputs(dir: &Path) -> [PathBuf; 3] {
+    ["soft_digits.pth", "test_images.npy", "test_labels.npy"].map(|name| dir.join(name))
+}
+
+/// Writes the three blobs (`soft_digits_{f32,f16,int8}.soft`) for the firmware: all
+/// or none, and never over one of the demo's `inputs`.
+pub fn write_blobs(rows: &[Row], out: &Path, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
-    rows.iter()
+    let paths: Vec<PathBuf> = rows
+        .iter()
         .map(|r| {
             let tag = match r.weights {
                 WeightDtype::F32 => "f32",
                 WeightDtype::F16 => "f16",
                 WeightDtype::I8 => "int8",
             };
-            let path = out.join(format!("soft_digits_{tag}.soft"));
-            crate::io::write_atomic(&path, &r.blob)?;
-            Ok(path)
+            out.join(format!("soft_digits_{tag}.soft"))
         })
-        .collect()
+        .collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    let outputs = crate::io::outputs(&refs, inputs)?;
+    let staged = outputs
+        .iter()
+        .zip(rows)
+        .map(|(o, r)| o.stage(&r.blob))
+        .collect::<Result<Vec<_>>>()?;
+    for s in staged {
+        s.commit()?;
+    }
+    Ok(paths)
 }

@@ -29,8 +29,9 @@ pub enum Error {
     Image(String),
     /// The engine refused the model or the input.
     Engine(soft_core::Error),
-    /// The demo's accuracy floors or agreement checks failed.
-    Demo(String),
+    /// A model fell short of what was required of it: the demo's accuracy floors,
+    /// `verify`'s agreement thresholds.
+    Check(String),
     /// Command-line arguments that cannot work together.
     Usage(String),
     /// `source`, which happened while doing `context`.
@@ -76,7 +77,7 @@ impl fmt::Display for Error {
                 f.write_str(m)
             }
             Error::Engine(e) => write!(f, "{e}"),
-            Error::Demo(m) | Error::Usage(m) => f.write_str(m),
+            Error::Check(m) | Error::Usage(m) => f.write_str(m),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod console;
 pub mod convert;
 pub mod cost;
 pub mod demo;

@@ -3,7 +3,7 @@
 
 use soft_core::format::{encode, encoded_len, Blob, Dtype, TensorRef, TensorSpec};
 use soft_core::model::newton_bytes;
-use soft_core::{plan, ChwImage, Error, ImageSource, Model, ModelConfig, Precision};
+use soft_core::{plan, ChwImage, Error, ImageSource, Model, ModelConfig, Precision, Site};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
 /// The demo-sized configuration of the golden `micro_64` case.
@@ -269,6 +269,64 @@ fn overflowing_attention_is_reported_not_propagated() {
         )
         .unwrap_err();
     assert_eq!(err, Error::NonFiniteAttention { stage: 1, block: 0 });
+}
+
+/// Runs `micro()` with the synthetic weights, each key's values multiplied by its factor.
+fn run_scaled(scaled: &[(&str, f32)], precision: Precision) -> Result<Vec<f32>, Error> {
+    let cfg = micro();
+    let mut ckpt = synthetic_checkpoint(&cfg, 3);
+    for (key, factor) in scaled {
+        for v in &mut ckpt.get_mut(*key).unwrap().data {
+            *v *= factor;
+        }
+    }
+    let b = AlignedBlob::new(&build_blob(&ckpt, &cfg, WeightDtype::F32).unwrap());
+    let model = Model::from_blob(b.as_bytes()).unwrap();
+    let mut arena = vec![0u8; 1 << 20];
+    let data = pixels(64, 64);
+    let mut img = ChwImage::new(&data, 64, 64).unwrap();
+    let mut logits = vec![0.0; 10];
+    model.run(&mut img, &mut arena, precision, &mut logits, &mut ())?;
+    Ok(logits)
+}
+
+#[test]
+fn f16_maps_that_overflow_are_reported_at_their_phase() {
+    // Each weight scaled so that its phase's output exceeds f16's ±65504 but not f32's
+    // range (SOFT blocks end in LayerNorm, so their gain is the one to scale): f16 maps
+    // fail naming the phase, f32 maps give finite logits.
+    let cases = [
+        ("patch_embed1.proj.0.weight", 1e6, Site::Stem),
+        (
+            "patch_embed2.proj.0.weight",
+            1e6,
+            Site::Embedding { stage: 2 },
+        ),
+        (
+            "block2.0.att.norm2.weight",
+            1e6,
+            Site::Block { stage: 2, block: 0 },
+        ),
+        (
+            "block4.0.mlp.fc2.weight",
+            1e9,
+            Site::Block { stage: 4, block: 0 },
+        ),
+        ("norm.weight", 1e6, Site::FinalNorm),
+    ];
+    for (key, factor, site) in cases {
+        let err = run_scaled(&[(key, factor)], Precision::F16).expect_err(key);
+        assert_eq!(err, Error::NonFiniteActivation(site), "{key}");
+        assert!(err.to_string().contains("65504"), "{err}");
+        let logits = run_scaled(&[(key, factor)], Precision::F32).unwrap();
+        assert!(logits.iter().all(|l| l.is_finite()), "{key}: {logits:?}");
+    }
+    // Logits beyond f32's range are caught too, whatever the maps.
+    let huge_logits = [("norm.weight", 100.0), ("head.weight", 1e37)];
+    for precision in [Precision::F16, Precision::F32] {
+        let err = run_scaled(&huge_logits, precision).unwrap_err();
+        assert_eq!(err, Error::NonFiniteActivation(Site::Head));
+    }
 }
 
 #[test]

@@ -251,7 +251,7 @@ fn psram(timeout: Duration) -> Result<()> {
     let dir = root.join("target").join("psram");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let blob_path = dir.join("soft_tiny_int8_random.soft");
-    soft_host::io::write_atomic(&blob_path, &bytes)?;
+    soft_host::io::Output::new(&blob_path, &[])?.write(&bytes)?;
     eprintln!(
         "wrote {} ({} bytes)",
         blob_path.display(),
@@ -387,7 +387,9 @@ fn ensure_demo_blobs(root: &Path) -> Result<()> {
         let images = load_split(&models)?.images.len();
         let rows = soft_host::demo::evaluate(&models, || {})?;
         print!("{}", soft_host::demo::table(&rows, images));
-        for p in soft_host::demo::write_blobs(&rows, &demo_dir)? {
+        let inputs = soft_host::demo::inputs(&models);
+        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+        for p in soft_host::demo::write_blobs(&rows, &demo_dir, &inputs)? {
             eprintln!("wrote {}", p.display());
         }
         soft_host::demo::check(&rows)?;
