@@ -35,8 +35,6 @@ pub struct Loaded {
 
 /// A storage reference: which archive entry, of what type and how many elements.
 struct Storage {
-    /// The torch class, e.g. `FloatStorage`, for messages.
-    class: String,
     dtype: StorageType,
     key: String,
     numel: usize,
@@ -48,9 +46,14 @@ enum StorageType {
     F16,
     Bf16,
     F64,
-    /// Integer and bool storages of this many bytes an element: only bookkeeping such as
-    /// `num_batches_tracked` may use them.
-    Integer(usize),
+    /// Integer and bool storages: only bookkeeping such as `num_batches_tracked` may use
+    /// them.
+    Integer {
+        /// Bytes an element.
+        size: usize,
+        /// The torch dtype, for messages.
+        dtype: &'static str,
+    },
 }
 
 impl StorageType {
@@ -60,12 +63,18 @@ impl StorageType {
             "HalfStorage" => StorageType::F16,
             "BFloat16Storage" => StorageType::Bf16,
             "DoubleStorage" => StorageType::F64,
-            "LongStorage" => StorageType::Integer(8),
-            "IntStorage" => StorageType::Integer(4),
-            "ShortStorage" => StorageType::Integer(2),
-            "CharStorage" | "ByteStorage" | "BoolStorage" => StorageType::Integer(1),
+            "LongStorage" => StorageType::integer(8, "torch.int64"),
+            "IntStorage" => StorageType::integer(4, "torch.int32"),
+            "ShortStorage" => StorageType::integer(2, "torch.int16"),
+            "CharStorage" => StorageType::integer(1, "torch.int8"),
+            "ByteStorage" => StorageType::integer(1, "torch.uint8"),
+            "BoolStorage" => StorageType::integer(1, "torch.bool"),
             other => fail!(Checkpoint, "unsupported tensor storage type torch.{other}"),
         })
+    }
+
+    fn integer(size: usize, dtype: &'static str) -> StorageType {
+        StorageType::Integer { size, dtype }
     }
 
     fn size(self) -> usize {
@@ -73,7 +82,7 @@ impl StorageType {
             StorageType::F32 => 4,
             StorageType::F16 | StorageType::Bf16 => 2,
             StorageType::F64 => 8,
-            StorageType::Integer(n) => n,
+            StorageType::Integer { size, .. } => size,
         }
     }
 }
@@ -116,7 +125,6 @@ fn storage_of(pickle: &Pickle, pid: &Value) -> Result<Storage> {
     );
     Ok(Storage {
         dtype: StorageType::from_name(name)?,
-        class: name.to_string(),
         key,
         numel: usize_of(&items[4], "storage size")?,
     })
@@ -273,7 +281,7 @@ fn widen(dtype: StorageType, bytes: &[u8]) -> Vec<f32> {
         StorageType::F16 => widen_le(bytes, |b| half::f16::from_le_bytes(b).to_f32()),
         StorageType::Bf16 => widen_le(bytes, |b| half::bf16::from_le_bytes(b).to_f32()),
         StorageType::F64 => widen_le(bytes, |b| f64::from_le_bytes(b) as f32),
-        StorageType::Integer(_) => Vec::new(),
+        StorageType::Integer { .. } => Vec::new(),
     }
 }
 
@@ -512,14 +520,11 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
             continue;
         };
         let key = key.or_fail(Error::Checkpoint, "a tensor's state dict key is not text")?;
-        if let StorageType::Integer(_) = t.storage.dtype {
+        if let StorageType::Integer { dtype, .. } = t.storage.dtype {
             if is_bookkeeping(key) {
                 continue;
             }
-            return Err(unsupported_integer(
-                key,
-                &format!("torch.{}", t.storage.class),
-            ));
+            return Err(unsupported_integer(key, dtype));
         }
         tensors.insert_with(key, || {
             read_tensor(&mut archive, &mut storages, &mut budget, t)
@@ -765,7 +770,6 @@ mod tests {
         let mut archive = Archive::open(&zip).unwrap();
         let mut storages = Storages::default();
         let storage = |numel| Storage {
-            class: "FloatStorage".into(),
             dtype: StorageType::F32,
             key: "0".into(),
             numel,
@@ -838,7 +842,7 @@ mod tests {
         assert!(matches!(e.root(), Error::Checkpoint(_)), "{e}");
         assert_eq!(
             e.to_string(),
-            "tensor module.head.weight: dtype torch.CharStorage is not supported (only float \
+            "tensor module.head.weight: dtype torch.int8 is not supported (only float \
              tensors can be converted)"
         );
         for key in [
