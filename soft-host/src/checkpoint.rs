@@ -19,45 +19,110 @@ pub struct HostTensor {
 /// Key → tensor, with any `module.` prefix removed.
 pub type TensorMap = BTreeMap<String, HostTensor>;
 
-/// Reads a safetensors file. Integer tensors (BatchNorm's `num_batches_tracked`) are skipped.
+/// The prefix `torch.nn.DataParallel` and `DistributedDataParallel` put on every key.
+const WRAPPER_PREFIX: &str = "module.";
+
+/// Whether an integer tensor under `key` is training bookkeeping that inference never
+/// reads (BatchNorm's step counter). Any other integer tensor is an error: dropping it
+/// would only resurface as a "missing tensor" with no hint of why.
+pub(crate) fn is_bookkeeping(key: &str) -> bool {
+    key.rsplit('.').next() == Some("num_batches_tracked")
+}
+
+/// The error for an integer or bool tensor that is not bookkeeping.
+pub(crate) fn unsupported_integer(key: &str, dtype: &str) -> Error {
+    Error::Checkpoint(format!(
+        "tensor {key}: dtype {dtype} is not supported (only float tensors can be converted)"
+    ))
+}
+
+/// A [`TensorMap`] being filled from a file's keys: strips the wrapper prefix and refuses
+/// two keys that name one tensor, since keeping either would be a silent guess.
+#[derive(Debug, Default)]
+pub(crate) struct TensorMapBuilder {
+    tensors: TensorMap,
+    /// Model key → the key it had in the file, for the conflict message.
+    file_keys: BTreeMap<String, String>,
+}
+
+impl TensorMapBuilder {
+    /// Adds the tensor `make` builds under `file_key`, after checking (before building it)
+    /// that no other key of the file already named the same tensor.
+    pub(crate) fn insert_with(
+        &mut self,
+        file_key: &str,
+        make: impl FnOnce() -> Result<HostTensor>,
+    ) -> Result<()> {
+        let key = file_key.strip_prefix(WRAPPER_PREFIX).unwrap_or(file_key);
+        if let Some(earlier) = self.file_keys.get(key) {
+            fail!(
+                Checkpoint,
+                "keys {earlier} and {file_key} both hold tensor {key}: the checkpoint is ambiguous"
+            );
+        }
+        let tensor = make()?;
+        self.file_keys.insert(key.to_string(), file_key.to_string());
+        self.tensors.insert(key.to_string(), tensor);
+        Ok(())
+    }
+
+    /// The tensors gathered so far.
+    pub(crate) fn finish(self) -> TensorMap {
+        self.tensors
+    }
+}
+
+/// Reads a safetensors file. Integer tensors are refused unless they are bookkeeping
+/// (BatchNorm's `num_batches_tracked`), which is skipped.
 pub fn read_safetensors(path: &Path) -> Result<TensorMap> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     parse_safetensors(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// Little-endian values of `N` bytes each, widened to f32.
+pub(crate) fn widen_le<const N: usize>(raw: &[u8], to_f32: impl Fn([u8; N]) -> f32) -> Vec<f32> {
+    raw.chunks_exact(N)
+        .map(|b| to_f32(b.try_into().unwrap_or([0; N])))
+        .collect()
+}
+
 /// Parses safetensors bytes.
 pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap> {
+    // `deserialize` checks that every tensor's bytes match its shape and dtype.
     let st =
         SafeTensors::deserialize(bytes).or_fail(Error::Checkpoint, "not a safetensors file")?;
-    let mut map = TensorMap::new();
+    let mut map = TensorMapBuilder::default();
     for (name, view) in st.tensors() {
         let raw = view.data();
         let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => raw
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => raw
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::I8 | Dtype::U8 | Dtype::BOOL => continue,
+            Dtype::F32 => widen_le(raw, f32::from_le_bytes),
+            Dtype::F16 => widen_le(raw, |b| half::f16::from_le_bytes(b).to_f32()),
+            Dtype::BF16 => widen_le(raw, |b| half::bf16::from_le_bytes(b).to_f32()),
+            Dtype::F64 => widen_le(raw, |b| f64::from_le_bytes(b) as f32),
+            integer @ (Dtype::I64
+            | Dtype::I32
+            | Dtype::I16
+            | Dtype::I8
+            | Dtype::U64
+            | Dtype::U32
+            | Dtype::U16
+            | Dtype::U8
+            | Dtype::BOOL) => {
+                if is_bookkeeping(&name) {
+                    continue;
+                }
+                return Err(unsupported_integer(&name, &format!("{integer:?}")));
+            }
             other => fail!(Checkpoint, "tensor {name}: unsupported dtype {other:?}"),
         };
-        let key = name.strip_prefix("module.").unwrap_or(&name).to_string();
-        map.insert(
-            key,
-            HostTensor {
+        map.insert_with(&name, || {
+            Ok(HostTensor {
                 shape: view.shape().to_vec(),
                 data,
-            },
-        );
+            })
+        })?;
     }
-    Ok(map)
+    Ok(map.finish())
 }
 
 /// Reads a checkpoint of either kind, by content: a zip archive is a `torch.save` file,
@@ -73,4 +138,101 @@ pub fn read_checkpoint(path: &Path, prefer: crate::pth::Prefer) -> Result<crate:
         })
     };
     loaded.with_context(|| format!("reading checkpoint {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safetensors::tensor::{serialize, TensorView};
+
+    /// A safetensors file of `(key, dtype, shape, bytes)`.
+    fn safetensors(tensors: &[(&str, Dtype, &[usize], &[u8])]) -> Vec<u8> {
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|&(key, dtype, shape, bytes)| {
+                let view = TensorView::new(dtype, shape.to_vec(), bytes).unwrap();
+                (key.to_string(), view)
+            })
+            .collect();
+        serialize(views, &None).unwrap()
+    }
+
+    const ONE_F32: &[u8] = &[0, 0, 0x80, 0x3f];
+
+    #[test]
+    fn float_dtypes_widen_and_the_wrapper_prefix_goes() {
+        let f64_two = 2.0f64.to_le_bytes();
+        let f16_three = half::f16::from_f32(3.0).to_le_bytes();
+        let bf16_four = half::bf16::from_f32(4.0).to_le_bytes();
+        let map = parse_safetensors(&safetensors(&[
+            ("module.a", Dtype::F32, &[1], ONE_F32),
+            ("b", Dtype::F64, &[1], &f64_two),
+            ("c", Dtype::F16, &[1, 1], &f16_three),
+            ("d", Dtype::BF16, &[], &bf16_four),
+        ]))
+        .unwrap();
+        let values: Vec<(&str, f32)> = map.iter().map(|(k, t)| (&k[..], t.data[0])).collect();
+        assert_eq!(values, [("a", 1.0), ("b", 2.0), ("c", 3.0), ("d", 4.0)]);
+        assert_eq!(map["c"].shape, vec![1, 1]);
+    }
+
+    #[test]
+    fn two_keys_for_one_tensor_are_refused_naming_both() {
+        let e = parse_safetensors(&safetensors(&[
+            ("module.head.weight", Dtype::F32, &[1], ONE_F32),
+            ("head.weight", Dtype::F32, &[1], ONE_F32),
+        ]))
+        .unwrap_err();
+        assert!(matches!(e.root(), Error::Checkpoint(_)), "{e}");
+        let message = e.to_string();
+        let tail = "both hold tensor head.weight: the checkpoint is ambiguous";
+        assert!(
+            [
+                format!("keys module.head.weight and head.weight {tail}"),
+                format!("keys head.weight and module.head.weight {tail}"),
+            ]
+            .contains(&message),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn integer_tensors_are_refused_unless_they_are_bookkeeping() {
+        for (dtype, bytes) in [
+            (Dtype::I8, &[1u8][..]),
+            (Dtype::U8, &[1]),
+            (Dtype::BOOL, &[1]),
+            (Dtype::I64, &[0; 8]),
+            (Dtype::U16, &[0; 2]),
+        ] {
+            for key in ["head.weight", "module.head.weight", "num_batches_tracked.x"] {
+                let e = parse_safetensors(&safetensors(&[
+                    ("norm.weight", Dtype::F32, &[1], ONE_F32),
+                    (key, dtype, &[1], bytes),
+                ]))
+                .unwrap_err();
+                assert!(matches!(e.root(), Error::Checkpoint(_)), "{e}");
+                assert_eq!(
+                    e.to_string(),
+                    format!(
+                        "tensor {key}: dtype {dtype:?} is not supported (only float tensors \
+                         can be converted)"
+                    )
+                );
+            }
+        }
+        let map = parse_safetensors(&safetensors(&[
+            ("bn.weight", Dtype::F32, &[1], ONE_F32),
+            ("bn.num_batches_tracked", Dtype::I64, &[], &[0; 8]),
+            ("module.bn2.num_batches_tracked", Dtype::I64, &[], &[0; 8]),
+        ]))
+        .unwrap();
+        assert_eq!(map.keys().collect::<Vec<_>>(), ["bn.weight"]);
+    }
+
+    #[test]
+    fn other_dtypes_are_named() {
+        let e = parse_safetensors(&safetensors(&[("q", Dtype::F8_E4M3, &[1], &[0])])).unwrap_err();
+        assert_eq!(e.to_string(), "tensor q: unsupported dtype F8_E4M3");
+    }
 }

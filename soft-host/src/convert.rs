@@ -173,6 +173,8 @@ struct Source<'a> {
     used: std::cell::RefCell<BTreeSet<String>>,
 }
 
+/// The values of tensor `key`, which must have shape `want` and be finite: every value
+/// of the blob comes through here, so a NaN or infinity is named by its checkpoint key.
 fn expect_shape(map: &Source<'_>, key: &str, want: &[usize]) -> Result<Vec<f32>> {
     let t = get(map.map, key)?;
     let numel: usize = want.iter().product();
@@ -182,6 +184,9 @@ fn expect_shape(map: &Source<'_>, key: &str, want: &[usize]) -> Result<Vec<f32>>
         "tensor {key} has shape {:?}, expected {want:?}",
         t.shape
     );
+    if let Some(v) = t.data.iter().find(|v| !v.is_finite()) {
+        fail!(Architecture, "tensor {key} holds a non-finite value ({v})");
+    }
     map.used.borrow_mut().insert(key.to_string());
     Ok(t.data.clone())
 }
@@ -246,7 +251,12 @@ fn vector(map: &Source<'_>, key: &str, id: TensorId, n: usize) -> Result<Prepare
     })
 }
 
-/// Conv + BatchNorm (eps 1e-5) folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β`, in f64.
+/// BatchNorm's epsilon in the reference model (PyTorch's default).
+const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// Conv + BatchNorm folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β` with `σ = √(var + eps)`,
+/// in f64. Where PyTorch's own BatchNorm would give a NaN or infinity (`var + eps ≤ 0`),
+/// or the folded value overflows f32, the error names the checkpoint tensors at fault.
 fn folded_conv(
     map: &Source<'_>,
     conv: &str,
@@ -262,17 +272,49 @@ fn folded_conv(
     let beta = expect_shape(map, &format!("{bn}.bias"), &[co])?;
     let mean = expect_shape(map, &format!("{bn}.running_mean"), &[co])?;
     let var = expect_shape(map, &format!("{bn}.running_var"), &[co])?;
-    let scale: Vec<f64> = (0..co)
-        .map(|o| f64::from(gamma[o]) / (f64::from(var[o]) + 1e-5).sqrt())
-        .collect();
+    let mut scale = Vec::with_capacity(co);
+    for (o, &v) in var.iter().enumerate() {
+        let shifted = f64::from(v) + BATCH_NORM_EPS;
+        require!(
+            shifted > 0.0,
+            Architecture,
+            "tensor {bn}.running_var: channel {o} holds a negative variance ({v}); folding \
+             BatchNorm divides by sqrt(running_var + eps) = sqrt({shifted:e}), which is not \
+             a positive real number"
+        );
+        scale.push(f64::from(gamma[o]) / shifted.sqrt());
+    }
+    let overflow = |what: &str, o: usize| {
+        Error::Architecture(format!(
+            "folding BatchNorm {bn} into {conv}: the folded {what} of output channel {o} \
+             overflows f32 (scale weight/sqrt(running_var + eps) = {:e})",
+            scale[o]
+        ))
+    };
     let fw: Vec<f32> = w
         .iter()
         .enumerate()
-        .map(|(i, &v)| (f64::from(v) * scale[i / (ci * 9)]) as f32)
-        .collect();
+        .map(|(i, &v)| {
+            let o = i / (ci * 9);
+            let folded = (f64::from(v) * scale[o]) as f32;
+            if folded.is_finite() {
+                Ok(folded)
+            } else {
+                Err(overflow("weight", o))
+            }
+        })
+        .collect::<Result<_>>()?;
     let fb: Vec<f32> = (0..co)
-        .map(|o| ((f64::from(b[o]) - f64::from(mean[o])) * scale[o] + f64::from(beta[o])) as f32)
-        .collect();
+        .map(|o| {
+            let centred = f64::from(b[o]) - f64::from(mean[o]);
+            let folded = (centred * scale[o] + f64::from(beta[o])) as f32;
+            if folded.is_finite() {
+                Ok(folded)
+            } else {
+                Err(overflow("bias", o))
+            }
+        })
+        .collect::<Result<_>>()?;
     Ok([
         Prepared {
             id: TensorId::new(K::ConvWeight, stage, block),
@@ -531,6 +573,32 @@ fn quantize(values: &[f32], outputs: usize) -> (Vec<i8>, Vec<f32>) {
     (q, scales)
 }
 
+/// `p`'s values as f16 bits, stored under `dtype`. A finite value beyond f16's range
+/// would become an infinity the engine then refuses, far from its cause: it is refused
+/// here, with the dtypes that can hold it.
+fn to_f16(p: &Prepared, dtype: WeightDtype) -> Result<Vec<u16>> {
+    p.values
+        .iter()
+        .map(|&v| {
+            let h = half::f16::from_f32(v);
+            if !h.is_finite() {
+                let remedy = if p.matrix && dtype == WeightDtype::F16 {
+                    "--dtype f32 or int8"
+                } else {
+                    "--dtype f32"
+                };
+                fail!(
+                    Architecture,
+                    "tensor {}: value {v:e} exceeds the f16 range (±{}); convert with {remedy}",
+                    p.id,
+                    half::f16::MAX
+                );
+            }
+            Ok(h.to_bits())
+        })
+        .collect()
+}
+
 /// A blob in a 16-byte aligned buffer, as `Model::from_blob` wants it.
 #[derive(Debug, Clone)]
 pub struct AlignedBlob {
@@ -571,15 +639,6 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
             "check --arch and the stage depths"
         );
     }
-    for p in &prepared {
-        if let Some(v) = p.values.iter().find(|v| !v.is_finite()) {
-            fail!(
-                Architecture,
-                "tensor {} holds a non-finite value ({v})",
-                p.id
-            );
-        }
-    }
     struct Stored {
         dtype: Dtype,
         data: Vec<u8>,
@@ -587,34 +646,29 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
     }
     let stored: Vec<Stored> = prepared
         .iter()
-        .map(|p| match (dtype, p.matrix) {
-            (WeightDtype::F32, _) => Stored {
-                dtype: Dtype::F32,
-                data: bytemuck::cast_slice(&p.values).to_vec(),
-                scales: None,
-            },
-            (WeightDtype::F16, _) | (WeightDtype::I8, false) => {
-                let h: Vec<u16> = p
-                    .values
-                    .iter()
-                    .map(|v| half::f16::from_f32(*v).to_bits())
-                    .collect();
-                Stored {
-                    dtype: Dtype::F16,
-                    data: bytemuck::cast_slice(&h).to_vec(),
+        .map(|p| {
+            Ok(match (dtype, p.matrix) {
+                (WeightDtype::F32, _) => Stored {
+                    dtype: Dtype::F32,
+                    data: bytemuck::cast_slice(&p.values).to_vec(),
                     scales: None,
+                },
+                (WeightDtype::F16, _) | (WeightDtype::I8, false) => Stored {
+                    dtype: Dtype::F16,
+                    data: bytemuck::cast_slice(&to_f16(p, dtype)?).to_vec(),
+                    scales: None,
+                },
+                (WeightDtype::I8, true) => {
+                    let (q, s) = quantize(&p.values, *p.shape.last().unwrap_or(&1));
+                    Stored {
+                        dtype: Dtype::I8,
+                        data: bytemuck::cast_slice(&q).to_vec(),
+                        scales: Some(bytemuck::cast_slice(&s).to_vec()),
+                    }
                 }
-            }
-            (WeightDtype::I8, true) => {
-                let (q, s) = quantize(&p.values, *p.shape.last().unwrap_or(&1));
-                Stored {
-                    dtype: Dtype::I8,
-                    data: bytemuck::cast_slice(&q).to_vec(),
-                    scales: Some(bytemuck::cast_slice(&s).to_vec()),
-                }
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_>>()?;
     let specs: Vec<TensorSpec<'_>> = prepared
         .iter()
         .zip(&stored)
@@ -835,7 +889,8 @@ mod tests {
                     conv += w[(o * ci + i) * 9 + k] * x[i * 9 + k];
                 }
             }
-            let unfolded = (conv - mean[o]) / (var[o] + 1e-5f32).sqrt() * gamma[o] + beta[o];
+            let unfolded =
+                (conv - mean[o]) / (var[o] + BATCH_NORM_EPS as f32).sqrt() * gamma[o] + beta[o];
             let mut folded = fb.values[o];
             for i in 0..ci {
                 for k in 0..9 {
@@ -849,6 +904,146 @@ mod tests {
                 "channel {o}: {folded} vs {unfolded}"
             );
         }
+    }
+
+    /// A model small enough to convert many times in a test.
+    fn micro() -> ModelConfig {
+        let mut cfg = ModelConfig::preset("soft_tiny").unwrap();
+        cfg.stem_width = 4;
+        cfg.embed_dims = [8, 16, 16, 16];
+        cfg.heads = [1, 2, 2, 2];
+        cfg.depths = [1, 1, 1, 1];
+        cfg.pos_grids = [4, 2, 2, 1];
+        cfg.stage4_mlp_hidden = 32;
+        cfg.num_classes = 10;
+        cfg
+    }
+
+    /// The error `build_blob` gives for the micro checkpoint after `poison`.
+    fn conversion_error(dtype: WeightDtype, poison: impl FnOnce(&mut TensorMap)) -> Error {
+        let cfg = micro();
+        let mut map = synthetic_checkpoint(&cfg, 3);
+        build_blob(&map, &cfg, dtype).expect("the unpoisoned checkpoint converts");
+        poison(&mut map);
+        build_blob(&map, &cfg, dtype).unwrap_err()
+    }
+
+    fn set(map: &mut TensorMap, key: &str, index: usize, value: f32) {
+        map.get_mut(key).unwrap().data[index] = value;
+    }
+
+    #[test]
+    fn a_negative_running_var_is_named_where_batchnorm_is_folded() {
+        let e = conversion_error(WeightDtype::F32, |m| {
+            set(m, "patch_embed2.proj.1.running_var", 3, -1.0)
+        });
+        let message = e.to_string();
+        assert!(matches!(e.root(), Error::Architecture(_)), "{e}");
+        assert!(
+            message.starts_with("tensor patch_embed2.proj.1.running_var: channel 3")
+                && message.contains("negative variance (-1)")
+                && message.contains("sqrt("),
+            "{message}"
+        );
+        assert!(!message.contains("proj.0.weight"), "{message}");
+        // Just below -eps, and far below it.
+        for var in [-1.0001e-5f32, -2.0, f32::MIN] {
+            let e = conversion_error(WeightDtype::F32, |m| {
+                set(m, "patch_embed1.proj.4.running_var", 0, var)
+            });
+            assert!(
+                e.to_string()
+                    .starts_with("tensor patch_embed1.proj.4.running_var: channel 0"),
+                "{var}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_variance_just_above_minus_eps_folds_as_pytorch_evaluates_it() {
+        let cfg = micro();
+        let mut map = synthetic_checkpoint(&cfg, 3);
+        set(&mut map, "patch_embed1.proj.1.running_var", 0, -0.5e-5);
+        set(&mut map, "patch_embed1.proj.1.running_var", 1, 0.0);
+        build_blob(&map, &cfg, WeightDtype::F32).unwrap();
+    }
+
+    #[test]
+    fn non_finite_batchnorm_inputs_are_named_by_their_own_key() {
+        for (key, value) in [
+            ("patch_embed3.proj.1.running_mean", f32::NAN),
+            ("patch_embed3.proj.1.running_var", f32::INFINITY),
+            ("patch_embed3.proj.1.weight", f32::NEG_INFINITY),
+            ("patch_embed3.proj.1.bias", f32::NAN),
+            ("patch_embed3.proj.0.bias", f32::INFINITY),
+        ] {
+            let e = conversion_error(WeightDtype::F32, |m| set(m, key, 1, value));
+            assert_eq!(
+                e.to_string(),
+                format!("tensor {key} holds a non-finite value ({value})")
+            );
+        }
+    }
+
+    #[test]
+    fn a_fold_that_overflows_f32_names_both_the_conv_and_the_batchnorm() {
+        // γ = f32::MAX over σ = √eps: a finite checkpoint whose folded weight is not.
+        let e = conversion_error(WeightDtype::F32, |m| {
+            set(m, "patch_embed4.proj.1.weight", 2, f32::MAX);
+            set(m, "patch_embed4.proj.1.running_var", 2, 0.0);
+        });
+        let message = e.to_string();
+        assert!(
+            message.starts_with(
+                "folding BatchNorm patch_embed4.proj.1 into patch_embed4.proj.0: the folded \
+                 weight of output channel 2 overflows f32"
+            ),
+            "{message}"
+        );
+        // Only the bias overflows: a huge mean, unit scale.
+        let e = conversion_error(WeightDtype::F32, |m| {
+            set(m, "patch_embed4.proj.1.running_mean", 0, f32::MAX);
+            set(m, "patch_embed4.proj.1.weight", 0, 4.0);
+        });
+        assert!(
+            e.to_string().contains("folded bias of output channel 0"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn values_beyond_the_f16_range_are_refused_before_narrowing() {
+        let bias = |v: f32| move |m: &mut TensorMap| set(m, "head.bias", 0, v);
+        let e = conversion_error(WeightDtype::F16, bias(1e5));
+        assert_eq!(
+            e.to_string(),
+            "tensor head.bias: value 1e5 exceeds the f16 range (±65504); convert with --dtype f32"
+        );
+        // int8 stores vectors as f16 too.
+        let e = conversion_error(WeightDtype::I8, bias(-1e5));
+        assert!(e.to_string().contains("value -1e5 exceeds"), "{e}");
+        // A matrix could be int8 instead.
+        let weight = |m: &mut TensorMap| set(m, "block4.0.mlp.fc1.weight", 5, 7e4);
+        let e = conversion_error(WeightDtype::F16, weight);
+        assert_eq!(
+            e.to_string(),
+            "tensor block4.0.mlp.fc1.weight: value 7e4 exceeds the f16 range (±65504); \
+             convert with --dtype f32 or int8"
+        );
+        let cfg = micro();
+        let mut map = synthetic_checkpoint(&cfg, 3);
+        weight(&mut map);
+        for dtype in [WeightDtype::I8, WeightDtype::F32] {
+            if let Err(e) = build_blob(&map, &cfg, dtype) {
+                panic!("{dtype:?}: {e}");
+            }
+        }
+        // 65519 rounds to f16's largest value; 65520 rounds to infinity.
+        let mut map = synthetic_checkpoint(&cfg, 3);
+        set(&mut map, "head.bias", 0, 65519.0);
+        build_blob(&map, &cfg, WeightDtype::F16).unwrap();
+        set(&mut map, "head.bias", 0, 65520.0);
+        assert!(build_blob(&map, &cfg, WeightDtype::F16).is_err());
     }
 
     #[test]
