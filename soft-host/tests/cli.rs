@@ -6,7 +6,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{argmax, data, max_abs, micro_blob, soft};
+use common::{argmax, convert_fails, data, edited_golden, max_abs, micro_blob, soft};
 use predicates::prelude::*;
 use soft_host::npy;
 
@@ -123,35 +123,6 @@ fn every_wrapper_layout_converts_to_the_same_model() {
         .stdout(predicate::str::contains("took state_dict_ema"));
 }
 
-/// Runs `soft convert` on `bytes` and checks it fails with one line containing `message`
-/// and leaves no output file.
-fn convert_fails(name: &str, bytes: &[u8], message: &str, extra: &[&str]) {
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join(name);
-    std::fs::write(&input, bytes).unwrap();
-    let out = dir.path().join("out.soft");
-    let assert = soft()
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .args(extra)
-        .assert()
-        .failure()
-        .code(1);
-    let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{name}: {stderr}");
-    assert!(
-        stderr.contains(message),
-        "{name}: {stderr:?} lacks {message:?}"
-    );
-    let left: Vec<_> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
-    assert_eq!(left.len(), 1, "{name}: left behind {left:?}");
-}
-
 /// The golden micro_64 `.pth` with its `data.pkl` replaced.
 fn pth_with_pickle(pickle: &[u8]) -> Vec<u8> {
     let bytes = std::fs::read(data("golden/micro_64/ckpt.pth")).unwrap();
@@ -173,35 +144,26 @@ fn pth_with_pickle(pickle: &[u8]) -> Vec<u8> {
     out.finish().unwrap().into_inner()
 }
 
+/// The golden micro_64 checkpoint without `key` (`"+sr"`: with a PVT spatial-reduction
+/// tensor added), with a NaN in `poison`.
 fn safetensors_without(key: &str, poison: Option<&str>) -> Vec<u8> {
-    use safetensors::tensor::{serialize, TensorView};
-    let bytes = std::fs::read(data("golden/micro_64/ckpt.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        if name == key {
-            continue;
+    edited_golden(|tensors| {
+        tensors.retain(|t| t.0 != key);
+        for (name, _, _, raw) in tensors.iter_mut() {
+            if Some(name.as_str()) == poison {
+                raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+            }
         }
-        let mut raw = view.data().to_vec();
-        if Some(name.as_str()) == poison {
-            raw[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        if key == "+sr" {
+            // A stage-4 spatial-reduction conv: PVT has it, this engine does not.
+            tensors.push((
+                "block4.0.attn.sr.weight".into(),
+                safetensors::Dtype::F32,
+                vec![1],
+                vec![0; 4],
+            ));
         }
-        owned.push((name, view.dtype(), view.shape().to_vec(), raw));
-    }
-    if key == "+sr" {
-        // A stage-4 spatial-reduction conv: PVT has it, this engine does not.
-        owned.push((
-            "block4.0.attn.sr.weight".into(),
-            safetensors::Dtype::F32,
-            vec![1],
-            vec![0; 4],
-        ));
-    }
-    let views: Vec<(String, TensorView<'_>)> = owned
-        .iter()
-        .map(|(n, d, s, r)| (n.clone(), TensorView::new(*d, s.clone(), r).unwrap()))
-        .collect();
-    serialize(views, &None).unwrap()
+    })
 }
 
 #[test]
@@ -210,67 +172,67 @@ fn bad_checkpoints_give_one_clear_error_and_no_output() {
     convert_fails(
         "cut.pth",
         &pth[..pth.len() / 2],
-        "not a readable zip archive",
         &[],
+        &["not a readable zip archive"],
     );
     convert_fails(
         "junk.pth",
         b"PK\x03\x04 not really a zip",
-        "not a readable zip archive",
         &[],
+        &["not a readable zip archive"],
     );
     convert_fails(
         "junk.safetensors",
         b"\x10\x00\x00\x00\x00\x00\x00\x00{not json",
-        "reading checkpoint",
         &[],
+        &["reading checkpoint"],
     );
-    convert_fails("empty.safetensors", b"", "reading checkpoint", &[]);
+    convert_fails("empty.safetensors", b"", &[], &["reading checkpoint"]);
     convert_fails(
         "opcode.pth",
         &pth_with_pickle(b"\x80\x02}\xfe."),
-        "unknown pickle opcode 0xfe",
         &[],
+        &["unknown pickle opcode 0xfe"],
     );
     // A tensor claiming 2^40 floats: refused before anything of that size is allocated.
     let absurd = b"\x80\x02}(X\x01\x00\x00\x00wctorch._utils\n_rebuild_tensor_v2\n((X\x07\x00\x00\x00storagectorch\nFloatStorage\nX\x01\x00\x00\x000X\x03\x00\x00\x00cpu\x8a\x06\x00\x00\x00\x00\x00\x01tQK\x00(K\x02t(K\x01t\x89ccollections\nOrderedDict\n)RtRu.";
     convert_fails(
         "absurd.pth",
         &pth_with_pickle(absurd),
-        "its tensors need 4398046511104",
         &[],
+        &["its tensors need 4398046511104"],
     );
     convert_fails(
         "missing.safetensors",
         &safetensors_without("head.weight", None),
-        "lacks tensor head.weight",
         &[],
+        &["lacks tensor head.weight"],
     );
     convert_fails(
         "extra.safetensors",
         &safetensors_without("+sr", None),
-        "unexpected tensor block4.0.attn.sr.weight",
         &[],
+        &["unexpected tensor block4.0.attn.sr.weight"],
     );
 
     convert_fails(
         "nan.safetensors",
         &safetensors_without("", Some("block2.0.att.ff1.weight")),
-        "block2.0.att.ff1.weight holds a non-finite value",
         &[],
+        &["block2.0.att.ff1.weight holds a non-finite value"],
     );
     let st = std::fs::read(data("golden/micro_64/ckpt.safetensors")).unwrap();
     convert_fails(
         "mismatch.safetensors",
         &st,
-        "do not match --arch",
         &["--arch", "soft_tiny"],
+        &["do not match --arch"],
     );
     convert_fails(
         "unknown-arch.safetensors",
         &st,
-        "unknown architecture soft_giant",
         &["--arch", "soft_giant"],
+        &["unknown architecture soft_giant"],
     );
 }
 

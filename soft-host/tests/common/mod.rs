@@ -45,30 +45,68 @@ pub fn micro_blob(dir: &Path) -> PathBuf {
     blob
 }
 
-/// The micro_64 golden checkpoint as safetensors bytes, every f32 tensor passed
-/// through `edit(key, values)` first.
-pub fn edited_micro_checkpoint(mut edit: impl FnMut(&str, &mut [f32])) -> Vec<u8> {
+/// A checkpoint's tensors as `(key, dtype, shape, little-endian bytes)`.
+pub type Tensors = Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>;
+
+/// The micro_64 golden checkpoint after `edit`, as safetensors bytes.
+pub fn edited_golden(edit: impl FnOnce(&mut Tensors)) -> Vec<u8> {
     use safetensors::tensor::{serialize, TensorView};
     let bytes = std::fs::read(data("golden/micro_64/ckpt.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (name, view) in st.tensors() {
-        let mut raw = view.data().to_vec();
-        if view.dtype() == safetensors::Dtype::F32 {
-            let mut values: Vec<f32> = raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            edit(&name, &mut values);
-            raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        }
-        owned.push((name, view.dtype(), view.shape().to_vec(), raw));
-    }
-    let views: Vec<(String, TensorView<'_>)> = owned
+    let mut tensors: Tensors = st
+        .tensors()
+        .into_iter()
+        .map(|(k, v)| (k, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
+        .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, d, s, r)| (n.clone(), TensorView::new(*d, s.clone(), r).unwrap()))
+        .map(|(k, d, s, b)| (k.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     serialize(views, &None).unwrap()
+}
+
+/// The micro_64 golden checkpoint with every f32 tensor passed through
+/// `edit(key, values)`.
+pub fn edited_micro_checkpoint(mut edit: impl FnMut(&str, &mut [f32])) -> Vec<u8> {
+    edited_golden(|tensors| {
+        for (key, dtype, _, raw) in tensors.iter_mut() {
+            if *dtype == safetensors::Dtype::F32 {
+                let mut values: Vec<f32> = raw
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                edit(key, &mut values);
+                *raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            }
+        }
+    })
+}
+
+/// Runs `soft convert` on `bytes` (saved as `name`) with `extra` arguments and checks it
+/// fails with exit 1, one line holding every one of `wants`, and no output file.
+pub fn convert_fails(name: &str, bytes: &[u8], extra: &[&str], wants: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    std::fs::write(&input, bytes).unwrap();
+    let assert = soft()
+        .arg("convert")
+        .arg(&input)
+        .arg("-o")
+        .arg(dir.path().join("out.soft"))
+        .args(extra)
+        .assert()
+        .failure()
+        .code(1);
+    let stderr = one_error_line(assert.get_output());
+    for want in wants {
+        assert!(stderr.contains(want), "{name}: {stderr:?} lacks {want:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{name}: left behind {left:?}");
 }
 
 /// The one line a failed command printed on standard error (asserting there is one).
