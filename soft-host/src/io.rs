@@ -59,6 +59,10 @@ impl Output {
         };
         let kind = match std::fs::metadata(&target) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = directory_of(&target);
+                if !dir.is_dir() {
+                    return usage(&format!("its directory {} does not exist", dir.display()));
+                }
                 OutputKind::Replace { existing: None }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
@@ -123,10 +127,7 @@ impl Output {
         let pending = match &self.kind {
             OutputKind::Stream => Pending::Stream(bytes.to_vec()),
             OutputKind::Replace { existing } => {
-                let dir = match self.target.parent() {
-                    Some(d) if !d.as_os_str().is_empty() => d,
-                    _ => Path::new("."),
-                };
+                let dir = directory_of(&self.target);
                 let mut builder = tempfile::Builder::new();
                 builder.prefix(".soft-").suffix(".tmp");
                 if let Some(mode) = creation_mode(existing.as_ref()) {
@@ -212,6 +213,14 @@ pub fn outputs(paths: &[&Path], inputs: &[&Path]) -> Result<Vec<Output>> {
     Ok(checked)
 }
 
+/// The directory a new file at `path` goes in.
+fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 /// Whether `path` names a directory by its spelling (`dir/`, `.`, `..`, `dir/.`), even
 /// where no such directory exists yet.
 fn ends_with_separator(path: &Path) -> bool {
@@ -280,7 +289,8 @@ mod tests {
         Output::new(&p, &[]).unwrap().write(b"hello").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"hello");
         let missing = dir.path().join("no/such/dir/x.bin");
-        assert!(Output::new(&missing, &[]).unwrap().write(b"x").is_err());
+        let e = Output::new(&missing, &[]).unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
         // A staged output that is never committed leaves nothing.
         let q = dir.path().join("y.bin");
         drop(Output::new(&q, &[]).unwrap().stage(b"y").unwrap());
