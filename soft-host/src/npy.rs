@@ -1,4 +1,8 @@
 //! Minimal `.npy` reading and writing for little-endian f32 arrays.
+//!
+//! The header is a Python dict literal. It is parsed with a small strict grammar (see
+//! [`parse_header`]) rather than matched as text, so that every spacing, quoting and key
+//! order numpy accepts means the same thing here, and anything else is refused.
 
 use std::path::Path;
 
@@ -14,87 +18,358 @@ pub struct NpyArray {
     pub data: Vec<f32>,
 }
 
-/// Reads an `.npy` file holding `<f4` values in C order.
+/// The `.npy` magic string.
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// numpy's own reader refuses longer headers by default (`max_header_size`), as a guard
+/// against hostile files; the headers it writes for any array here are a few hundred bytes.
+pub const MAX_HEADER_LEN: usize = 10_000;
+
+/// How much header text an error message quotes.
+const QUOTE_CHARS: usize = 48;
+
+/// Reads an `.npy` file holding `<f4` values (C or Fortran order).
 pub fn read(path: &Path) -> Result<NpyArray> {
     let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
     parse(&bytes).with_context(|| format!("parsing {}", path.display()))
 }
 
-/// Parses `.npy` bytes.
+/// Parses `.npy` bytes (versions 1.0, 2.0 and 3.0) holding `<f4` values.
 pub fn parse(bytes: &[u8]) -> Result<NpyArray> {
-    require!(
-        bytes.len() >= 10 && &bytes[..6] == b"\x93NUMPY",
-        Npy,
-        "not an .npy file"
-    );
-    let (header_len, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 => {
-            require!(bytes.len() >= 12, Npy, "truncated .npy header");
-            (
-                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-                12,
-            )
-        }
-        v => fail!(Npy, "unsupported .npy version {v}"),
-    };
-    let header = bytes
-        .get(start..start + header_len)
-        .or_fail(Error::Npy, "truncated .npy header")?;
-    let header = std::str::from_utf8(header).or_fail(Error::Npy, ".npy header is not text")?;
-    require!(
-        header.contains("'descr': '<f4'"),
-        Npy,
-        "only little-endian f32 .npy is supported, header: {header}"
-    );
-    let fortran = header.contains("'fortran_order': True");
-    let shape_text = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .or_fail(Error::Npy, ".npy header has no shape")?;
-    let shape = shape_text
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().or_fail(Error::Npy, "bad .npy dimension"))
-        .collect::<Result<Vec<_>>>()?;
-    let count = shape
+    require!(bytes.starts_with(MAGIC), Npy, "not an .npy file");
+    let (header, body) = split_header(bytes)?;
+    let header = parse_header(header)?;
+    let count = header
+        .shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .or_fail(Error::Npy, ".npy shape overflows")?;
-    let body = &bytes[start + header_len..];
+        .or_fail_with(Error::Npy, || {
+            format!(".npy shape {:?} has too many elements", header.shape)
+        })?;
+    let data_len = count.checked_mul(4).or_fail_with(Error::Npy, || {
+        format!(".npy shape {:?} has too many bytes", header.shape)
+    })?;
     require!(
-        body.len() == count * 4,
+        body.len() == data_len,
         Npy,
-        ".npy holds {} bytes of data, shape {shape:?} needs {}",
+        ".npy holds {} bytes of data, shape {:?} needs {data_len}",
         body.len(),
-        count * 4
+        header.shape
     );
     let data: Vec<f32> = body
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect();
-    let data = if fortran {
-        fortran_to_c(&data, &shape)
+    let data = if header.fortran_order {
+        fortran_to_c(&data, &header.shape)
     } else {
         data
     };
-    Ok(NpyArray { shape, data })
+    Ok(NpyArray {
+        shape: header.shape,
+        data,
+    })
+}
+
+/// Splits a file that starts with [`MAGIC`] into its header text and its data.
+///
+/// Version 1.0 stores the header length in a u16, 2.0 and 3.0 in a u32; 3.0 allows UTF-8
+/// where the others say latin-1. The header grammar is ASCII, so both must be UTF-8 here.
+fn split_header(bytes: &[u8]) -> Result<(&str, &[u8])> {
+    let version = bytes
+        .get(6..8)
+        .or_fail(Error::Npy, "truncated .npy preamble")?;
+    let (len_field, start): (_, usize) = match version {
+        [1, 0] => (bytes.get(8..10), 10),
+        [2, 0] | [3, 0] => (bytes.get(8..12), 12),
+        [major, minor] => fail!(Npy, "unsupported .npy version {major}.{minor}"),
+        _ => fail!(Npy, "truncated .npy preamble"),
+    };
+    let header_len = match *len_field.or_fail(Error::Npy, "truncated .npy preamble")? {
+        [a, b] => usize::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => usize::try_from(u32::from_le_bytes([a, b, c, d])).unwrap_or(usize::MAX),
+        _ => fail!(Npy, "truncated .npy preamble"),
+    };
+    require!(
+        header_len <= MAX_HEADER_LEN,
+        Npy,
+        ".npy header is {header_len} bytes, more than the {MAX_HEADER_LEN} allowed"
+    );
+    let end = start
+        .checked_add(header_len)
+        .or_fail(Error::Npy, "truncated .npy header")?;
+    let header = bytes
+        .get(start..end)
+        .or_fail(Error::Npy, "truncated .npy header")?;
+    let body = bytes.get(end..).unwrap_or_default();
+    let header = std::str::from_utf8(header).map_err(|e| {
+        Error::Npy(format!(
+            ".npy header is not UTF-8 text (bad byte at {})",
+            e.valid_up_to()
+        ))
+    })?;
+    Ok((header, body))
+}
+
+/// What an `.npy` header says about the data after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// True when the data is column-major (first index fastest).
+    pub fortran_order: bool,
+    /// The array's dimensions.
+    pub shape: Vec<usize>,
+}
+
+/// The only element type supported: little-endian f32.
+const F32_DESCR: &str = "<f4";
+
+/// Parses the header dict exactly as numpy writes it, accepting what Python's literal
+/// syntax allows around it:
+///
+/// ```text
+/// header := [ \t]* '{' ws entry (ws ',' ws entry)* (ws ',')? ws '}' ws
+/// entry  := string ws ':' ws value
+/// value  := string | 'True' | 'False' | '(' ws ')' | '(' ws int ws ',' ws ')'
+///         | '(' ws int (ws ',' ws int)+ (ws ',')? ws ')'
+/// string := "'" chars "'" | '"' chars '"'      (no backslash escapes)
+/// int    := '0' | [1-9][0-9]*                  (Python refuses leading zeros)
+/// ```
+///
+/// The keys must be exactly `descr`, `fortran_order` and `shape`, each once, in any order;
+/// `descr` must be `<f4`. Trailing whitespace (numpy pads with spaces and a newline) is
+/// allowed; anything else after the closing brace is not.
+pub fn parse_header(text: &str) -> Result<Header> {
+    let mut p = HeaderParser { text, at: 0 };
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    // Python strips leading spaces and tabs; a newline there would be an indentation error.
+    while matches!(p.peek(), Some(b' ' | b'\t')) {
+        p.at += 1;
+    }
+    p.expect(b'{')?;
+    loop {
+        p.skip_space();
+        if p.eat(b'}') {
+            break;
+        }
+        let key_at = p.at;
+        let key = p.string()?;
+        let slot = match key {
+            "descr" => &mut descr,
+            "fortran_order" => &mut fortran_order,
+            "shape" => &mut shape,
+            other => return Err(p.error_at(key_at, &format!("unexpected key {other:?}"))),
+        };
+        if slot.is_some() {
+            return Err(p.error_at(key_at, &format!("key {key:?} given twice")));
+        }
+        p.skip_space();
+        p.expect(b':')?;
+        p.skip_space();
+        let value_at = p.at;
+        *slot = Some((p.value()?, value_at));
+        p.skip_space();
+        if p.eat(b',') {
+            continue;
+        }
+        p.expect(b'}')?;
+        break;
+    }
+    p.skip_space();
+    if p.at < text.len() {
+        return Err(p.error_at(p.at, "text after the closing '}'"));
+    }
+    let missing = |key: &str| Error::Npy(format!(".npy header has no {key:?} key"));
+    let (descr, descr_at) = descr.ok_or_else(|| missing("descr"))?;
+    let (fortran_order, fortran_at) = fortran_order.ok_or_else(|| missing("fortran_order"))?;
+    let (shape, shape_at) = shape.ok_or_else(|| missing("shape"))?;
+    match descr {
+        Value::Str(F32_DESCR) => {}
+        Value::Str(other) => fail!(
+            Npy,
+            "only little-endian f32 ('{F32_DESCR}') .npy is supported, not {other:?}"
+        ),
+        _ => return Err(p.error_at(descr_at, "'descr' must be a string")),
+    }
+    let Value::Bool(fortran_order) = fortran_order else {
+        return Err(p.error_at(fortran_at, "'fortran_order' must be True or False"));
+    };
+    let Value::Tuple(shape) = shape else {
+        return Err(p.error_at(shape_at, "'shape' must be a tuple of integers"));
+    };
+    Ok(Header {
+        fortran_order,
+        shape,
+    })
+}
+
+/// A header value.
+#[derive(Debug)]
+enum Value<'a> {
+    Str(&'a str),
+    Bool(bool),
+    Tuple(Vec<usize>),
+}
+
+/// A cursor over header text; `at` is a byte offset that is always on a char boundary
+/// because it only ever steps over ASCII bytes.
+struct HeaderParser<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> HeaderParser<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.text.as_bytes().get(self.at).copied()
+    }
+
+    fn eat(&mut self, byte: u8) -> bool {
+        let found = self.peek() == Some(byte);
+        if found {
+            self.at += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<()> {
+        if self.eat(byte) {
+            Ok(())
+        } else {
+            Err(self.error_at(self.at, &format!("expected {:?}", char::from(byte))))
+        }
+    }
+
+    /// Python's whitespace between tokens (inside brackets a newline is whitespace too).
+    fn skip_space(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r' | b'\x0c')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat_word(&mut self, word: &str) -> bool {
+        let rest = self.text.as_bytes().get(self.at..).unwrap_or_default();
+        let found = rest.starts_with(word.as_bytes())
+            && !rest
+                .get(word.len())
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_');
+        if found {
+            self.at += word.len();
+        }
+        found
+    }
+
+    fn value(&mut self) -> Result<Value<'a>> {
+        match self.peek() {
+            Some(b'\'' | b'"') => Ok(Value::Str(self.string()?)),
+            Some(b'(') => Ok(Value::Tuple(self.tuple()?)),
+            _ if self.eat_word("True") => Ok(Value::Bool(true)),
+            _ if self.eat_word("False") => Ok(Value::Bool(false)),
+            _ => Err(self.error_at(self.at, "expected a string, True, False or a tuple")),
+        }
+    }
+
+    /// A quoted string without escapes (numpy's keys and descr never need them).
+    fn string(&mut self) -> Result<&'a str> {
+        let start = self.at;
+        let quote = match self.peek() {
+            Some(q @ (b'\'' | b'"')) => q,
+            _ => return Err(self.error_at(start, "expected a quoted string")),
+        };
+        self.at += 1;
+        let body_start = self.at;
+        loop {
+            match self.peek() {
+                Some(b) if b == quote => break,
+                Some(b'\\') => return Err(self.error_at(self.at, "escapes are not supported")),
+                Some(b'\n' | b'\r') | None => {
+                    return Err(self.error_at(start, "unterminated string"))
+                }
+                Some(b) if !b.is_ascii() => return Err(self.error_at(self.at, "non-ASCII text")),
+                Some(_) => self.at += 1,
+            }
+        }
+        let body = self.text.get(body_start..self.at).unwrap_or_default();
+        self.at += 1;
+        Ok(body)
+    }
+
+    /// A tuple of non-negative integers. `(5)` is an int in Python, not a tuple.
+    fn tuple(&mut self) -> Result<Vec<usize>> {
+        let start = self.at;
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        let mut trailing_comma = false;
+        loop {
+            self.skip_space();
+            if self.eat(b')') {
+                break;
+            }
+            dims.push(self.dimension()?);
+            self.skip_space();
+            trailing_comma = self.eat(b',');
+            if !trailing_comma {
+                self.expect(b')')?;
+                break;
+            }
+        }
+        if dims.len() == 1 && !trailing_comma {
+            return Err(self.error_at(start, "'shape' must be a tuple; (n) is an integer"));
+        }
+        Ok(dims)
+    }
+
+    fn dimension(&mut self) -> Result<usize> {
+        let start = self.at;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.at += 1;
+        }
+        let digits = self.text.get(start..self.at).unwrap_or_default();
+        if digits.is_empty() {
+            let what = if self.peek() == Some(b'-') {
+                "dimensions must not be negative"
+            } else {
+                "expected a dimension"
+            };
+            return Err(self.error_at(start, what));
+        }
+        if digits.len() > 1 && digits.starts_with('0') {
+            return Err(self.error_at(start, "dimensions must not have leading zeros"));
+        }
+        digits
+            .parse::<usize>()
+            .map_err(|_| self.error_at(start, "dimension is too large"))
+    }
+
+    /// A one-line error that quotes, escaped, the header text from `at`.
+    fn error_at(&self, at: usize, what: &str) -> Error {
+        let rest = self.text.get(at..).unwrap_or_default();
+        let quoted: String = rest.chars().take(QUOTE_CHARS).collect();
+        let more = if rest.chars().nth(QUOTE_CHARS).is_some() {
+            "…"
+        } else {
+            ""
+        };
+        Error::Npy(format!(
+            "bad .npy header at byte {at}: {what}, at {:?}{more}",
+            quoted
+        ))
+    }
 }
 
 /// Reorders column-major (first index fastest) values into row-major order.
+///
+/// `data.len()` is the product of `shape` (checked by the caller), so every offset
+/// computed here is in range; `get` keeps that an invariant rather than a panic.
 fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
-    let mut out = vec![0.0; data.len()];
+    let mut out = Vec::with_capacity(data.len());
     let mut index = vec![0usize; shape.len()];
-    for v in out.iter_mut() {
+    for _ in 0..data.len() {
         // `index` walks row-major; its column-major offset picks the source.
-        let (mut offset, mut stride) = (0, 1);
+        let (mut offset, mut stride) = (0usize, 1usize);
         for (i, d) in index.iter().zip(shape) {
-            offset += i * stride;
-            stride *= d;
+            offset = offset.saturating_add(i.saturating_mul(stride));
+            stride = stride.saturating_mul(*d);
         }
-        *v = data[offset];
+        out.push(data.get(offset).copied().unwrap_or(f32::NAN));
         for (i, d) in index.iter_mut().zip(shape).rev() {
             *i += 1;
             if *i < *d {
@@ -106,21 +381,22 @@ fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
     out
 }
 
-/// Serialises an f32 array as `.npy` (version 1).
+/// Serialises an f32 array as `.npy` (version 1.0, C order), the header padded with
+/// spaces and a newline so the data starts at a multiple of 64 bytes, as numpy does.
 pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_text = if dims.len() == 1 {
-        format!("{},", dims[0])
-    } else {
-        dims.join(", ")
+    let shape_text = match dims.as_slice() {
+        [one] => format!("{one},"),
+        _ => dims.join(", "),
     };
     let mut header =
-        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({shape_text}), }}");
+        format!("{{'descr': '{F32_DESCR}', 'fortran_order': False, 'shape': ({shape_text}), }}");
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
     header.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    let mut out = MAGIC.to_vec();
+    out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
     for v in data {
@@ -133,20 +409,264 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// An `.npy` file with `header` verbatim, in the given version, and `body`.
+    fn with_header(version: u8, header: &str, body: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[version, 0]);
+        if version == 1 {
+            out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    /// A tiny deterministic generator (xorshift64), so variant tests are reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn space(&mut self) -> &'static str {
+            ["", "", " ", "  ", "\t", "\n", " \n "][self.below(7)]
+        }
+    }
+
+    /// The header text for `shape`, written one of the many ways Python would accept.
+    fn random_header(rng: &mut Rng, fortran: bool, shape: &[usize]) -> String {
+        let quote = |rng: &mut Rng, s: &str| {
+            if rng.below(2) == 0 {
+                format!("'{s}'")
+            } else {
+                format!("\"{s}\"")
+            }
+        };
+        let mut dims: Vec<String> = Vec::new();
+        for d in shape {
+            let (a, b) = (rng.space(), rng.space());
+            dims.push(format!("{a}{d}{b}"));
+        }
+        let trailing_dim_comma = shape.len() == 1 || (!shape.is_empty() && rng.below(2) == 0);
+        let tuple = format!(
+            "({}{}{})",
+            dims.join(","),
+            if trailing_dim_comma { "," } else { "" },
+            rng.space()
+        );
+        let bool_text = if fortran { "True" } else { "False" };
+        let mut entries = vec![
+            (quote(rng, "descr"), quote(rng, "<f4")),
+            (quote(rng, "fortran_order"), bool_text.to_string()),
+            (quote(rng, "shape"), tuple),
+        ];
+        // Any of the six key orders.
+        let first = rng.below(3);
+        entries.swap(0, first);
+        let second = 1 + rng.below(2);
+        entries.swap(1, second);
+        let body: Vec<String> = entries
+            .into_iter()
+            .map(|(k, v)| {
+                let (a, b, c, d) = (rng.space(), rng.space(), rng.space(), rng.space());
+                format!("{a}{k}{b}:{c}{v}{d}")
+            })
+            .collect();
+        let trailing = if rng.below(2) == 0 { "," } else { "" };
+        let lead = ["", " ", "\t "][rng.below(3)];
+        let (inner, tail) = (rng.space(), rng.space());
+        format!("{lead}{{{}{trailing}{inner}}}{tail}\n", body.join(","))
+    }
+
     #[test]
     fn round_trip() {
         let bytes = to_bytes(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
         let a = parse(&bytes).unwrap();
         assert_eq!(a.shape, vec![2, 3]);
-        assert_eq!(a.data[5], 6.5);
+        assert_eq!(a.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.5]);
         assert!(parse(&bytes[..bytes.len() - 1]).is_err());
         assert!(parse(b"not numpy at all").is_err());
-        let fortran = String::from_utf8(bytes.clone()).unwrap_or_default();
-        assert!(fortran.is_empty() || fortran.contains("False"));
-        let mut f = bytes.clone();
-        let at = f.windows(5).position(|w| w == b"False").unwrap();
-        f.splice(at..at + 5, b"True ".iter().copied());
-        let a = parse(&f).unwrap();
-        assert_eq!(a.data, vec![1.0, 3.0, 5.0, 2.0, 4.0, 6.5]);
+        for shape in [vec![], vec![0], vec![5], vec![2, 0, 3], vec![1, 2, 3, 2]] {
+            let count: usize = shape.iter().product();
+            let data: Vec<f32> = (0..count).map(|i| i as f32 * 0.5 - 1.0).collect();
+            let bytes = to_bytes(&shape, &data);
+            assert_eq!(bytes.len() % 64, (count * 4) % 64, "data starts 64-aligned");
+            let a = parse(&bytes).unwrap();
+            assert_eq!((a.shape, a.data), (shape, data));
+        }
+    }
+
+    #[test]
+    fn fortran_order_is_reordered_whatever_the_spacing() {
+        // Column-major [[1, 2, 3], [4, 5, 6]].
+        let body = f32_bytes(&[1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+        for header in [
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 3), }",
+            "{'descr':'<f4','fortran_order':True,'shape':(2,3)}",
+            "{\"shape\":(2,3),\"fortran_order\":True,\"descr\":\"<f4\"}\n",
+        ] {
+            let a = parse(&with_header(1, header, &body)).unwrap();
+            assert_eq!(a.shape, vec![2, 3]);
+            assert_eq!(a.data, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], "{header}");
+        }
+        // Three dimensions: element (i, j, k) sits at i + 2j + 6k in Fortran order.
+        let shape = [2, 3, 4];
+        let fortran: Vec<f32> = (0..24).map(|v| v as f32).collect();
+        let header = "{'descr':'<f4','fortran_order':True,'shape':(2,3,4)}";
+        let a = parse(&with_header(1, header, &f32_bytes(&fortran))).unwrap();
+        for i in 0..2 {
+            for j in 0..3 {
+                for k in 0..4 {
+                    let c = (i * shape[1] + j) * shape[2] + k;
+                    assert_eq!(a.data[c], (i + 2 * j + 6 * k) as f32);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_valid_spelling_of_a_header_is_accepted() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let shapes: [&[usize]; 6] = [&[], &[0], &[7], &[2, 3], &[1, 2, 1], &[3, 1, 2, 1]];
+        for round in 0..3000 {
+            let shape = shapes[round % shapes.len()];
+            let fortran = rng.below(2) == 0;
+            let header = random_header(&mut rng, fortran, shape);
+            let parsed = parse_header(&header).unwrap_or_else(|e| panic!("{header:?}: {e}"));
+            assert_eq!(parsed.shape, shape, "{header:?}");
+            assert_eq!(parsed.fortran_order, fortran, "{header:?}");
+            let version = [1, 2, 3][rng.below(3)];
+            let count: usize = shape.iter().product();
+            let body = f32_bytes(&vec![1.5; count]);
+            let a = parse(&with_header(version, &header, &body)).unwrap();
+            assert_eq!(a.shape, shape);
+        }
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_on_one_line() {
+        let bad = [
+            "",
+            "{",
+            "}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': 2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': ((2,),)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)} x",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,),,}",
+            "{,'descr': '<f4', 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f4' 'fortran_order': False, 'shape': (2,)}",
+            "{'descr' '<f4', 'fortran_order': False, 'shape': (2,)}",
+            // Duplicate, missing and extra keys.
+            "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'shape': (2,)}",
+            "{'descr': '<f4', 'shape': (2,)}",
+            "{'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), 'extra': True}",
+            "{descr: '<f4', 'fortran_order': False, 'shape': (2,)}",
+            // Wrong types and values.
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '>f4', 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': True, 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': 'False', 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': false, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': Falsey, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': [2]}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': '(2,)'}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2.0,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (02,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2 3)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,)}",
+            "{'descr': '<f4\", 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f\\x34', 'fortran_order': False, 'shape': (2,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2,)}\0",
+            "{'descr': 'é', 'fortran_order': False, 'shape': (2,)}",
+            " \n {'descr': '<f4', 'fortran_order': False, 'shape': (2,)}",
+        ];
+        for header in bad {
+            let e = parse(&with_header(1, header, &f32_bytes(&[0.0, 0.0])))
+                .expect_err(header)
+                .to_string();
+            assert!(!e.contains('\n') && !e.contains('\0'), "{header:?}: {e:?}");
+            assert!(e.len() < 200, "{e}");
+        }
+        let e = parse_header("{'descr': '<f4',\n 'oops'\n: 1}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\\n"), "newlines are quoted escaped: {e}");
+    }
+
+    #[test]
+    fn shapes_whose_size_overflows_are_refused() {
+        for shape in [
+            format!("({},)", usize::MAX),
+            format!("({}, 2)", usize::MAX / 2 + 1),
+            format!("({}, {})", 1usize << 32, 1usize << 32),
+            format!("({},)", usize::MAX / 4 + 1),
+        ] {
+            let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}}}");
+            let e = parse(&with_header(1, &header, &[])).unwrap_err();
+            assert!(e.to_string().contains("too many"), "{shape}: {e}");
+        }
+        // A zero dimension makes even a huge shape empty.
+        let header = format!(
+            "{{'descr': '<f4', 'fortran_order': True, 'shape': (0, {})}}",
+            usize::MAX
+        );
+        assert!(parse(&with_header(1, &header, &[]))
+            .unwrap()
+            .data
+            .is_empty());
+    }
+
+    #[test]
+    fn preamble_is_checked() {
+        let good = "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)}";
+        let body = f32_bytes(&[2.0]);
+        for version in [1, 2, 3] {
+            assert_eq!(
+                parse(&with_header(version, good, &body)).unwrap().data,
+                [2.0]
+            );
+        }
+        let mut minor = with_header(1, good, &body);
+        minor[7] = 1;
+        assert!(parse(&minor).is_err());
+        assert!(parse(&with_header(4, good, &body)).is_err());
+        let full = with_header(2, good, &body);
+        for cut in 0..12 {
+            assert!(parse(&full[..cut]).is_err());
+        }
+        // A header length past the end of the file, or past numpy's limit.
+        let mut long = with_header(2, good, &body);
+        long[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(parse(&long).is_err());
+        let padded = format!("{good}{}\n", " ".repeat(MAX_HEADER_LEN));
+        assert!(parse(&with_header(2, &padded, &body)).is_err());
+        // Latin-1 bytes are not UTF-8.
+        let mut latin1 = with_header(1, good, &body);
+        let at = latin1.iter().position(|&b| b == b'<').unwrap();
+        latin1[at] = 0xe9;
+        let e = parse(&latin1).unwrap_err().to_string();
+        assert!(e.contains("UTF-8"), "{e}");
     }
 }
