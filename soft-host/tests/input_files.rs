@@ -1,33 +1,13 @@
 //! `soft run` on hostile or unusual input files: images of extreme aspect ratio run in
 //! bounded memory, decompression bombs and malformed `.npy` headers fail on one line.
 
-use std::path::{Path, PathBuf};
+mod common;
 
-use assert_cmd::Command;
+use std::path::Path;
+
+use common::{data, micro_blob, one_line, soft};
 use image::{ImageFormat, Rgb, RgbImage};
 use predicates::prelude::*;
-
-fn soft() -> Command {
-    Command::cargo_bin("soft").unwrap()
-}
-
-/// The micro_64 golden model converted to a blob in `dir`.
-fn micro_blob(dir: &Path) -> PathBuf {
-    let blob = dir.join("m.soft");
-    soft()
-        .arg("convert")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/micro_64/ckpt.pth"))
-        .arg("-o")
-        .arg(&blob)
-        .assert()
-        .success();
-    blob
-}
-
-/// stderr is exactly one line.
-fn one_line() -> impl Predicate<str> {
-    predicate::function(|s: &str| s.trim_end().lines().count() == 1)
-}
 
 #[test]
 fn extreme_aspect_ratio_images_run() {
@@ -84,7 +64,7 @@ fn oversized_images_fail_on_one_line() {
 fn fortran_order_npy_without_spaces_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let blob = micro_blob(dir.path());
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/micro_64");
+    let golden = data("golden/micro_64");
     let c_order = soft_host::npy::read(&golden.join("input.npy")).unwrap();
     let [1, 3, h, w] = c_order.shape[..] else {
         panic!("unexpected golden shape {:?}", c_order.shape)

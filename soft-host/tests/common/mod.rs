@@ -109,6 +109,11 @@ pub fn convert_fails(name: &str, bytes: &[u8], extra: &[&str], wants: &[&str]) {
     assert_eq!(left.len(), 1, "{name}: left behind {left:?}");
 }
 
+/// Standard error that is exactly one line, as a predicate for `.stderr(…)`.
+pub fn one_line() -> impl predicates::Predicate<str> {
+    predicates::function::function(|s: &str| s.trim_end().lines().count() == 1)
+}
+
 /// The one line a failed command printed on standard error (asserting there is one).
 pub fn one_error_line(output: &std::process::Output) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
