@@ -24,6 +24,17 @@ pub enum Checkpoint {
     FinalNorm,
 }
 
+impl core::fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Checkpoint::Stem => f.write_str("the stem"),
+            Checkpoint::Block { stage, block } => write!(f, "stage {stage} block {block}"),
+            Checkpoint::Stage(stage) => write!(f, "stage {stage}"),
+            Checkpoint::FinalNorm => f.write_str("the final LayerNorm"),
+        }
+    }
+}
+
 /// A token map shown to a [`Probe`].
 #[derive(Debug, Clone, Copy)]
 pub enum Tokens<'a> {

@@ -511,7 +511,8 @@ fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<
              limit of 65504: other inputs may overflow f16 token maps (--activations f32 \
              avoids it)",
             peak.max_abs,
-            checkpoint_name(peak.at)
+            peak.at
+                .map_or_else(|| "a phase".into(), |at| at.to_string())
         ));
     }
     output.write(&bytes)?;
@@ -544,16 +545,6 @@ impl Probe for PeakActivation {
             self.max_abs = max_abs;
             self.at = Some(at);
         }
-    }
-}
-
-fn checkpoint_name(at: Option<Checkpoint>) -> String {
-    match at {
-        Some(Checkpoint::Stem) => "the stem".into(),
-        Some(Checkpoint::Block { stage, block }) => format!("stage {stage} block {block}"),
-        Some(Checkpoint::Stage(stage)) => format!("stage {stage}"),
-        Some(Checkpoint::FinalNorm) => "the final LayerNorm".into(),
-        _ => "a phase".into(),
     }
 }
 
