@@ -414,13 +414,37 @@ struct Widened {
 }
 
 /// Float storages by key, each read and widened once however many tensors view it (a
-/// checkpoint may hold tens of thousands of views of one storage).
-#[derive(Default)]
+/// checkpoint may hold tens of thousands of views of one storage), and dropped after its
+/// last view, so at most the storages still to be viewed are held beside the tensors.
 struct Storages {
     by_key: HashMap<String, Widened>,
+    /// Views not yet gathered, per storage key.
+    views_left: HashMap<String, usize>,
 }
 
 impl Storages {
+    /// Storages for `views`, each gathered exactly once.
+    fn for_views<'r>(views: impl Iterator<Item = &'r TensorRef>) -> Storages {
+        let mut views_left = HashMap::new();
+        for view in views {
+            *views_left.entry(view.storage.key.clone()).or_insert(0) += 1;
+        }
+        Storages {
+            by_key: HashMap::new(),
+            views_left,
+        }
+    }
+
+    /// Records that one view of `key` has been gathered; drops the storage after its last.
+    fn release(&mut self, key: &str) {
+        if let Some(left) = self.views_left.get_mut(key) {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.by_key.remove(key);
+            }
+        }
+    }
+
     /// The widened values of `storage`, exactly `storage.numel` of them.
     fn get(&mut self, archive: &mut Archive<'_>, storage: &Storage) -> Result<&[f32]> {
         let widened = match self.by_key.entry(storage.key.clone()) {
@@ -494,8 +518,10 @@ fn read_tensor(
     let numel = view_elements(t.offset, &t.shape, &t.stride, t.storage.numel)?;
     budget.spend(numel, &t.shape)?;
     let storage = storages.get(archive, &t.storage)?;
+    let data = gather(storage, t.offset, &t.shape, &t.stride)?;
+    storages.release(&t.storage.key);
     Ok(HostTensor {
-        data: gather(storage, t.offset, &t.shape, &t.stride)?,
+        data,
         shape: t.shape,
     })
 }
@@ -507,9 +533,7 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
     let graph = pickle::parse(&pkl).context("unpickling data.pkl")?;
     let mut notes = Vec::new();
     let items = select_state_dict(&graph, prefer, &mut notes)?;
-    let mut tensors = TensorMapBuilder::default();
-    let mut storages = Storages::default();
-    let mut budget = ElementBudget::for_file(bytes.len());
+    let mut views = Vec::new();
     let mut skipped = 0;
     for (k, v) in items {
         let key = k.as_str();
@@ -526,6 +550,12 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
             }
             return Err(unsupported_integer(key, dtype));
         }
+        views.push((key, t));
+    }
+    let mut tensors = TensorMapBuilder::default();
+    let mut storages = Storages::for_views(views.iter().map(|(_, t)| t));
+    let mut budget = ElementBudget::for_file(bytes.len());
+    for (key, t) in views {
         tensors.insert_with(key, || {
             read_tensor(&mut archive, &mut storages, &mut budget, t)
                 .with_context(|| format!("tensor {key}"))
@@ -768,18 +798,28 @@ mod tests {
             &[("0", floats([1.0, 2.0]))],
         );
         let mut archive = Archive::open(&zip).unwrap();
-        let mut storages = Storages::default();
         let storage = |numel| Storage {
             dtype: StorageType::F32,
             key: "0".into(),
             numel,
         };
+        let two_views = [0, 1].map(|_| TensorRef {
+            storage: storage(2),
+            offset: 0,
+            shape: vec![2],
+            stride: vec![1],
+        });
+        let mut storages = Storages::for_views(two_views.iter());
         let first = storages.get(&mut archive, &storage(2)).unwrap().as_ptr();
+        storages.release("0");
         let again = storages.get(&mut archive, &storage(2)).unwrap().as_ptr();
         assert_eq!(first, again);
         // A second description that disagrees with the first is refused.
         let e = storages.get(&mut archive, &storage(1)).unwrap_err();
         assert!(e.to_string().contains("described twice"), "{e}");
+        // After its last view the storage is dropped.
+        storages.release("0");
+        assert!(storages.by_key.is_empty());
 
         // Tens of thousands of one-element views of one storage: linear, not quadratic.
         const VIEWS: usize = 30_000;
