@@ -71,7 +71,8 @@ pub enum Error {
         block: u16,
     },
     /// A token map or the logits hold a NaN or infinity after a phase. With f16 token
-    /// maps this is an activation beyond f16's range (±65504), which f32 maps may hold.
+    /// maps this is an activation beyond f16's range (±65504), which f32 maps may hold;
+    /// with f32 maps, an overflow of f32 itself.
     NonFiniteActivation(Site),
     /// A kernel refused its operands' shapes: a bug in the engine, reported rather than
     /// a panic.
@@ -125,10 +126,7 @@ impl fmt::Display for Error {
                 f,
                 "attention in stage {stage} block {block} produced a non-finite value"
             ),
-            Error::NonFiniteActivation(site) => write!(
-                f,
-                "{site} produced a NaN or infinity (f16 token maps hold at most \u{b1}65504)"
-            ),
+            Error::NonFiniteActivation(site) => write!(f, "{site} produced a NaN or infinity"),
             Error::Kernel(e) => write!(f, "internal error: {e}"),
             Error::LogitsLength { expected, got } => {
                 write!(

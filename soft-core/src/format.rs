@@ -237,7 +237,7 @@ impl TensorRef<'_> {
             Dtype::F16 => self
                 .data
                 .chunks_exact(2)
-                .all(|b| u16::from_le_bytes([b[0], b[1]]) & 0x7c00 != 0x7c00),
+                .all(|b| half::f16::from_le_bytes([b[0], b[1]]).is_finite()),
             Dtype::I8 => true,
         };
         data_finite && self.scales.is_none_or(f32s_finite)

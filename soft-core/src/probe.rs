@@ -52,10 +52,9 @@ impl Tokens<'_> {
             Tokens::F32(values) => values
                 .iter()
                 .fold(true, |finite, value| finite & value.is_finite()),
-            // An f16 is a NaN or an infinity exactly when its exponent bits are all set.
-            Tokens::F16(values) => values.iter().fold(true, |finite, value| {
-                finite & (value.to_bits() & 0x7c00 != 0x7c00)
-            }),
+            Tokens::F16(values) => values
+                .iter()
+                .fold(true, |finite, value| finite & value.is_finite()),
         }
     }
 }

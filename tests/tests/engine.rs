@@ -317,7 +317,7 @@ fn f16_maps_that_overflow_are_reported_at_their_phase() {
     for (key, factor, site) in cases {
         let err = run_scaled(&[(key, factor)], Precision::F16).expect_err(key);
         assert_eq!(err, Error::NonFiniteActivation(site), "{key}");
-        assert!(err.to_string().contains("65504"), "{err}");
+        assert!(err.to_string().contains("NaN or infinity"), "{err}");
         let logits = run_scaled(&[(key, factor)], Precision::F32).unwrap();
         assert!(logits.iter().all(|l| l.is_finite()), "{key}: {logits:?}");
     }
