@@ -19,7 +19,22 @@ pub fn write(args: fmt::Arguments<'_>) -> Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    match out.write_fmt(args).and_then(|()| out.flush()) {
+    finish(out.write_fmt(args).and_then(|()| out.flush()))
+}
+
+/// Writes raw bytes to standard output (an output file named `/dev/stdout`), with the
+/// same closed-pipe rule as [`write`].
+pub fn write_bytes(bytes: &[u8]) -> Result<()> {
+    if READER_GONE.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    finish(out.write_all(bytes).and_then(|()| out.flush()))
+}
+
+/// A write's result under the closed-pipe rule.
+fn finish(result: std::io::Result<()>) -> Result<()> {
+    match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
             READER_GONE.store(true, Ordering::Relaxed);
             Ok(())

@@ -42,6 +42,17 @@ pub enum WeightDtype {
     I8,
 }
 
+impl WeightDtype {
+    /// The name `--dtype` takes and file names carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightDtype::F32 => "f32",
+            WeightDtype::F16 => "f16",
+            WeightDtype::I8 => "int8",
+        }
+    }
+}
+
 fn get<'a>(map: &'a TensorMap, key: &str) -> Result<&'a HostTensor> {
     map.get(key).or_fail_with(Error::Architecture, || {
         format!("checkpoint lacks tensor {key}")

@@ -5,12 +5,20 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::io::Output;
 use crate::{fail, require};
 use soft_core::{ChwImage, Model, Precision};
 
 use crate::checkpoint::read_checkpoint;
 use crate::pth::Prefer;
 use crate::{build_blob, infer_config, npy, AlignedBlob, ArchOptions, WeightDtype};
+
+/// The three configurations the demo converts, runs and writes, in this order.
+pub const CONFIGURATIONS: [(WeightDtype, Precision); 3] = [
+    (WeightDtype::F32, Precision::F32),
+    (WeightDtype::F16, Precision::F16),
+    (WeightDtype::I8, Precision::F16),
+];
 
 /// Side of the demo's input images (8×8 digits upsampled ×8).
 pub const SIDE: usize = 64;
@@ -96,11 +104,7 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     require!(!split.images.is_empty(), Npy, "the test split is empty");
     let inputs: Vec<Vec<f32>> = split.images.iter().map(|d| preprocess(d)).collect();
     let mut rows: Vec<Row> = Vec::new();
-    for (weights, activations) in [
-        (WeightDtype::F32, Precision::F32),
-        (WeightDtype::F16, Precision::F16),
-        (WeightDtype::I8, Precision::F16),
-    ] {
+    for (weights, activations) in CONFIGURATIONS {
         let blob = build_blob(&loaded.tensors, &cfg, weights)?;
         let aligned = AlignedBlob::new(&blob);
         let model = Model::from_blob(aligned.as_bytes())?;
@@ -182,13 +186,9 @@ pub fn table(rows: &[Row], images: usize) -> String {
          |---|---|---|---|---|---|---|\n"
     );
     for r in rows {
-        let w = match r.weights {
-            WeightDtype::F32 => "f32",
-            WeightDtype::F16 => "f16",
-            WeightDtype::I8 => "int8",
-        };
         s += &format!(
-            "| {w} | {:?} | {:.2} % | {:.2} % | {} | {} | {:.2} |\n",
+            "| {} | {:?} | {:.2} % | {:.2} % | {} | {} | {:.2} |\n",
+            r.weights.name(),
             r.activations,
             100.0 * r.accuracy,
             100.0 * r.agreement,
@@ -205,23 +205,26 @@ pub fn inputs(dir: &Path) -> [PathBuf; 3] {
     ["soft_digits.pth", "test_images.npy", "test_labels.npy"].map(|name| dir.join(name))
 }
 
-/// Writes the three blobs (`soft_digits_{f32,f16,int8}.soft`) for the firmware: all
-/// or none, and never over one of the demo's `inputs`.
-pub fn write_blobs(rows: &[Row], out: &Path, inputs: &[&Path]) -> Result<Vec<PathBuf>> {
+/// The three blob outputs in `out` (`soft_digits_{f32,f16,int8}.soft`, created if
+/// need be), checked against the demo's inputs in `dir` before any work.
+pub fn blob_outputs(dir: &Path, out: &Path) -> Result<Vec<Output>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
-    let paths: Vec<PathBuf> = rows
-        .iter()
-        .map(|r| {
-            let tag = match r.weights {
-                WeightDtype::F32 => "f32",
-                WeightDtype::F16 => "f16",
-                WeightDtype::I8 => "int8",
-            };
-            out.join(format!("soft_digits_{tag}.soft"))
-        })
-        .collect();
-    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
-    let outputs = crate::io::outputs(&refs, inputs)?;
+    let paths = CONFIGURATIONS.map(|(w, _)| out.join(format!("soft_digits_{}.soft", w.name())));
+    let inputs = inputs(dir);
+    let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
+    crate::io::outputs(&paths.each_ref().map(PathBuf::as_path), &inputs)
+}
+
+/// Writes each row's blob to its output from [`blob_outputs`]: all three are staged
+/// before any is renamed into place.
+pub fn write_blobs(rows: &[Row], outputs: &[Output]) -> Result<()> {
+    require!(
+        rows.len() == outputs.len(),
+        Check,
+        "{} configurations for {} outputs",
+        rows.len(),
+        outputs.len()
+    );
     let staged = outputs
         .iter()
         .zip(rows)
@@ -230,5 +233,5 @@ pub fn write_blobs(rows: &[Row], out: &Path, inputs: &[&Path]) -> Result<Vec<Pat
     for s in staged {
         s.commit()?;
     }
-    Ok(paths)
+    Ok(())
 }

@@ -3,14 +3,19 @@
 //!
 //! - An output that is the same file as one of the command's inputs (same device and
 //!   inode, whatever the names) is refused.
-//! - A directory, a block device or a dangling symbolic link is refused with a message
+//! - A directory, a block device or a symbolic link to nothing is refused with a message
 //!   that says so.
 //! - A regular file (new or existing) is written to a temporary file beside it and
 //!   renamed into place once complete; on failure the old file is untouched and no
 //!   temporary remains. The new file gets the mode `File::create` would give: an
-//!   existing file's mode, else `0o666` less the umask.
-//! - A FIFO or character device (`/dev/null`, `/dev/stdout`, a named pipe) is written
-//!   directly: renaming over it would replace the node with a regular file.
+//!   existing file's mode, else `0o666` less the umask. It is a new inode, so unlike
+//!   `File::create` a read-only file is replaced too, other hard links keep the old
+//!   contents, and the owner is whoever runs the command.
+//! - A FIFO or character device (`/dev/null`, a named pipe, `>(…)`) is written in place:
+//!   renaming over it would replace the node with a regular file.
+//! - Standard output and error by name (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/2`)
+//!   are the process's own streams, written through its handles: reopening them would
+//!   truncate or overwrite a file the shell redirected them to.
 //! - A symbolic link is followed: the file it points to is replaced, the link stays.
 
 use std::fs::{File, Metadata, OpenOptions};
@@ -25,7 +30,8 @@ use crate::fail;
 pub struct Output {
     /// The path as the user gave it, for messages.
     shown: PathBuf,
-    /// Where the bytes go: the path itself, or the file a symbolic link points to.
+    /// Where the bytes go: for a regular file, its canonical directory and name (a
+    /// symbolic link resolved), so two spellings of one new file compare equal.
     target: PathBuf,
     /// How to write it.
     kind: OutputKind,
@@ -37,6 +43,10 @@ enum OutputKind {
     Replace { existing: Option<Metadata> },
     /// A FIFO or character device, opened and written in place.
     Stream,
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
 }
 
 impl Output {
@@ -47,58 +57,70 @@ impl Output {
         if path.as_os_str().is_empty() {
             return usage("empty path");
         }
-        if ends_with_separator(path) {
-            return usage("is a directory; name a file in it");
-        }
-        let target = match std::fs::symlink_metadata(path) {
-            Ok(link) if link.file_type().is_symlink() => match std::fs::canonicalize(path) {
-                Ok(t) => t,
-                Err(_) => return usage("is a symbolic link to nothing; remove it or name a file"),
-            },
-            _ => path.to_path_buf(),
+        let output = |target: PathBuf, kind| {
+            Ok(Output {
+                shown: path.to_path_buf(),
+                target,
+                kind,
+            })
         };
-        let kind = match std::fs::metadata(&target) {
+        if let Some(kind) = standard_stream(path) {
+            return output(path.to_path_buf(), kind);
+        }
+        // `metadata` follows symbolic links: the kind of file the bytes would reach.
+        let meta = match std::fs::metadata(path) {
+            Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let dir = directory_of(&target);
-                if !dir.is_dir() {
-                    return usage(&format!("its directory {} does not exist", dir.display()));
+                if std::fs::symlink_metadata(path).is_ok() {
+                    return usage("is a symbolic link to nothing; remove it or name a file");
                 }
-                OutputKind::Replace { existing: None }
+                if names_a_directory(path) {
+                    return usage("is a directory; name a file in it");
+                }
+                let dir = directory_of(path);
+                let file = path.file_name().unwrap_or_default();
+                return match std::fs::canonicalize(dir) {
+                    Ok(dir) if dir.is_dir() => {
+                        output(dir.join(file), OutputKind::Replace { existing: None })
+                    }
+                    _ => usage(&format!("its directory {} does not exist", dir.display())),
+                };
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => {
-                return usage("a part of its directory is not a directory");
+                return usage(if names_a_directory(path) {
+                    "ends in a separator but is not a directory"
+                } else {
+                    "a part of its directory is not a directory"
+                });
             }
             Err(e) => return Err(Error::io("checking", path, e)),
-            Ok(meta) => {
-                for input in inputs {
-                    if let Ok(input_meta) = std::fs::metadata(input) {
-                        if same_file(&meta, &input_meta) {
-                            return usage(&format!(
-                                "is the same file as the input {}; writing it would destroy it",
-                                input.display()
-                            ));
-                        }
-                    }
-                }
-                let kind = meta.file_type();
-                if kind.is_dir() {
-                    return usage("is a directory; name a file in it");
-                } else if kind.is_file() {
-                    OutputKind::Replace {
-                        existing: Some(meta),
-                    }
-                } else if is_stream(&meta) {
-                    OutputKind::Stream
-                } else {
-                    return usage("is not a regular file, FIFO or character device");
+        };
+        for input in inputs {
+            if let Ok(input_meta) = std::fs::metadata(input) {
+                if same_file(&meta, &input_meta) {
+                    return usage(&format!(
+                        "is the same file as the input {}; writing it would destroy it",
+                        input.display()
+                    ));
                 }
             }
-        };
-        Ok(Output {
-            shown: path.to_path_buf(),
-            target,
-            kind,
-        })
+        }
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            usage("is a directory; name a file in it")
+        } else if kind.is_file() {
+            let target = std::fs::canonicalize(path).map_err(|e| Error::io("checking", path, e))?;
+            output(
+                target,
+                OutputKind::Replace {
+                    existing: Some(meta),
+                },
+            )
+        } else if is_stream(&meta) {
+            output(path.to_path_buf(), OutputKind::Stream)
+        } else {
+            usage("is not a regular file, FIFO or character device")
+        }
     }
 
     /// The path as given.
@@ -125,7 +147,9 @@ impl Output {
     /// committed only when all are ready.
     pub fn stage(&self, bytes: &[u8]) -> Result<Staged<'_>> {
         let pending = match &self.kind {
-            OutputKind::Stream => Pending::Stream(bytes.to_vec()),
+            OutputKind::Stream | OutputKind::Stdout | OutputKind::Stderr => {
+                Pending::Stream(bytes.to_vec())
+            }
             OutputKind::Replace { existing } => {
                 let dir = directory_of(&self.target);
                 let mut builder = tempfile::Builder::new();
@@ -178,15 +202,33 @@ impl Staged<'_> {
                 tmp.persist(&out.target)
                     .map_err(|e| Error::io("creating", &out.shown, e.error))?;
             }
-            Pending::Stream(bytes) => {
-                let mut file: File = OpenOptions::new()
-                    .write(true)
-                    .open(&out.target)
-                    .map_err(|e| Error::io("opening", &out.shown, e))?;
-                file.write_all(&bytes)
-                    .and_then(|()| file.flush())
-                    .map_err(|e| Error::io("writing", &out.shown, e))?;
-            }
+            Pending::Stream(bytes) => match out.kind {
+                OutputKind::Stdout => crate::console::write_bytes(&bytes)?,
+                OutputKind::Stderr => std::io::stderr()
+                    .write_all(&bytes)
+                    .map_err(|e| Error::io("writing", &out.shown, e))?,
+                _ => {
+                    let mut file: File = OpenOptions::new()
+                        .write(true)
+                        .open(&out.target)
+                        .map_err(|e| Error::io("opening", &out.shown, e))?;
+                    // Checked as a FIFO or device; if it has become a regular file since,
+                    // writing from its start would leave a mix of old and new bytes.
+                    let meta = file
+                        .metadata()
+                        .map_err(|e| Error::io("opening", &out.shown, e))?;
+                    if !is_stream(&meta) {
+                        fail!(
+                            Usage,
+                            "output {}: was a FIFO or device, is now something else",
+                            out.shown.display()
+                        );
+                    }
+                    file.write_all(&bytes)
+                        .and_then(|()| file.flush())
+                        .map_err(|e| Error::io("writing", &out.shown, e))?;
+                }
+            },
         }
         Ok(())
     }
@@ -213,6 +255,21 @@ pub fn outputs(paths: &[&Path], inputs: &[&Path]) -> Result<Vec<Output>> {
     Ok(checked)
 }
 
+/// The process's own standard output or error, where `path` names one of them.
+#[cfg(unix)]
+fn standard_stream(path: &Path) -> Option<OutputKind> {
+    match path.to_str()? {
+        "/dev/stdout" | "/dev/fd/1" | "/proc/self/fd/1" => Some(OutputKind::Stdout),
+        "/dev/stderr" | "/dev/fd/2" | "/proc/self/fd/2" => Some(OutputKind::Stderr),
+        _ => None,
+    }
+}
+
+#[cfg(not(unix))]
+fn standard_stream(_: &Path) -> Option<OutputKind> {
+    None
+}
+
 /// The directory a new file at `path` goes in.
 fn directory_of(path: &Path) -> &Path {
     match path.parent() {
@@ -223,7 +280,7 @@ fn directory_of(path: &Path) -> &Path {
 
 /// Whether `path` names a directory by its spelling (`dir/`, `.`, `..`, `dir/.`), even
 /// where no such directory exists yet.
-fn ends_with_separator(path: &Path) -> bool {
+fn names_a_directory(path: &Path) -> bool {
     let text = path.as_os_str().as_encoded_bytes();
     text.last()
         .is_some_and(|&b| std::path::is_separator(char::from(b)))

@@ -162,6 +162,38 @@ fn fifos_devices_and_symlinks_are_written_not_replaced() {
         .file_type()
         .is_char_device());
 
+    // Standard output by name is the process's own: redirected to a file, the file gets
+    // the logits then the report (not replaced, not overwritten from its start); piped,
+    // the reader gets them.
+    let log = dir.path().join("log.txt");
+    std::fs::write(&log, b"earlier\n").unwrap();
+    let inode = std::fs::metadata(&log).unwrap().ino();
+    let appended = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    let status = soft_process()
+        .arg("run")
+        .arg(&blob)
+        .arg("--input-npy")
+        .arg(input_npy())
+        .args(["--logits-out", "/dev/stdout"])
+        .stdout(appended)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let text = std::fs::read(&log).unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().ino(), inode);
+    assert!(text.starts_with(b"earlier\n\x93NUMPY"), "{text:?}");
+    assert!(String::from_utf8_lossy(&text).contains("arena high-water mark"));
+    let piped = soft_process()
+        .arg("run")
+        .arg(&blob)
+        .arg("--input-npy")
+        .arg(input_npy())
+        .args(["--logits-out", "/dev/stdout"])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(piped.stdout.starts_with(b"\x93NUMPY"));
+
     // A symbolic link is written through: its target gets the logits, the link stays.
     let target = dir.path().join("target.npy");
     std::fs::write(&target, b"old").unwrap();
@@ -312,6 +344,23 @@ fn export_writes_valid_inert_rust_for_any_file_name_or_nothing() {
             .collect();
         assert_eq!(left, ["model.soft"], "left behind {left:?}");
     }
+}
+
+#[test]
+fn the_demo_checks_its_outputs_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("soft_digits_f16.soft")).unwrap();
+    let a = soft()
+        .arg("demo")
+        .arg("--out")
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .code(1);
+    assert!(one_error_line(a.get_output()).contains("is a directory"));
+    // Refused before the split was run: no table, no blob.
+    assert!(a.get_output().stdout.is_empty());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 #[test]

@@ -384,13 +384,13 @@ fn ensure_demo_blobs(root: &Path) -> Result<()> {
     let models = root.join("models").join("digits");
     if BLOBS.iter().any(|(_, f)| !demo_dir.join(f).is_file()) {
         eprintln!("== demo blobs missing: running the demo (soft demo)");
+        let outputs = soft_host::demo::blob_outputs(&models, &demo_dir)?;
         let images = load_split(&models)?.images.len();
         let rows = soft_host::demo::evaluate(&models, || {})?;
         print!("{}", soft_host::demo::table(&rows, images));
-        let inputs = soft_host::demo::inputs(&models);
-        let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-        for p in soft_host::demo::write_blobs(&rows, &demo_dir, &inputs)? {
-            eprintln!("wrote {}", p.display());
+        soft_host::demo::write_blobs(&rows, &outputs)?;
+        for o in &outputs {
+            eprintln!("wrote {}", o.path().display());
         }
         soft_host::demo::check(&rows)?;
     }
