@@ -25,7 +25,10 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::debug;
 use defmt::println;
 use defmt_semihosting as _; // the global defmt logger: frames go to the host's stdout
-use soft_core::kernels::{Kernels, Lhs, Out, Rhs, RhsData, Start, Strided, Vector};
+use soft_core::kernels::quant::quant_values_len;
+use soft_core::kernels::{
+    Kernels, Lhs, Out, QuantRowsMut, QuantWeights, Rhs, RhsData, Start, Strided, Vector,
+};
 use soft_core::probe::{Checkpoint, Tokens};
 use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
@@ -269,6 +272,13 @@ static BENCH_I8: [i8; BENCH_IN * BENCH_OUT] = {
     }
     out
 };
+/// Word-aligned, as the DSP kernels read their operands (an arena gives that too).
+#[repr(C, align(4))]
+struct WordAligned<T>(T);
+
+/// The int8 weights again, word-aligned and read output-major (`BENCH_IN` is a multiple
+/// of 16, so no padding), for the integer linear layer.
+static BENCH_I8_ROWS: WordAligned<[i8; BENCH_IN * BENCH_OUT]> = WordAligned(BENCH_I8);
 static BENCH_F32: [f32; BENCH_IN * BENCH_OUT] = {
     let mut out = [0f32; BENCH_IN * BENCH_OUT];
     let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
@@ -316,15 +326,55 @@ fn bench_linear() {
             println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
             debug::exit(debug::EXIT_FAILURE);
         }
-        // Keep the result observable so the call is not optimised away.
-        let checksum = y.iter().fold(0u32, |a, v| a.rotate_left(1) ^ v.to_bits());
-        println!(
-            "KERNEL {=str} {=usize} {=u64} {=u32:08x}",
-            name,
-            BENCH_TOKENS * BENCH_IN * BENCH_OUT,
-            elapsed,
-            checksum
-        );
+        log_kernel(name, elapsed, &y);
+    }
+    bench_integer_linear(&x, bias);
+}
+
+/// Logs one `KERNEL` line; the checksum keeps the result observable, so the call is not
+/// optimised away.
+fn log_kernel(name: &str, elapsed: u64, y: &[f32]) {
+    let checksum = y.iter().fold(0u32, |a, v| a.rotate_left(1) ^ v.to_bits());
+    println!(
+        "KERNEL {=str} {=usize} {=u64} {=u32:08x}",
+        name,
+        BENCH_TOKENS * BENCH_IN * BENCH_OUT,
+        elapsed,
+        checksum
+    );
+}
+
+/// The same layer as W8A8 (per-token quantisation, then the integer GEMM, as the
+/// engine will call them): timed with the fastest kernels (`linear-w8a8`) and the
+/// generic ones, whose outputs must agree bit for bit.
+fn bench_integer_linear(x: &[f32], bias: Start<'_>) {
+    const VALUES: usize = quant_values_len(BENCH_TOKENS, BENCH_IN);
+    let mut values = WordAligned([0i16; VALUES]);
+    let mut scales = [0f32; BENCH_TOKENS];
+    let mut results = [[0f32; BENCH_TOKENS * BENCH_OUT]; 2];
+    let tables = [("linear-w8a8", Kernels::detect()), ("linear-w8a8-generic", Kernels::generic())];
+    for ((name, kernels), y) in tables.into_iter().zip(results.iter_mut()) {
+        let call = |values: &mut [i16], scales: &mut [f32], y: &mut [f32]| {
+            let src = Strided::rows_of(x, BENCH_TOKENS, BENCH_IN, BENCH_IN)?;
+            let mut q = QuantRowsMut::new(values, scales, BENCH_TOKENS, BENCH_IN)?;
+            kernels.quantize(&src, &mut q)?;
+            let w = QuantWeights::new(&BENCH_I8_ROWS.0, &BENCH_SCALES, BENCH_OUT, BENCH_IN)?;
+            let mut out = Out::new(y, BENCH_TOKENS, BENCH_OUT, BENCH_OUT)?;
+            kernels.gemm_q8(&q.as_rows(), &w, bias, &mut out)
+        };
+        let t0 = ticks();
+        let result = call(&mut values.0, &mut scales, y);
+        let elapsed = ticks() - t0;
+        if let Err(e) = result {
+            println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
+            debug::exit(debug::EXIT_FAILURE);
+        }
+        log_kernel(name, elapsed, y);
+    }
+    let [fast, generic] = &results;
+    if fast.iter().zip(generic).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        println!("PANIC kernel bench: the W8A8 kernels differ from the generic ones");
+        debug::exit(debug::EXIT_FAILURE);
     }
 }
 

@@ -3,10 +3,14 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(soft_arm_dsp)]
+#[allow(unsafe_code)]
+pub mod arm;
 pub mod error;
 pub mod generic;
 pub mod math;
 pub mod operand;
+pub mod quant;
 mod table;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -20,7 +24,8 @@ pub use operand::{
     widen, widen_finite, Elems, ElemsMut, Lhs, Out, Rhs, RhsData, Start, Strided, TokenElem,
     Vector, MAX_PIECES,
 };
-pub use table::Kernels;
+pub use quant::{QuantRows, QuantRowsMut, QuantWeights};
+pub use table::{Kernels, MAX_Q8_DEPTH};
 
 impl Kernels {
     /// The generic kernels, available everywhere.
@@ -29,7 +34,7 @@ impl Kernels {
     }
 
     /// The fastest kernels this CPU runs: on x86-64, AVX-512F, else AVX2 (+F16C), else
-    /// generic. With the `std` feature the CPU is asked at run time; without it, only
+    /// generic; on ARMv7E-M (Cortex-M4, M7), the DSP kernels. With the `std` feature the CPU is asked at run time; without it, only
     /// what the build's target features guarantee is used.
     pub fn detect() -> &'static Kernels {
         Kernels::available().last().unwrap_or(&generic::GENERIC)
@@ -43,7 +48,11 @@ impl Kernels {
             {
                 [x86_64::avx2(), x86_64::avx512()]
             }
-            #[cfg(not(target_arch = "x86_64"))]
+            #[cfg(soft_arm_dsp)]
+            {
+                [Some(&arm::DSP), None]
+            }
+            #[cfg(not(any(target_arch = "x86_64", soft_arm_dsp)))]
             {
                 [None, None]
             }

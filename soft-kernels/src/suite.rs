@@ -240,6 +240,124 @@ impl GemmCase {
     }
 }
 
+/// The integer linear layer's contract, from plain f32 rows and natural-order weights
+/// (no layout): per-token quantisation, the exact integer sum, the fixed rescale.
+pub fn gemm_q8_contract(
+    x: &[f32],
+    rows: usize,
+    depth: usize,
+    w: &[i8],
+    w_scales: &[f32],
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
+    let outputs = w_scales.len();
+    let mut out = vec![0.0f32; rows * outputs];
+    for t in 0..rows {
+        let row = &x[t * depth..(t + 1) * depth];
+        let mut m = 0.0f32;
+        for &v in row {
+            if v.abs() > m {
+                m = v.abs();
+            }
+        }
+        let (inverse, scale) = if m > 0.0 {
+            (127.0 / m, m / 127.0)
+        } else {
+            (0.0, 0.0)
+        };
+        let q: Vec<i32> = row
+            .iter()
+            .map(|&v| {
+                let y = v * inverse;
+                // Round half to even, by hand.
+                let floor = y.floor();
+                let rounded = match (y - floor).partial_cmp(&0.5) {
+                    Some(core::cmp::Ordering::Less) => floor,
+                    Some(core::cmp::Ordering::Greater) => floor + 1.0,
+                    _ if floor % 2.0 == 0.0 => floor,
+                    _ => floor + 1.0,
+                };
+                rounded.clamp(-127.0, 127.0) as i32
+            })
+            .collect();
+        for o in 0..outputs {
+            let acc: i32 = (0..depth).map(|k| q[k] * i32::from(w[o * depth + k])).sum();
+            let b = bias.map_or(0.0, |b| b[o]);
+            out[t * outputs + o] = ((acc as f32) * scale) * w_scales[o] + b;
+        }
+    }
+    out
+}
+
+/// One integer linear layer: activations (with outliers and all-zero rows), weights in
+/// natural order, scales, bias or none.
+#[derive(Debug, Clone)]
+pub struct Q8Case {
+    rows: usize,
+    depth: usize,
+    x: Vec<f32>,
+    w: Vec<i8>,
+    w_scales: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+prop_compose! {
+    /// Shapes across the depth group (16) and the token pair, values across the range.
+    pub fn q8_case()(rows in 0usize..7, depth in 1usize..70, outputs in 1usize..12)(
+        x in prop::collection::vec(prop_oneof![6 => -2.0f32..2.0, 1 => Just(0.0f32), 1 => -1e4f32..1e4], rows * depth),
+        zero_row in any::<bool>(),
+        w in prop::collection::vec(any::<i8>(), outputs * depth),
+        w_scales in prop::collection::vec(1e-4f32..1.0, outputs),
+        bias in prop::option::of(prop::collection::vec(-1.0f32..1.0, outputs)),
+        rows in Just(rows),
+        depth in Just(depth),
+    ) -> Q8Case {
+        let mut x = x;
+        if zero_row && rows > 0 {
+            x[..depth].fill(0.0);
+        }
+        Q8Case { rows, depth, x, w, w_scales, bias }
+    }
+}
+
+impl Q8Case {
+    /// `kernels`' output and the contract's.
+    pub fn run(&self, kernels: &Kernels) -> (Vec<f32>, Vec<f32>) {
+        use crate::quant::{padded_depth, quant_values_len, QuantRowsMut, QuantWeights};
+        let (rows, depth, outputs) = (self.rows, self.depth, self.w_scales.len());
+        let padded = padded_depth(depth);
+        let mut w = vec![0i8; outputs * padded];
+        for o in 0..outputs {
+            w[o * padded..o * padded + depth].copy_from_slice(&self.w[o * depth..(o + 1) * depth]);
+        }
+        // Poisoned buffers: the kernels must write every value they later read.
+        let mut values = vec![0x5555i16; quant_values_len(rows, depth)];
+        let mut scales = vec![f32::NAN; rows];
+        let src = Strided::rows_of(&self.x, rows, depth, depth).unwrap();
+        let mut q = QuantRowsMut::new(&mut values, &mut scales, rows, depth).unwrap();
+        kernels.quantize(&src, &mut q).unwrap();
+        let weights = QuantWeights::new(&w, &self.w_scales, outputs, depth).unwrap();
+        let mut got = vec![f32::NAN; rows * outputs];
+        let start = match &self.bias {
+            Some(b) => Start::Bias(Vector::F32(b)),
+            None => Start::Zero,
+        };
+        let mut out = Out::new(&mut got, rows, outputs, outputs).unwrap();
+        kernels
+            .gemm_q8(&q.as_rows(), &weights, start, &mut out)
+            .unwrap();
+        let want = gemm_q8_contract(
+            &self.x,
+            rows,
+            depth,
+            &self.w,
+            &self.w_scales,
+            self.bias.as_deref(),
+        );
+        (got, want)
+    }
+}
+
 /// Gives one kernel implementation the whole suite. `$kernels` is an
 /// `Option<&'static Kernels>`; where it is `None` (the CPU lacks the instructions) the
 /// tests pass without checking, and say so.
@@ -264,6 +382,13 @@ macro_rules! kernel_suite {
                     let Some(k) = kernels() else { return Ok(()) };
                     let (got, want) = case.run(k);
                     assert_bits("gemm", &got, &want)?;
+                }
+
+                #[test]
+                fn integer_linear_layer_matches_the_contract(case in q8_case()) {
+                    let Some(k) = kernels() else { return Ok(()) };
+                    let (got, want) = case.run(k);
+                    assert_bits("gemm_q8", &got, &want)?;
                 }
 
                 #[test]

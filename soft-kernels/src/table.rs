@@ -6,6 +6,10 @@ use half::f16;
 
 use crate::error::{Error, Result};
 use crate::operand::{Elems, ElemsMut, Lhs, Out, Rhs, Start, Strided, Vector};
+use crate::quant::{QuantRows, QuantRowsMut, QuantWeights};
+
+/// The deepest integer dot product: `127 · 127 · depth` must fit an i32.
+pub const MAX_Q8_DEPTH: usize = 1 << 17;
 
 /// `out = start + lhs · rhs`.
 pub(crate) type GemmFn = fn(&Lhs<'_>, &Rhs<'_>, Start<'_>, &mut Out<'_>);
@@ -17,6 +21,10 @@ pub(crate) type RowFn = fn(&mut [f32]);
 pub(crate) type DepthwiseFn = fn(Elems<'_>, &[f32], usize, &mut [f32]);
 /// LayerNorm of rows.
 pub(crate) type LayerNormFn = fn(&mut [f32], usize, &Vector<'_>, &Vector<'_>, f32);
+/// Per-token int8 quantisation of activation rows.
+pub(crate) type QuantizeFn = fn(&Strided<'_>, &mut QuantRowsMut<'_>);
+/// `out = rescale(x_q · w_qᵀ) + bias`, the integer linear layer.
+pub(crate) type GemmQ8Fn = fn(&QuantRows<'_>, &QuantWeights<'_>, Start<'_>, &mut Out<'_>);
 /// The multiply-and-add peak probe: steps in, (multiply-adds done, a result to keep).
 pub(crate) type PeakFn = fn(usize) -> (u64, f32);
 
@@ -35,6 +43,8 @@ pub struct Kernels {
     pub(crate) depthwise: DepthwiseFn,
     pub(crate) layer_norm: LayerNormFn,
     pub(crate) peak: PeakFn,
+    pub(crate) quantize: QuantizeFn,
+    pub(crate) gemm_q8: GemmQ8Fn,
 }
 
 fn same(what: &'static str, left: usize, right: usize) -> Result<()> {
@@ -156,6 +166,50 @@ impl Kernels {
             });
         }
         (self.depthwise)(src, scales, group, out);
+        Ok(())
+    }
+
+    /// Quantises each row of `src` to int8 for [`Kernels::gemm_q8`]: with
+    /// `m = max_k |x[k]|` (NaN ignored), the row's scale is `m / 127` and
+    /// `q[k] = round_ties_even(x[k] · (127 / m))` clamped to ±127 (scale and values 0
+    /// where `m` is 0), written in the layout of [`crate::quant`].
+    pub fn quantize(&self, src: &Strided<'_>, dst: &mut QuantRowsMut<'_>) -> Result<()> {
+        same("quantise rows", src.rows(), dst.rows())?;
+        same("quantise depth", src.cols(), dst.depth())?;
+        (self.quantize)(src, dst);
+        Ok(())
+    }
+
+    /// The integer linear layer: `out[t][o] = ((acc as f32) · sx[t]) · sw[o] + b[o]`,
+    /// `acc = Σ_k q[t][k] · w[o][k]` exact in i32 (so in any order), `b` the bias
+    /// ([`Start::Bias`]) or +0.0 ([`Start::Zero`]).
+    pub fn gemm_q8(
+        &self,
+        x: &QuantRows<'_>,
+        w: &QuantWeights<'_>,
+        start: Start<'_>,
+        out: &mut Out<'_>,
+    ) -> Result<()> {
+        same("activation depth vs weight depth", x.depth(), w.depth())?;
+        same("activation rows vs out rows", x.rows(), out.rows())?;
+        same("weight outputs vs out cols", w.outputs(), out.cols())?;
+        if x.depth() > MAX_Q8_DEPTH {
+            return Err(Error::Unsupported("integer dot products deeper than 2^17"));
+        }
+        match start {
+            Start::Bias(b) if b.len() < out.cols() => {
+                return Err(Error::OutOfBounds {
+                    operand: "bias",
+                    needed: out.cols(),
+                    len: b.len(),
+                })
+            }
+            Start::Accumulate => {
+                return Err(Error::Unsupported("accumulating integer sums across calls"))
+            }
+            _ => {}
+        }
+        (self.gemm_q8)(x, w, start, out);
         Ok(())
     }
 

@@ -4,6 +4,8 @@
 
 mod gauss;
 mod gemm;
+mod quant;
+
 mod rows;
 
 use crate::table::Kernels;
@@ -21,6 +23,8 @@ pub static GENERIC: Kernels = Kernels {
     depthwise: rows::depthwise,
     layer_norm: rows::layer_norm,
     peak: rows::peak,
+    quantize: quant::quantize,
+    gemm_q8: quant::gemm_q8,
 };
 
 #[cfg(test)]

@@ -175,6 +175,10 @@ macro_rules! isa_table {
                 depthwise,
                 layer_norm,
                 peak,
+                // The integer layer runs the generic kernels here until an AVX2 version
+                // (vpmaddwd) lands.
+                quantize: crate::generic::GENERIC.quantize,
+                gemm_q8: crate::generic::GENERIC.gemm_q8,
             };
         }
     };
