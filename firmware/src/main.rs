@@ -33,6 +33,7 @@ use soft_core::probe::{Checkpoint, Tokens};
 use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod board;
+mod stack;
 #[cfg(feature = "psram")]
 mod psram;
 
@@ -132,6 +133,7 @@ fn ticks() -> u64 {
 fn main() -> ! {
     // cortex-m-rt turns this into a `&'static mut` handed out once: no `unsafe` needed.
     static mut ARENA: ArenaBuffer<ARENA_SIZE> = ArenaBuffer::new();
+    stack::paint();
 
     let mut core = cortex_m::Peripherals::take().unwrap();
     core.SYST.set_clock_source(SystClkSource::Core);
@@ -145,6 +147,11 @@ fn main() -> ! {
     let result = run(&mut ARENA.0, &mut serial);
     #[cfg(feature = "psram")]
     let result = psram::run(&mut ARENA.0, &mut serial);
+    let (statics, stack) = stack::usage();
+    println!(
+        "MEMORY {=usize} {=usize} {=usize}",
+        ARENA_SIZE, statics, stack
+    );
     let code = match result {
         Ok(()) => {
             println!("DONE");
@@ -180,6 +187,8 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
     println!("CALIB {=u32} {=u64}", CALIB, ticks() - t0);
 
     bench_linear();
+    // The benchmark's buffers are not the model's: measure the stack from here.
+    stack::paint();
 
     for (tag, blob) in [("f16", F16_BLOB), ("int8", INT8_BLOB)] {
         let model = Model::from_blob(&blob.0)?;
@@ -293,7 +302,9 @@ static BENCH_SCALES: [f32; BENCH_OUT] = [0.01; BENCH_OUT];
 static BENCH_BIAS: [f32; BENCH_OUT] = [0.25; BENCH_OUT];
 
 /// Times one linear layer (the kernel table's GEMM, as the engine calls it) once per
-/// weight format and logs `KERNEL` lines.
+/// weight format and logs `KERNEL` lines. Never inlined: its buffers must not sit in
+/// the caller's frame, where they would count as the model's stack.
+#[inline(never)]
 fn bench_linear() {
     let mut x = [0f32; BENCH_TOKENS * BENCH_IN];
     for (i, v) in x.iter_mut().enumerate() {

@@ -102,6 +102,7 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         calib,
         done,
     } = parse(&output)?;
+    let ram = memory(&output)?;
 
     // 4. Host reference and comparison.
     let split = load_split(&models)?;
@@ -207,6 +208,10 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         failures.push(format!(
             "clock calibration off: {calibrated:.3} instructions per tick, expected {INSTRUCTIONS_PER_TICK}"
         ));
+    }
+    match &ram {
+        Some(m) => print_memory(m),
+        None => failures.push("the firmware printed no MEMORY line".into()),
     }
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     if failures.is_empty() {
@@ -356,6 +361,8 @@ fn psram(timeout: Duration) -> Result<()> {
                 .collect::<Vec<_>>()
         )
     );
+    let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
+    print_memory(&ram);
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     ensure!(
         uart.contains("soft psram: soft_tiny top-1 class"),
@@ -567,6 +574,41 @@ fn parse(output: &str) -> Result<Output> {
         calib: calib.context("the firmware printed no CALIB line")?,
         done,
     })
+}
+
+/// The device's RAM as the firmware's `MEMORY` line reports it.
+struct Memory {
+    /// The arena, a static.
+    arena: usize,
+    /// Every static (`.data`, `.bss`), the arena included.
+    statics: usize,
+    /// The stack's high-water mark during the inferences.
+    stack: usize,
+}
+
+/// The firmware's `MEMORY` line, if it printed one.
+fn memory(output: &str) -> Result<Option<Memory>> {
+    for line in output.lines() {
+        if let ["MEMORY", arena, statics, stack] = line.split_whitespace().collect::<Vec<_>>()[..] {
+            return Ok(Some(Memory {
+                arena: arena.parse()?,
+                statics: statics.parse()?,
+                stack: stack.parse()?,
+            }));
+        }
+    }
+    Ok(None)
+}
+
+/// One line for the README: arena, other statics, stack, total.
+fn print_memory(m: &Memory) {
+    println!(
+        "RAM on the device: arena {} + other statics {} + stack high-water {} = {} bytes",
+        group(m.arena as u64),
+        group(m.statics.saturating_sub(m.arena) as u64),
+        group(m.stack as u64),
+        group((m.statics + m.stack) as u64)
+    );
 }
 
 /// How many of the bit patterns are identical, and the largest distance in ulps.
