@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::f16;
-use soft_kernels::{Kernels, Lhs, Out, Rhs, RhsData, Start, Strided, Vector};
+use soft_kernels::quant::quant_values_len;
+use soft_kernels::{
+    Kernels, Lhs, Out, QuantRowsMut, QuantWeights, Rhs, RhsData, Start, Strided, Vector,
+};
 
 mod baselines;
 use baselines::*;
@@ -91,6 +94,29 @@ fn bench_linear(c: &mut Criterion) {
                 "f32" => bn.iter(|| naive_linear(black_box(&wt), |v| v, &b, &x, &mut y, ni)),
                 "f16" => bn.iter(|| naive_linear(black_box(&w16t), widen16, &b, &x, &mut y, ni)),
                 _ => bn.iter(|| naive_linear_i8(black_box(&qt), &scales, &b, &x, &mut y, ni)),
+            });
+        }
+        // W8A8: each token quantised to int8, then the integer GEMM (weights output-major;
+        // these depths are multiples of 16, so `qt` needs no padding).
+        naive_linear_i8(&qt, &scales, &b, &x, &mut want, ni);
+        let mut values = vec![0i16; quant_values_len(tokens, ni)];
+        let mut token_scales = vec![0.0f32; tokens];
+        for k in Kernels::available() {
+            let mut run = |y: &mut [f32]| {
+                let src = Strided::rows_of(&x, tokens, ni, ni).expect("src");
+                let mut rows =
+                    QuantRowsMut::new(&mut values, &mut token_scales, tokens, ni).expect("rows");
+                k.quantize(&src, &mut rows).expect("quantize");
+                let w = QuantWeights::new(&qt, &scales, no, ni).expect("weights");
+                let mut out = Out::new(y, tokens, no, no).expect("out");
+                k.gemm_q8(&rows.as_rows(), &w, Start::Bias(Vector::F32(&b)), &mut out)
+                    .expect("gemm_q8");
+            };
+            run(&mut y);
+            // Activation rounding on top of the weights': a looser match.
+            assert_close("w8a8", &y, &want, 3e-2);
+            group.bench_function(BenchmarkId::new(k.name(), "w8a8"), |bn| {
+                bn.iter(|| run(black_box(&mut y)))
             });
         }
         group.finish();

@@ -301,9 +301,20 @@ pub struct Q8Case {
     bias: Option<Vec<f32>>,
 }
 
+/// Shapes across the depth group (16), the token quad and the x86 kernels' eight-output
+/// vectors, values across the range.
+pub fn q8_case() -> impl Strategy<Value = Q8Case> {
+    q8_case_in(0..7, 1..70, 1..20)
+}
+
+/// Depths across the x86 kernels' 1024-depth panels, so partial sums cross chunks.
+pub fn deep_q8_case() -> impl Strategy<Value = Q8Case> {
+    q8_case_in(1..6, 1000..2100, 1..11)
+}
+
 prop_compose! {
-    /// Shapes across the depth group (16) and the token pair, values across the range.
-    pub fn q8_case()(rows in 0usize..7, depth in 1usize..70, outputs in 1usize..12)(
+    /// An integer layer with shapes from the given ranges.
+    pub fn q8_case_in(rows: core::ops::Range<usize>, depth: core::ops::Range<usize>, outputs: core::ops::Range<usize>)(rows in rows, depth in depth, outputs in outputs)(
         x in prop::collection::vec(prop_oneof![6 => -2.0f32..2.0, 1 => Just(0.0f32), 1 => -1e4f32..1e4], rows * depth),
         zero_row in any::<bool>(),
         w in prop::collection::vec(any::<i8>(), outputs * depth),
@@ -389,6 +400,13 @@ macro_rules! kernel_suite {
                     let Some(k) = kernels() else { return Ok(()) };
                     let (got, want) = case.run(k);
                     assert_bits("gemm_q8", &got, &want)?;
+                }
+
+                #[test]
+                fn deep_integer_linear_layer_matches_the_contract(case in deep_q8_case()) {
+                    let Some(k) = kernels() else { return Ok(()) };
+                    let (got, want) = case.run(k);
+                    assert_bits("deep gemm_q8", &got, &want)?;
                 }
 
                 #[test]

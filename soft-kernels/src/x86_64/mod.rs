@@ -13,6 +13,7 @@
 mod gemm;
 mod lanes;
 mod math;
+mod quant;
 mod rows;
 
 use crate::table::Kernels;
@@ -39,8 +40,9 @@ macro_rules! isa_table {
             use half::f16;
 
             use super::lanes::$lanes as L;
-            use super::{gemm, math, rows};
+            use super::{gemm, math, quant, rows};
             use crate::operand::{Elems, Lhs, Out, Rhs, Start, Strided, Vector};
+            use crate::quant::{QuantRows, QuantWeights};
             use crate::table::Kernels;
 
             #[target_feature(enable = $features)]
@@ -104,6 +106,17 @@ macro_rules! isa_table {
             }
 
             #[target_feature(enable = $features)]
+            unsafe fn gemm_q8_isa(
+                x: &QuantRows<'_>,
+                w: &QuantWeights<'_>,
+                start: Start<'_>,
+                out: &mut Out<'_>,
+            ) {
+                // SAFETY: forwarded from the safe wrapper below ($features include AVX2).
+                unsafe { quant::gemm_q8(x, w, start, out) }
+            }
+
+            #[target_feature(enable = $features)]
             unsafe fn peak_isa(steps: usize) -> (u64, f32) {
                 // SAFETY: forwarded from the safe wrapper below.
                 unsafe { rows::peak::<L>(steps) }
@@ -163,6 +176,16 @@ macro_rules! isa_table {
                 unsafe { peak_isa(steps) }
             }
 
+            fn gemm_q8(
+                x: &QuantRows<'_>,
+                w: &QuantWeights<'_>,
+                start: Start<'_>,
+                out: &mut Out<'_>,
+            ) {
+                // SAFETY: see above.
+                unsafe { gemm_q8_isa(x, w, start, out) }
+            }
+
             pub(super) static TABLE: Kernels = Kernels {
                 name: $name,
                 gemm,
@@ -175,10 +198,9 @@ macro_rules! isa_table {
                 depthwise,
                 layer_norm,
                 peak,
-                // The integer layer runs the generic kernels here until an AVX2 version
-                // (vpmaddwd) lands.
+                // Quantisation is O(tokens · depth) beside the GEMM's O(· outputs).
                 quantize: crate::generic::GENERIC.quantize,
-                gemm_q8: crate::generic::GENERIC.gemm_q8,
+                gemm_q8,
             };
         }
     };
