@@ -26,11 +26,12 @@ use cortex_m_semihosting::debug;
 use defmt::println;
 use defmt_semihosting as _; // the global defmt logger: frames go to the host's stdout
 use soft_core::kernels::quant::quant_values_len;
+use soft_core::kernels::rng::XorShift64;
 use soft_core::kernels::{
     Kernels, Lhs, Out, QuantRowsMut, QuantWeights, Rhs, RhsData, Start, Strided, Vector,
 };
 use soft_core::probe::{Checkpoint, Tokens};
-use soft_core::{ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
+use soft_core::{argmax, ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod board;
 mod stack;
@@ -168,13 +169,6 @@ fn main() -> ! {
     }
 }
 
-/// Index of the largest value.
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |best, i| match (v.get(i), v.get(best)) {
-        (Some(a), Some(b)) if a > b => i,
-        _ => best,
-    })
-}
 
 fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Result<()> {
     println!("SOFT-FIRMWARE {=usize} {=usize}", arena.len(), DIGITS.len());
@@ -243,16 +237,14 @@ const BENCH_IN: usize = 96;
 const BENCH_OUT: usize = 384;
 const BENCH_TOKENS: usize = 8;
 
-/// A fixed pseudo-random sequence (xorshift32), so the weights are the same every build.
+/// A fixed pseudo-random sequence (the project's xorshift64, top 32 bits), so the
+/// weights are the same every build.
 const fn pattern<const N: usize>(seed: u32) -> [u32; N] {
     let mut out = [0u32; N];
-    let mut x = seed;
+    let mut rng = XorShift64::new(seed as u64);
     let mut i = 0;
     while i < N {
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        out[i] = x;
+        out[i] = (rng.next_u64() >> 32) as u32;
         i += 1;
     }
     out

@@ -433,8 +433,8 @@ mod tests {
         /// reach the exact inverse, and the worker split changes no bit.
         #[test]
         fn newton_schulz_inverts_well_conditioned_symmetric(m in 1usize..40, seed in any::<u64>()) {
-            let mut s = seed | 1;
-            let mut rnd = || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; (s >> 40) as f32 / (1u64 << 24) as f32 };
+            let mut r = soft_kernels::rng::XorShift64::new(seed | 1);
+            let mut rnd = || r.unit();
             let mut p = vec![0.0f32; m * m];
             for i in 0..m {
                 for j in 0..i {

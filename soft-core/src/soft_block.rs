@@ -1027,13 +1027,8 @@ mod tests {
         normalized: bool,
         seed: u64,
     ) -> Case {
-        let mut s = seed | 1;
-        let mut rnd = move || {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        };
+        let mut values = soft_kernels::rng::XorShift64::new(seed | 1);
+        let mut rnd = move || values.signed();
         let c = heads * d;
         let m = (rows / r) * (cols / r);
         let dims = SoftDims {

@@ -7,6 +7,7 @@ use crate::error::{Context, Error, OrFail, Result};
 use crate::{fail, require};
 use soft_core::format::{self, Dtype, TensorId, TensorKind as K, TensorSpec};
 use soft_core::ModelConfig;
+use soft_kernels::rng::XorShift64;
 
 use crate::checkpoint::{HostTensor, TensorMap};
 
@@ -701,13 +702,8 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
 // The stage index addresses several parallel config arrays at once.
 #[allow(clippy::needless_range_loop)]
 pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
-    let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
+    let mut weights = XorShift64::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let mut uniform = move || weights.signed();
     let mut map = TensorMap::new();
     let put =
         |map: &mut TensorMap, key: String, shape: Vec<usize>, fill: &mut dyn FnMut() -> f32| {
@@ -762,15 +758,8 @@ pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
             c[s],
         );
     }
-    let mut rng = {
-        let mut st = seed.wrapping_add(1) | 1;
-        move || {
-            st ^= st << 13;
-            st ^= st >> 7;
-            st ^= st << 17;
-            (st >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-        }
-    };
+    let mut small_values = XorShift64::new(seed.wrapping_add(1) | 1);
+    let mut rng = move || small_values.signed();
     let mut small = |map: &mut TensorMap, key: String, shape: Vec<usize>, scale: f32| {
         let n = shape.iter().product();
         map.insert(

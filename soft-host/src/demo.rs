@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::error::{Error, Result};
 use crate::io::Output;
 use crate::{fail, require};
-use soft_core::{ChwImage, Model, Precision};
+use soft_core::{argmax, ChwImage, Model, Precision};
 
 use crate::checkpoint::read_checkpoint;
 use crate::pth::Prefer;
@@ -89,10 +89,6 @@ pub fn preprocess(digit: &[f32]) -> Vec<f32> {
         })
         .collect();
     plane.repeat(3)
-}
-
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
 /// Converts the bundled checkpoint three ways and runs the split through each.

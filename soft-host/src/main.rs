@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use soft_core::format::Dtype;
 use soft_core::{
-    Blob, Checkpoint, ChwImage, Kernels, Model, ModelConfig, Precision, Probe, Tokens,
+    argmax, Blob, Checkpoint, ChwImage, Kernels, Model, ModelConfig, Precision, Probe, Tokens,
 };
 use soft_host::checkpoint::read_checkpoint;
 use soft_host::error::{Context, Error, OrFail, Result};
@@ -696,15 +696,8 @@ fn plan(
 }
 
 fn calibration_input(side: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..3 * side * side)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
-        })
-        .collect()
+    let mut r = soft_kernels::rng::XorShift64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..3 * side * side).map(|_| r.unit() * 4.0 - 2.0).collect()
 }
 
 /// Runs once on `threads` (whole maps, the fastest kernels); returns logits,
@@ -842,10 +835,6 @@ fn worse(worst: f32, x: f32) -> f32 {
     } else {
         worst
     }
-}
-
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }
 
 /// What `verify` requires of a blob against its f32 reference.

@@ -6,8 +6,9 @@ use std::path::Path;
 
 mod common;
 
-use common::{argmax, convert_fails, data, edited_golden, max_abs, micro_blob, soft};
+use common::{convert_fails, data, edited_golden, max_abs, micro_blob, soft};
 use predicates::prelude::*;
+use soft_core::argmax;
 use soft_host::npy;
 
 /// Converts `ckpt` and runs the case's input; returns the logits.

@@ -11,6 +11,7 @@ pub mod generic;
 pub mod math;
 pub mod operand;
 pub mod quant;
+pub mod rng;
 mod table;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]

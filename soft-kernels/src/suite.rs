@@ -422,8 +422,8 @@ macro_rules! kernel_suite {
                     seed in any::<u64>(), spread in prop::sample::select(vec![0.1f32, 1.0, 4.0, 40.0]),
                 ) {
                     let Some(k) = kernels() else { return Ok(()) };
-                    let mut s = seed | 1;
-                    let mut rnd = move || { s ^= s << 13; s ^= s >> 7; s ^= s << 17; ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * spread };
+                    let mut r = crate::rng::XorShift64::new(seed | 1);
+                    let mut rnd = move || r.signed() * spread;
                     let q: Vec<f32> = (0..rows * (d + pad)).map(|_| rnd()).collect();
                     let lm: Vec<f32> = (0..d * (m + pad)).map(|_| rnd()).collect();
                     let qv = Strided::rows_of(&q, rows, d, d + pad).unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use soft_core::{Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
+use soft_core::{argmax, Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
 use soft_host::checkpoint::read_safetensors;
 use soft_host::npy;
 use soft_host::{build_blob, infer_config, AlignedBlob, ArchOptions, WeightDtype};
@@ -100,12 +100,6 @@ fn max_abs(v: &[f32]) -> f32 {
 fn max_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn argmax(v: &[f32]) -> usize {
-    v.iter()
-        .enumerate()
-        .fold(0, |best, (i, x)| if *x > v[best] { i } else { best })
 }
 
 fn stage_file(at: Checkpoint) -> &'static str {

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use soft_core::{ChwImage, Model, ModelConfig, Precision, TestPattern};
+use soft_core::{argmax, ChwImage, Model, ModelConfig, Precision, TestPattern};
 use soft_host::demo::{load_split, preprocess, SIDE};
 use soft_host::{AlignedBlob, WeightDtype};
 
@@ -630,10 +630,6 @@ fn compare(host: &[u32; CLASSES], firmware: &[u32; CLASSES]) -> (usize, u64) {
         .max()
         .unwrap_or(0);
     (equal, ulps)
-}
-
-fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
 }
 
 fn hex(bits: &[u32]) -> String {

@@ -28,10 +28,6 @@ pub fn max_abs(v: &[f32]) -> f32 {
     v.iter().fold(0.0, |a, x| a.max(x.abs()))
 }
 
-pub fn argmax(v: &[f32]) -> usize {
-    (0..v.len()).fold(0, |b, i| if v[i] > v[b] { i } else { b })
-}
-
 /// The micro_64 golden model as a blob in `dir`.
 pub fn micro_blob(dir: &Path) -> PathBuf {
     let blob = dir.join("m.soft");

@@ -5,14 +5,15 @@
 #![allow(dead_code)]
 
 /// Deterministic uniform values in `[-1, 1)`.
-pub struct Rng(pub u64);
+pub struct Rng(soft_kernels::rng::XorShift64);
 
 impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(soft_kernels::rng::XorShift64::new(seed))
+    }
+
     pub fn next(&mut self) -> f32 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        self.0.signed()
     }
 
     pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
