@@ -23,7 +23,7 @@ pub fn write(args: fmt::Arguments<'_>) -> Result<()> {
 }
 
 /// Writes raw bytes to standard output (an output file named `/dev/stdout`), with the
-/// same closed-pipe rule as [`write`].
+/// same closed-pipe rule as [`write()`].
 pub fn write_bytes(bytes: &[u8]) -> Result<()> {
     if READER_GONE.load(Ordering::Relaxed) {
         return Ok(());
@@ -58,7 +58,7 @@ pub fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// `print!` that returns an error instead of panicking: see [`write`].
+/// `print!` that returns an error instead of panicking: see [`write()`].
 #[macro_export]
 macro_rules! out {
     ($($arg:tt)*) => {
@@ -66,7 +66,7 @@ macro_rules! out {
     };
 }
 
-/// `println!` that returns an error instead of panicking: see [`write`].
+/// `println!` that returns an error instead of panicking: see [`write()`].
 #[macro_export]
 macro_rules! outln {
     () => {

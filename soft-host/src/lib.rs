@@ -2,18 +2,21 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod cli;
 pub mod console;
 pub mod convert;
 pub mod cost;
 pub mod demo;
 pub mod error;
 pub mod image_input;
+pub mod inference;
 pub mod io;
 pub mod npy;
 pub mod pickle;
 pub mod pth;
 pub mod svg;
 pub mod threads;
+pub mod verify;
 
 pub use checkpoint::{HostTensor, TensorMap};
 pub use convert::{

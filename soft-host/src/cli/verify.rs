@@ -1,0 +1,156 @@
+//! `soft verify`: a blob against the f32 engine built from its checkpoint, failing below thresholds.
+
+use std::path::{Path, PathBuf};
+
+use soft_core::{Blob, Precision};
+
+use super::common::{load_blob, native_size, open_model, threads_arg, Activations};
+use crate::checkpoint::read_checkpoint;
+use crate::error::{Context, Result};
+use crate::inference::{calibration_input, infer, read_input_npy};
+use crate::pth::Prefer;
+use crate::verify::{coarsest_format, Agreement, ThresholdOverrides, Thresholds};
+use crate::{build_blob, infer_config, outln, require, AlignedBlob, ArchOptions, WeightDtype};
+
+/// Compare a blob against the f32 engine built from its reference checkpoint; exit 1
+/// below the thresholds.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model blob.
+    model: PathBuf,
+    /// The checkpoint it was converted from.
+    #[arg(long)]
+    reference: PathBuf,
+    /// Random inputs to compare on [default: 8].
+    #[arg(long, conflicts_with = "input_npy")]
+    inputs: Option<usize>,
+    /// Compare on these .npy inputs instead of random ones.
+    #[arg(long)]
+    input_npy: Vec<PathBuf>,
+    /// The blob's token maps in f16 or f32 (the reference always runs f32).
+    #[arg(long, value_enum, default_value = "f16")]
+    activations: Activations,
+    /// Take `state_dict` even where `state_dict_ema` exists.
+    #[arg(long)]
+    no_ema: bool,
+    /// Fail if any logit differs from the reference's by more than this fraction of
+    /// the reference's largest |logit| [default: 1e-3 for f32 weights and
+    /// activations, 0.05 with f16, 0.25 with int8].
+    #[arg(long)]
+    max_relative_error: Option<f32>,
+    /// Fail if the logit vectors' cosine similarity falls below this on any input
+    /// [default: 0.99999 for f32, 0.999 with f16, 0.99 with int8].
+    #[arg(long, allow_negative_numbers = true)]
+    min_cosine: Option<f64>,
+    /// Fail if the top-1 class agrees with the reference's on fewer than this
+    /// fraction of the inputs [default: 1 for f32, 0.9 with f16, 0.75 with int8].
+    #[arg(long)]
+    min_agreement: Option<f64>,
+}
+
+/// Random inputs `verify` compares on by default.
+const VERIFY_INPUTS: usize = 8;
+
+/// Runs the command.
+pub fn run(args: Args) -> Result<()> {
+    let overrides = ThresholdOverrides {
+        max_relative_error: args.max_relative_error,
+        min_cosine: args.min_cosine,
+        min_agreement: args.min_agreement,
+    };
+    verify(
+        &args.model,
+        &args.reference,
+        args.inputs,
+        &args.input_npy,
+        args.activations.into(),
+        args.no_ema,
+        &overrides,
+    )
+}
+
+fn verify(
+    path: &Path,
+    reference: &Path,
+    n: Option<usize>,
+    npys: &[PathBuf],
+    p: Precision,
+    no_ema: bool,
+    thresholds: &ThresholdOverrides,
+) -> Result<()> {
+    let n = n.unwrap_or(VERIFY_INPUTS);
+    require!(
+        !npys.is_empty() || n > 0,
+        Usage,
+        "--inputs must be at least 1"
+    );
+    let threads = threads_arg(None)?;
+    let blob = load_blob(path)?;
+    let model = open_model(&blob, path)?;
+    let parsed = Blob::parse(blob.as_bytes()).with_context(|| path.display().to_string())?;
+    let thresholds = Thresholds::default_for(coarsest_format(&parsed, p)?).with(thresholds)?;
+    let cfg = *model.config();
+    let loaded = read_checkpoint(reference, if no_ema { Prefer::Raw } else { Prefer::Ema })?;
+    let opts = ArchOptions {
+        normalized: cfg.normalized,
+        newton_iters: cfg.newton_iters,
+        stage4_heads: Some(cfg.heads[3]),
+    };
+    let ref_cfg = infer_config(&loaded.tensors, &opts)?;
+    require!(
+        ref_cfg == cfg,
+        Architecture,
+        "the reference checkpoint's architecture differs from the blob's"
+    );
+    let ref_blob = AlignedBlob::new(&build_blob(&loaded.tensors, &cfg, WeightDtype::F32)?);
+    let ref_model = open_model(&ref_blob, reference)?;
+    let side = native_size(&cfg);
+    let count = if npys.is_empty() { n } else { npys.len() };
+    // One input at a time: memory does not grow with the number of inputs.
+    let input = |i: usize| -> Result<(Vec<f32>, usize, usize)> {
+        match npys.get(i) {
+            Some(file) => read_input_npy(file),
+            None => Ok((calibration_input(side, i as u64 + 1), side, side)),
+        }
+    };
+    let bar = indicatif::ProgressBar::new(count as u64);
+    let mut agreement = Agreement::default();
+    for i in 0..count {
+        let (x, h, w) = input(i)?;
+        let (want, ..) = infer(&ref_model, &x, (h, w), Precision::F32, &threads, &mut ())?;
+        let (got, ..) = infer(&model, &x, (h, w), p, &threads, &mut ())?;
+        agreement.add(&got, &want);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let a = &agreement;
+    outln!(
+        "{} against f32 weights and activations from {} on {} inputs:",
+        path.display(),
+        reference.display(),
+        a.inputs
+    )?;
+    outln!(
+        "  max |logit error| {:.4e}, relative to max |logit| {:.4e}",
+        a.max_error,
+        a.max_relative
+    )?;
+    outln!("  min cosine similarity {:.6}", a.min_cosine)?;
+    outln!("  top-1 agreement {}/{}", a.top1_agree, a.inputs)?;
+    let failures = a.failures(&thresholds);
+    require!(
+        failures.is_empty(),
+        Check,
+        "{} does not match {}: {}",
+        path.display(),
+        reference.display(),
+        failures.join("; ")
+    );
+    outln!(
+        "  passed: relative error <= {}, cosine >= {}, top-1 agreement >= {}",
+        thresholds.max_relative_error,
+        thresholds.min_cosine,
+        thresholds.min_agreement
+    )?;
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Running a blob on the host the way the tool does: whole maps on a thread pool, the
+//! fastest kernels; the synthetic inputs `convert` calibrates and `verify` compares on;
+//! a probe that watches activations against f16's range.
+
+use std::path::Path;
+use std::time::Instant;
+
+use soft_core::{Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
+
+use crate::error::{Context, Result};
+use crate::threads::Threads;
+use crate::verify::max_abs;
+use crate::{fail, npy};
+
+/// A reproducible `3 × side × side` input, uniform in [-2, 2): what `convert` calibrates
+/// on (seed 0) and `verify` compares on (seeds 1, 2, …).
+pub fn calibration_input(side: usize, seed: u64) -> Vec<f32> {
+    let mut r = soft_kernels::rng::XorShift64::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    (0..3 * side * side).map(|_| r.unit() * 4.0 - 2.0).collect()
+}
+
+/// Runs once on `threads` (whole maps, the fastest kernels); returns logits,
+/// milliseconds and the arena high-water mark.
+pub fn infer(
+    model: &Model<'_>,
+    input: &[f32],
+    (h, w): (usize, usize),
+    p: Precision,
+    threads: &Threads,
+    probe: &mut (impl Probe + Send),
+) -> Result<(Vec<f32>, f64, usize)> {
+    let options = threads.options(p);
+    let plan = model.plan_with(h, w, &options)?;
+    let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
+    let mut logits = vec![0.0; model.config().num_classes];
+    let start = Instant::now();
+    let report = threads.install(|| {
+        let mut image = ChwImage::new(input, h, w)?;
+        model.run_with(&options, &mut image, &mut arena, &mut logits, probe)
+    });
+    let report = match report {
+        Err(e @ soft_core::Error::NonFiniteActivation(_)) if p == Precision::F16 => {
+            return Err(e).context("f16 token maps overflow (they hold at most \u{b1}65504; --activations f32 may not)");
+        }
+        other => other?,
+    };
+    Ok((
+        logits,
+        start.elapsed().as_secs_f64() * 1e3,
+        report.peak_bytes,
+    ))
+}
+
+/// An f32 `.npy` input of shape (1,3,H,W) or (3,H,W): its values, H and W.
+pub fn read_input_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
+    let a = npy::read(path)?;
+    let (h, w) = match a.shape.as_slice() {
+        [1, 3, h, w] | [3, h, w] => (*h, *w),
+        s => fail!(
+            Usage,
+            "{}: input shape {s:?}; expected (1,3,H,W) or (3,H,W)",
+            path.display()
+        ),
+    };
+    Ok((a.data, h, w))
+}
+
+/// Activations beyond this on the calibration input leave f16 maps less than 8×
+/// headroom: `convert` warns.
+pub const F16_HEADROOM: f32 = 65504.0 / 8.0;
+
+/// The largest |activation| a run's probe saw, and where.
+#[derive(Default)]
+pub struct PeakActivation {
+    /// The largest |value| seen.
+    pub max_abs: f32,
+    /// Where.
+    pub at: Option<Checkpoint>,
+}
+
+impl Probe for PeakActivation {
+    fn observe(&mut self, at: Checkpoint, tokens: Tokens<'_>, _rows: usize, _cols: usize) {
+        let max_abs = match tokens {
+            Tokens::F32(v) => max_abs(v),
+            Tokens::F16(v) => v.iter().fold(0.0f32, |m, x| m.max(x.to_f32().abs())),
+        };
+        if max_abs > self.max_abs {
+            self.max_abs = max_abs;
+            self.at = Some(at);
+        }
+    }
+}
