@@ -3,6 +3,7 @@
 //! Rust (ARM's are unstable), the target name can.
 
 fn main() {
+    println!("cargo::rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(soft_arm_dsp)");
     let target = std::env::var("TARGET").unwrap_or_default();
     if target.starts_with("thumbv7em") {

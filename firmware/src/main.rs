@@ -34,9 +34,9 @@ use soft_core::probe::{Checkpoint, Tokens};
 use soft_core::{argmax, ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod board;
-mod stack;
 #[cfg(feature = "psram")]
 mod psram;
+mod stack;
 
 mod generated {
     include!(concat!(env!("OUT_DIR"), "/generated.rs"));
@@ -169,7 +169,6 @@ fn main() -> ! {
     }
 }
 
-
 fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Result<()> {
     println!("SOFT-FIRMWARE {=usize} {=usize}", arena.len(), DIGITS.len());
 
@@ -263,7 +262,13 @@ static BENCH_F16: [u16; BENCH_IN * BENCH_OUT] = {
     }
     out
 };
-static BENCH_I8: [i8; BENCH_IN * BENCH_OUT] = {
+/// Word-aligned, as the DSP kernels read their operands (an arena gives that too).
+#[repr(C, align(4))]
+struct WordAligned<T>(T);
+
+/// int8 weights: `[in][out]` for the float-activation GEMM, and read output-major
+/// (`BENCH_IN` is a multiple of 16, so no padding) for the integer layer.
+static BENCH_I8: WordAligned<[i8; BENCH_IN * BENCH_OUT]> = WordAligned({
     let mut out = [0i8; BENCH_IN * BENCH_OUT];
     let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
     let mut i = 0;
@@ -272,14 +277,7 @@ static BENCH_I8: [i8; BENCH_IN * BENCH_OUT] = {
         i += 1;
     }
     out
-};
-/// Word-aligned, as the DSP kernels read their operands (an arena gives that too).
-#[repr(C, align(4))]
-struct WordAligned<T>(T);
-
-/// The int8 weights again, word-aligned and read output-major (`BENCH_IN` is a multiple
-/// of 16, so no padding), for the integer linear layer.
-static BENCH_I8_ROWS: WordAligned<[i8; BENCH_IN * BENCH_OUT]> = WordAligned(BENCH_I8);
+});
 static BENCH_F32: [f32; BENCH_IN * BENCH_OUT] = {
     let mut out = [0f32; BENCH_IN * BENCH_OUT];
     let bits: [u32; BENCH_IN * BENCH_OUT] = pattern(BENCH_SEED);
@@ -311,7 +309,7 @@ fn bench_linear() {
         (
             "linear-int8",
             RhsData::I8 {
-                q: &BENCH_I8,
+                q: &BENCH_I8.0,
                 scales: &BENCH_SCALES,
             },
         ),
@@ -355,13 +353,16 @@ fn bench_integer_linear(x: &[f32], bias: Start<'_>) {
     let mut values = WordAligned([0i16; VALUES]);
     let mut scales = [0f32; BENCH_TOKENS];
     let mut results = [[0f32; BENCH_TOKENS * BENCH_OUT]; 2];
-    let tables = [("linear-w8a8", Kernels::detect()), ("linear-w8a8-generic", Kernels::generic())];
+    let tables = [
+        ("linear-w8a8", Kernels::detect()),
+        ("linear-w8a8-generic", Kernels::generic()),
+    ];
     for ((name, kernels), y) in tables.into_iter().zip(results.iter_mut()) {
         let call = |values: &mut [i16], scales: &mut [f32], y: &mut [f32]| {
             let src = Strided::rows_of(x, BENCH_TOKENS, BENCH_IN, BENCH_IN)?;
             let mut q = QuantRowsMut::new(values, scales, BENCH_TOKENS, BENCH_IN)?;
             kernels.quantize(&src, &mut q)?;
-            let w = QuantWeights::new(&BENCH_I8_ROWS.0, &BENCH_SCALES, BENCH_OUT, BENCH_IN)?;
+            let w = QuantWeights::new(&BENCH_I8.0, &BENCH_SCALES, BENCH_OUT, BENCH_IN)?;
             let mut out = Out::new(y, BENCH_TOKENS, BENCH_OUT, BENCH_OUT)?;
             kernels.gemm_q8(&q.as_rows(), &w, bias, &mut out)
         };
@@ -375,10 +376,68 @@ fn bench_integer_linear(x: &[f32], bias: Start<'_>) {
         log_kernel(name, elapsed, y);
     }
     let [fast, generic] = &results;
-    if fast.iter().zip(generic).any(|(a, b)| a.to_bits() != b.to_bits()) {
+    if fast
+        .iter()
+        .zip(generic)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
         println!("PANIC kernel bench: the W8A8 kernels differ from the generic ones");
         debug::exit(debug::EXIT_FAILURE);
     }
+    check_integer_shapes(x);
+}
+
+/// The device's integer kernels against the generic ones on shapes the benchmark does
+/// not reach: a partial last quad, depths that need padding, output counts around the
+/// 64-output chunk, with and without a bias. Any differing bit ends the run.
+fn check_integer_shapes(x: &[f32]) {
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 16, 1),
+        (3, 20, 5),
+        (5, 96, 63),
+        (7, 40, 65),
+        (4, 33, 70),
+        (8, 96, 129),
+    ];
+    let mut values = WordAligned([0i16; quant_values_len(BENCH_TOKENS, BENCH_IN)]);
+    let mut scales = [0f32; BENCH_TOKENS];
+    let mut results = [[0f32; BENCH_TOKENS * 129]; 2];
+    for (i, &(rows, depth, outputs)) in SHAPES.iter().enumerate() {
+        let start = if i % 2 == 0 {
+            Start::Zero
+        } else {
+            Start::Bias(Vector::F32(&BENCH_BIAS))
+        };
+        let tables = [Kernels::detect(), Kernels::generic()];
+        for (kernels, y) in tables.into_iter().zip(results.iter_mut()) {
+            let result = (|| {
+                let src = Strided::rows_of(x, rows, depth, BENCH_IN)?;
+                let mut q = QuantRowsMut::new(&mut values.0, &mut scales, rows, depth)?;
+                kernels.quantize(&src, &mut q)?;
+                let w = QuantWeights::new(&BENCH_I8.0, &BENCH_SCALES, outputs, depth)?;
+                let mut out = Out::new(y, rows, outputs, outputs)?;
+                kernels.gemm_q8(&q.as_rows(), &w, start, &mut out)
+            })();
+            if let Err(e) = result {
+                println!("PANIC integer kernel check: {}", defmt::Display2Format(&e));
+                debug::exit(debug::EXIT_FAILURE);
+            }
+        }
+        let [fast, generic] = &results;
+        let n = rows * outputs;
+        if fast[..n]
+            .iter()
+            .zip(&generic[..n])
+            .any(|(a, b)| a.to_bits() != b.to_bits())
+        {
+            println!(
+                "PANIC integer kernel check: shape {=usize}x{=usize}x{=usize} differs",
+                rows, depth, outputs
+            );
+            debug::exit(debug::EXIT_FAILURE);
+        }
+    }
+    println!("W8A8-CHECK {=usize}", SHAPES.len());
 }
 
 #[panic_handler]

@@ -28,7 +28,8 @@ fn bounds() -> (usize, usize, usize) {
 }
 
 /// Fills the unused stack, from the end of the statics up to a little below the
-/// current stack pointer, with [`PAINT`]. Call once, first thing in `main`.
+/// current stack pointer, with [`PAINT`]. Call first thing in `main`; calling it again
+/// later repaints below the caller's frame, so the mark counts from there on.
 #[inline(never)]
 pub fn paint() {
     let (_, bottom, _) = bounds();

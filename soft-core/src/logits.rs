@@ -1,7 +1,8 @@
 //! What a caller does with the logits.
 
-/// The class with the largest logit: the first of equal ones; a NaN never wins (it
-/// cannot be greater), and an empty slice gives 0.
+/// The class with the largest logit: the first of equal ones; an empty slice gives 0.
+/// A NaN is never chosen over an earlier logit (it is not greater), but nothing is
+/// chosen over a NaN at index 0. (The engine's logits are finite: it fails otherwise.)
 pub fn argmax(logits: &[f32]) -> usize {
     let Some(&first) = logits.first() else {
         return 0;

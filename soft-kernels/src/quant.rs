@@ -6,7 +6,8 @@
 //! - The depth is padded with zeros to a multiple of [`DEPTH_GROUP`].
 //! - Weights: `outputs × padded depth` int8, output-major (each output's weights
 //!   contiguous, PyTorch's own order).
-//! - Activations: int8 values held as i16, tokens in quads. For quad `u`, token
+//! - Activations: int8 values (within ±127, as [`Kernels::quantize`](crate::Kernels::quantize)
+//!   writes them) held as i16, tokens in quads. For quad `u`, token
 //!   `s` of it (`t = 4u + s`) and group `g` of four depths, the 32-bit word at
 //!   `((u · groups + g) · 2 + h) · 4 + s` (in words) holds `x[4g + h]` and
 //!   `x[4g + h + 2]`: for `h = 0` the pair `SMLAD` multiplies with a weight word's even
@@ -28,9 +29,17 @@ pub const fn padded_depth(depth: usize) -> usize {
 /// Tokens the integer kernels take together: activations are laid out in quads.
 pub const TOKEN_GROUP: usize = 4;
 
-/// i16 values a [`QuantRowsMut`] of `rows × depth` needs.
+/// i16 values a [`QuantRowsMut`] of `rows × depth` needs (for sizes that fit a `usize`;
+/// the views check with [`checked_values_len`]).
 pub const fn quant_values_len(rows: usize, depth: usize) -> usize {
     rows.div_ceil(TOKEN_GROUP) * TOKEN_GROUP * padded_depth(depth)
+}
+
+/// [`quant_values_len`], or `None` where it overflows a `usize` (a 32-bit target).
+pub fn checked_values_len(rows: usize, depth: usize) -> Option<usize> {
+    rows.div_ceil(TOKEN_GROUP)
+        .checked_mul(TOKEN_GROUP)?
+        .checked_mul(depth.checked_next_multiple_of(DEPTH_GROUP)?)
 }
 
 /// Where the layout puts `x[t][k]` (an index into the i16 values) for `groups`
@@ -43,6 +52,15 @@ pub(crate) fn slot(t: usize, k: usize, groups: usize) -> usize {
     let (half, high) = (within % 2, within / 2);
     let word = ((quad * groups + g) * 2 + half) * TOKEN_GROUP + s;
     2 * word + high
+}
+
+/// [`checked_values_len`] as an error where it overflows.
+fn values_len(rows: usize, depth: usize) -> Result<usize> {
+    checked_values_len(rows, depth).ok_or(Error::OutOfBounds {
+        operand: "quantised values",
+        needed: usize::MAX,
+        len: 0,
+    })
 }
 
 fn need(operand: &'static str, needed: usize, len: usize) -> Result<()> {
@@ -70,11 +88,7 @@ pub struct QuantRows<'a> {
 impl<'a> QuantRows<'a> {
     /// A view of `rows × depth` activations, checked to fit the slices.
     pub fn new(values: &'a [i16], scales: &'a [f32], rows: usize, depth: usize) -> Result<Self> {
-        need(
-            "quantised values",
-            quant_values_len(rows, depth),
-            values.len(),
-        )?;
+        need("quantised values", values_len(rows, depth)?, values.len())?;
         need("quantised scales", rows, scales.len())?;
         Ok(QuantRows {
             values,
@@ -103,15 +117,6 @@ impl<'a> QuantRows<'a> {
     pub fn scales(&self) -> &'a [f32] {
         self.scales
     }
-
-    /// The int8 value of token `t` at depth `k` (0 in the padding).
-    pub fn at(&self, t: usize, k: usize) -> i16 {
-        let groups = padded_depth(self.depth) / 4;
-        self.values
-            .get(slot(t, k, groups))
-            .copied()
-            .unwrap_or_default()
-    }
 }
 
 /// Room for `rows × depth` quantised activations, written by
@@ -132,11 +137,7 @@ impl<'a> QuantRowsMut<'a> {
         rows: usize,
         depth: usize,
     ) -> Result<Self> {
-        need(
-            "quantised values",
-            quant_values_len(rows, depth),
-            values.len(),
-        )?;
+        need("quantised values", values_len(rows, depth)?, values.len())?;
         need("quantised scales", rows, scales.len())?;
         Ok(QuantRowsMut {
             values,
@@ -280,5 +281,7 @@ mod tests {
         assert!(QuantWeights::new(&[0; 47], &[0.0; 3], 3, 10).is_err());
         assert!(QuantWeights::new(&[0; 48], &[0.0; 3], 3, 10).is_ok());
         assert!(QuantWeights::new(&[], &[], usize::MAX, 16).is_err());
+        assert!(QuantRows::new(&[], &[], usize::MAX, 16).is_err());
+        assert_eq!(checked_values_len(5, 20), Some(quant_values_len(5, 20)));
     }
 }

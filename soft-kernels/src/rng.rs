@@ -10,6 +10,7 @@ impl XorShift64 {
     /// A generator from its raw state (callers mix their seeds as they like; `seed | 1`
     /// is never zero).
     pub const fn new(state: u64) -> Self {
+        debug_assert!(state != 0, "a zero xorshift state stays zero");
         XorShift64(state)
     }
 

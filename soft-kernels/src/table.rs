@@ -8,7 +8,7 @@ use crate::error::{Error, Result};
 use crate::operand::{Elems, ElemsMut, Lhs, Out, Rhs, Start, Strided, Vector};
 use crate::quant::{QuantRows, QuantRowsMut, QuantWeights};
 
-/// The deepest integer dot product: `127 · 127 · depth` must fit an i32.
+/// The deepest integer dot product: `127 · 128 · depth` must fit an i32.
 pub const MAX_Q8_DEPTH: usize = 1 << 17;
 
 /// `out = start + lhs · rhs`.
@@ -56,7 +56,7 @@ fn same(what: &'static str, left: usize, right: usize) -> Result<()> {
 }
 
 impl Kernels {
-    /// A short name for reports: `generic`, `avx2`, `avx512`.
+    /// A short name for reports: `generic`, `avx2`, `avx512`, `armv7em-dsp`.
     pub fn name(&self) -> &'static str {
         self.name
     }

@@ -213,6 +213,10 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         Some(m) => print_memory(m),
         None => failures.push("the firmware printed no MEMORY line".into()),
     }
+    // The device's integer kernels against its generic ones, shape by shape.
+    if !output.lines().any(|l| l.starts_with("W8A8-CHECK")) {
+        failures.push("the firmware's integer kernel check did not pass".into());
+    }
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     if failures.is_empty() {
         println!(

@@ -3,6 +3,8 @@
 //!
 //! The only `unsafe` here is the inline assembly of [`gemm_q8`]'s inner loop.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use crate::operand::{Out, Start};
 use crate::quant::{padded_depth, QuantRows, QuantWeights, DEPTH_GROUP, TOKEN_GROUP};
 use crate::table::Kernels;
@@ -40,25 +42,25 @@ fn gemm_q8(x: &QuantRows<'_>, w: &QuantWeights<'_>, start: Start<'_>, out: &mut 
     let data = out.data();
     let mut sums = [[0i32; TOKEN_GROUP]; OUTPUT_CHUNK];
     let mut biases = [0.0f32; OUTPUT_CHUNK];
-    let quads = values
-        .chunks_exact(TOKEN_GROUP * padded)
-        .take(rows.div_ceil(TOKEN_GROUP));
-    for (quad, activations) in quads.enumerate() {
-        let t0 = quad * TOKEN_GROUP;
-        let live = (rows - t0).min(TOKEN_GROUP);
-        let chunks = q[..outputs * padded].chunks(OUTPUT_CHUNK * padded);
-        for (chunk, weights) in chunks.enumerate() {
-            let count = weights.len() / padded;
+    let chunks = q[..outputs * padded].chunks(OUTPUT_CHUNK * padded);
+    for (chunk, weights) in chunks.enumerate() {
+        let count = weights.len() / padded;
+        let o0 = chunk * OUTPUT_CHUNK;
+        let biases = &mut biases[..count];
+        for (o, bias) in biases.iter_mut().enumerate() {
+            *bias = match start {
+                Start::Bias(b) => b.get(o0 + o),
+                _ => 0.0,
+            };
+        }
+        let quads = values
+            .chunks_exact(TOKEN_GROUP * padded)
+            .take(rows.div_ceil(TOKEN_GROUP));
+        for (quad, activations) in quads.enumerate() {
+            let t0 = quad * TOKEN_GROUP;
+            let live = (rows - t0).min(TOKEN_GROUP);
             let sums = &mut sums[..count];
             dot_quad(activations, weights, padded, sums);
-            let o0 = chunk * OUTPUT_CHUNK;
-            let biases = &mut biases[..count];
-            for (o, bias) in biases.iter_mut().enumerate() {
-                *bias = match start {
-                    Start::Bias(b) => b.get(o0 + o),
-                    _ => 0.0,
-                };
-            }
             for (s, &scale) in sx[t0..t0 + live].iter().enumerate() {
                 let row = &mut data[(t0 + s) * stride + o0..][..count];
                 for (((y, sum), &weight_scale), &bias) in row

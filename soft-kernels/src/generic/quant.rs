@@ -35,7 +35,7 @@ pub(crate) fn quantize(src: &Strided<'_>, dst: &mut QuantRowsMut<'_>) {
         } else {
             (0.0, 0.0)
         };
-        if let Some(s) = scales.get_mut(t) {
+        if let Some(s) = scales.get_mut(t).filter(|_| t < rows) {
             *s = scale;
         }
         for g in 0..groups {
@@ -74,8 +74,10 @@ pub(crate) fn gemm_q8(
     for t in 0..x.rows() {
         for o in 0..w.outputs() {
             let weights = &q[o * padded..(o + 1) * padded];
+            // Within ±127 · 128 · 2¹⁷ for quantised values; wrapping, as SMLAD and
+            // vpmaddwd do, keeps any other input defined and equal across kernels.
             let acc = weights.iter().enumerate().fold(0i32, |acc, (k, &wk)| {
-                acc + i32::from(values[slot(t, k, groups)]) * i32::from(wk)
+                acc.wrapping_add(i32::from(values[slot(t, k, groups)]) * i32::from(wk))
             });
             let bias = match start {
                 Start::Bias(b) => b.get(o),

@@ -1,6 +1,6 @@
-//! x86-64 kernels: AVX2 (with F16C) and AVX-512F, chosen at run time. The only module of
-//! the crate with `unsafe`: intrinsics and raw pointers into views that
-//! [`Kernels`] has checked.
+//! x86-64 kernels: AVX2 (with F16C) and AVX-512F, chosen at run time. With `arm`, one of
+//! the two modules of the crate with `unsafe`: intrinsics and raw pointers into views
+//! that [`Kernels`] has checked.
 //!
 //! Each kernel is written once over the `Lanes` trait (`lanes.rs`) and instantiated per
 //! instruction set by the `isa_table!` macro: a `#[target_feature]` function (where the lanes' methods inline),
