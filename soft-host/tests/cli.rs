@@ -550,3 +550,130 @@ fn run_gives_the_same_bits_on_any_number_of_threads_in_the_planned_arena() {
     // Each thread has its own scratch.
     assert_ne!(arenas[0], arenas[1]);
 }
+
+/// Runs `soft args…`, expects success, parses standard output as one JSON object.
+fn json_of(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = soft()
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+#[test]
+fn json_outputs_follow_their_schemas() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = micro_blob(dir.path());
+    let b = blob.as_os_str();
+
+    let v = json_of(&["inspect".as_ref(), b, "--json".as_ref()]);
+    assert_eq!(v["usable"], true);
+    assert_eq!(v["config"]["num_classes"], 10);
+    assert!(v["crc32"].as_u64().is_some() && v["bytes"].as_u64().unwrap() > 0);
+    let tensors = v["tensors"].as_array().unwrap();
+    assert!(tensors
+        .iter()
+        .any(|t| t["name"] == "head.weight" && t["dtype"] == "f16"));
+
+    let v = json_of(&[
+        "plan".as_ref(),
+        b,
+        "--image-size".as_ref(),
+        "64".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(v["image_size"], serde_json::json!([64, 64]));
+    assert_eq!(v["schedule"], "compact");
+    let phases = v["phases"].as_array().unwrap();
+    let peak = v["arena_bytes"].as_u64().unwrap();
+    assert_eq!(
+        phases.iter().filter_map(|p| p["bytes"].as_u64()).max(),
+        Some(peak)
+    );
+    assert!(phases.iter().any(|p| p["peak"] == true));
+
+    let input = data("golden/micro_64/input.npy");
+    let v = json_of(&[
+        "run".as_ref(),
+        b,
+        "--input-npy".as_ref(),
+        input.as_os_str(),
+        "--top".as_ref(),
+        "3".as_ref(),
+        "--json".as_ref(),
+    ]);
+    let logits: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    assert_eq!(logits.len(), 10);
+    assert_eq!(v["top"].as_array().unwrap().len(), 3);
+    assert_eq!(v["top"][0]["class"], argmax(&logits));
+    assert!(v["arena_high_water_bytes"].as_u64().unwrap() > 0);
+
+    let ckpt = data("golden/micro_64/ckpt.safetensors");
+    let v = json_of(&[
+        "verify".as_ref(),
+        b,
+        "--reference".as_ref(),
+        ckpt.as_os_str(),
+        "--inputs".as_ref(),
+        "2".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert_eq!(v["passed"], true);
+    assert_eq!(v["inputs"], 2);
+    assert!(v["failures"].as_array().unwrap().is_empty());
+    // Below a threshold: the JSON still comes, and the exit code says it failed.
+    let a = soft()
+        .arg("verify")
+        .arg(&blob)
+        .arg("--reference")
+        .arg(&ckpt)
+        .args(["--inputs", "2", "--max-relative-error", "0", "--json"])
+        .assert()
+        .failure()
+        .code(1);
+    let v: serde_json::Value = serde_json::from_slice(&a.get_output().stdout).unwrap();
+    assert_eq!(v["passed"], false);
+    assert!(v["failures"][0]
+        .as_str()
+        .unwrap()
+        .contains("--max-relative-error"));
+}
+
+#[test]
+fn labels_must_match_the_classes_and_big_plans_read_in_mib() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = micro_blob(dir.path());
+    let labels = dir.path().join("labels.txt");
+    std::fs::write(&labels, "zero\none\ntwo\n").unwrap();
+    soft()
+        .arg("run")
+        .arg(&blob)
+        .arg("--input-npy")
+        .arg(data("golden/micro_64/input.npy"))
+        .arg("--labels")
+        .arg(&labels)
+        .assert()
+        .failure()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "3 labels for a model of 10 classes",
+        ));
+    soft()
+        .args(["plan", "--arch", "soft_tiny", "--image-size", "896"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("MiB").and(predicate::str::contains("<- peak")));
+    soft()
+        .args(["completions", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("_soft()").and(predicate::str::contains("verify")));
+}

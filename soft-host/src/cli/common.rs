@@ -153,8 +153,39 @@ pub(crate) fn native_size(cfg: &ModelConfig) -> usize {
     cfg.pos_grids[0] * 4
 }
 
+/// Bytes for people: `N B (x.y KiB)`, or MiB where the KiB would run to six digits.
 pub(crate) fn kib(b: usize) -> String {
-    format!("{b} B ({:.1} KiB)", b as f64 / 1024.0)
+    let k = b as f64 / 1024.0;
+    if k >= 10_000.0 {
+        format!("{b} B ({:.1} MiB)", k / 1024.0)
+    } else {
+        format!("{b} B ({k:.1} KiB)")
+    }
+}
+
+/// A config as JSON (the schema of `"config"` in `inspect --json` and `plan --json`).
+pub(crate) fn config_json(c: &ModelConfig) -> serde_json::Value {
+    serde_json::json!({
+        "embed_dims": c.embed_dims,
+        "heads": c.heads,
+        "depths": c.depths,
+        "landmark_ratios": c.landmark_ratios,
+        "vconv_sizes": c.vconv_sizes,
+        "num_classes": c.num_classes,
+        "newton_iters": c.newton_iters,
+        "normalized": c.normalized,
+        "pos_grids": c.pos_grids,
+        "stem_width": c.stem_width,
+        "stage4_mlp_hidden": c.stage4_mlp_hidden,
+    })
+}
+
+/// A precision's name in JSON.
+pub(crate) fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        _ => "f16",
+    }
 }
 
 pub(crate) fn describe(c: &ModelConfig) -> String {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use soft_core::format::Dtype;
 use soft_core::{Blob, Model};
 
-use super::common::{describe, load_blob};
+use super::common::{config_json, describe, load_blob};
 use crate::error::{Context, Result};
 use crate::outln;
 
@@ -14,14 +14,18 @@ use crate::outln;
 pub struct Args {
     /// The model blob.
     model: PathBuf,
+    /// Print one JSON object: path, bytes, format_version, crc32, config, usable,
+    /// problem, tensors (name, dtype, shape, bytes).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    inspect(&args.model)
+    inspect(&args.model, args.json)
 }
 
-fn inspect(path: &Path) -> Result<()> {
+fn inspect(path: &Path, json: bool) -> Result<()> {
     let blob = load_blob(path)?;
     let parsed = Blob::parse(blob.as_bytes()).with_context(|| path.display().to_string())?;
     // Blob::parse has checked the trailer is there and matches.
@@ -30,13 +34,41 @@ fn inspect(path: &Path) -> Result<()> {
         .get(bytes.len().saturating_sub(4)..)
         .and_then(|b| b.try_into().ok())
         .map_or(0, u32::from_le_bytes);
+    let cfg = parsed.config();
+    let usable = Model::from_blob(blob.as_bytes()).err();
+    let tensors = (0..parsed.tensor_count())
+        .map(|i| {
+            let t = parsed.tensor_at(i)?;
+            let dtype = match t.dtype {
+                Dtype::F32 => "f32",
+                Dtype::F16 => "f16",
+                Dtype::I8 => "int8",
+            };
+            let bytes = t.data.len() + t.scales.map_or(0, <[u8]>::len);
+            Ok((t.id.to_string(), dtype, t.dims().to_vec(), bytes))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if json {
+        let v = serde_json::json!({
+            "path": path.display().to_string(),
+            "bytes": parsed.len(),
+            "format_version": soft_core::format::VERSION,
+            "crc32": crc,
+            "config": config_json(cfg),
+            "usable": usable.is_none(),
+            "problem": usable.map(|e| e.to_string()),
+            "tensors": tensors.iter().map(|(name, dtype, shape, bytes)| serde_json::json!({
+                "name": name, "dtype": dtype, "shape": shape, "bytes": bytes,
+            })).collect::<Vec<_>>(),
+        });
+        return outln!("{v}");
+    }
     outln!(
         "{}: {} bytes, format v{}, CRC-32 {crc:#010x} ok",
         path.display(),
         parsed.len(),
         soft_core::format::VERSION
     )?;
-    let cfg = parsed.config();
     outln!("config: {}", describe(cfg))?;
     outln!(
         "position grids {:?}, stem width {}, stage-4 MLP {}",
@@ -44,9 +76,9 @@ fn inspect(path: &Path) -> Result<()> {
         cfg.stem_width,
         cfg.stage4_mlp_hidden
     )?;
-    match Model::from_blob(blob.as_bytes()) {
-        Ok(_) => outln!("tensors: complete for the config")?,
-        Err(e) => outln!("tensors: NOT usable: {e}")?,
+    match usable {
+        None => outln!("tensors: complete for the config")?,
+        Some(e) => outln!("tensors: NOT usable: {e}")?,
     }
     outln!(
         "{:<48} {:>5} {:>20} {:>10}",
@@ -55,19 +87,9 @@ fn inspect(path: &Path) -> Result<()> {
         "shape",
         "bytes"
     )?;
-    for i in 0..parsed.tensor_count() {
-        let t = parsed.tensor_at(i)?;
-        let dtype = match t.dtype {
-            Dtype::F32 => "f32",
-            Dtype::F16 => "f16",
-            Dtype::I8 => "int8",
-        };
-        let shape = format!("{:?}", t.dims());
-        let bytes = t.data.len() + t.scales.map_or(0, <[u8]>::len);
-        outln!(
-            "{:<48} {dtype:>5} {shape:>20} {bytes:>10}",
-            t.id.to_string()
-        )?;
+    for (name, dtype, shape, bytes) in &tensors {
+        let shape = format!("{shape:?}");
+        outln!("{name:<48} {dtype:>5} {shape:>20} {bytes:>10}")?;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod common;
+mod completions;
 mod convert;
 mod demo;
 mod export;
@@ -40,6 +41,7 @@ enum Command {
     Verify(verify::Args),
     Demo(demo::Args),
     Export(export::Args),
+    Completions(completions::Args),
 }
 
 /// The `soft` binary: parses the arguments, runs the command, prints any error as one
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Verify(args) => verify::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
+        Command::Completions(args) => completions::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 
 use soft_core::Precision;
 
-use super::common::{kib, load_blob, open_model, parse_size, plural, preset, Activations};
+use super::common::{
+    config_json, kib, load_blob, open_model, parse_size, plural, precision_name, preset,
+    Activations,
+};
 use crate::error::Result;
 use crate::io::Output;
 use crate::threads::Threads;
@@ -31,6 +34,10 @@ pub struct Args {
     /// Also draw the plan as an SVG bar chart.
     #[arg(long)]
     svg: Option<PathBuf>,
+    /// Print one JSON object: model, image_size, activations, schedule, threads,
+    /// arena_bytes, phases (phase, bytes, peak), config.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the command.
@@ -42,6 +49,7 @@ pub fn run(args: Args) -> Result<()> {
         args.activations.into(),
         args.threads.map(Threads::new).transpose()?.as_ref(),
         args.svg.as_deref(),
+        args.json,
     )
 }
 
@@ -52,6 +60,7 @@ fn plan(
     p: Precision,
     threads: Option<&Threads>,
     svg_out: Option<&Path>,
+    json: bool,
 ) -> Result<()> {
     let (h, w) = parse_size(size)?;
     let svg_out = svg_out
@@ -75,6 +84,26 @@ fn plan(
         }
         None => (soft_core::plan(&cfg, h, w, p)?, String::new()),
     };
+    if let Some(output) = &svg_out {
+        output.write(svg::plan_svg(&plan, &format!("{name} {h}x{w} {p:?}")).as_bytes())?;
+    }
+    if json {
+        let v = serde_json::json!({
+            "model": name,
+            "image_size": [h, w],
+            "activations": precision_name(p),
+            "schedule": if threads.is_some() { "whole maps" } else { "compact" },
+            "threads": threads.map(Threads::count),
+            "arena_bytes": plan.peak_bytes,
+            "phases": plan.phases.iter().map(|&(phase, bytes)| serde_json::json!({
+                "phase": svg::phase_name(phase),
+                "bytes": bytes,
+                "peak": bytes == plan.peak_bytes,
+            })).collect::<Vec<_>>(),
+            "config": config_json(&cfg),
+        });
+        return outln!("{v}");
+    }
     outln!(
         "{name} at {h}x{w}, {p:?} activations{schedule}: arena {}",
         kib(plan.peak_bytes)
@@ -88,7 +117,6 @@ fn plan(
         outln!("  {:<10} {:>12}{mark}", svg::phase_name(phase), kib(bytes))?;
     }
     if let Some(output) = svg_out {
-        output.write(svg::plan_svg(&plan, &format!("{name} {h}x{w} {p:?}")).as_bytes())?;
         outln!("wrote {}", output.path().display())?;
     }
     Ok(())

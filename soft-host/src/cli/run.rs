@@ -4,12 +4,13 @@ use std::path::{Path, PathBuf};
 
 use soft_core::Precision;
 
-use super::common::{kib, load_blob, native_size, open_model, plural, threads_arg, Activations};
+use super::common::{
+    kib, load_blob, native_size, open_model, plural, precision_name, threads_arg, Activations,
+};
 use crate::error::{Error, Result};
 use crate::inference::{infer, read_input_npy};
 use crate::io::Output;
-use crate::threads::Threads;
-use crate::{fail, image_input, npy, outln};
+use crate::{fail, image_input, npy, outln, require};
 
 /// Run a blob on an input and print the top classes.
 #[derive(clap::Args)]
@@ -40,53 +41,35 @@ pub struct Args {
     /// Threads (default: every core). The logits do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
+    /// Print one JSON object: model, image_size, activations, threads, ms,
+    /// arena_high_water_bytes, logits, top (class, label, logit, p).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    run_model(
-        &args.model,
+    let threads = threads_arg(args.threads)?;
+    let p: Precision = args.activations.into();
+    let path = args.model.as_path();
+    let inputs: Vec<&Path> = [
+        Some(path),
         args.input_npy.as_deref(),
         args.image.as_deref(),
-        args.image_size,
-        args.activations.into(),
-        args.logits_out.as_deref(),
-        args.top,
         args.labels.as_deref(),
-        &threads_arg(args.threads)?,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn run_model(
-    path: &Path,
-    input_npy: Option<&Path>,
-    image: Option<&Path>,
-    image_size: Option<usize>,
-    p: Precision,
-    logits_out: Option<&Path>,
-    top: usize,
-    labels: Option<&Path>,
-    threads: &Threads,
-) -> Result<()> {
-    let inputs: Vec<&Path> = [Some(path), input_npy, image, labels]
-        .into_iter()
-        .flatten()
-        .collect();
-    let logits_out = logits_out
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let logits_out = args
+        .logits_out
+        .as_deref()
         .map(|out| Output::new(out, &inputs))
         .transpose()?;
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
-    let (input, h, w) = match (input_npy, image) {
-        (Some(n), _) => read_input_npy(n)?,
-        (None, Some(i)) => {
-            let side = image_size.unwrap_or_else(|| native_size(model.config()));
-            (image_input::load(i, side)?, side, side)
-        }
-        (None, None) => fail!(Usage, "give --input-npy X.npy or --image FILE"),
-    };
-    let labels: Vec<String> = match labels {
+    let classes = model.config().num_classes;
+    let labels: Vec<String> = match &args.labels {
         Some(l) => std::fs::read_to_string(l)
             .map_err(|e| Error::io("reading", l, e))?
             .lines()
@@ -94,7 +77,26 @@ fn run_model(
             .collect(),
         None => Vec::new(),
     };
-    let (logits, ms, peak) = infer(&model, &input, (h, w), p, threads, &mut ())?;
+    if let Some(l) = &args.labels {
+        require!(
+            labels.len() == classes,
+            Usage,
+            "{}: {} labels for a model of {classes} classes",
+            l.display(),
+            labels.len()
+        );
+    }
+    let (input, h, w) = match (&args.input_npy, &args.image) {
+        (Some(n), _) => read_input_npy(n)?,
+        (None, Some(i)) => {
+            let side = args
+                .image_size
+                .unwrap_or_else(|| native_size(model.config()));
+            (image_input::load(i, side)?, side, side)
+        }
+        (None, None) => fail!(Usage, "give --input-npy X.npy or --image FILE"),
+    };
+    let (logits, ms, peak) = infer(&model, &input, (h, w), p, &threads, &mut ())?;
     if let Some(out) = logits_out {
         out.write(&npy::to_bytes(&[1, logits.len()], &logits))?;
     }
@@ -102,13 +104,32 @@ fn run_model(
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
     let m = logits.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let sum: f32 = logits.iter().map(|&l| (l - m).exp()).sum();
-    for (rank, &c) in order.iter().take(top).enumerate() {
+    let probability = |c: usize| (logits[c] - m).exp() / sum;
+    if args.json {
+        let v = serde_json::json!({
+            "model": path.display().to_string(),
+            "image_size": [h, w],
+            "activations": precision_name(p),
+            "threads": threads.count(),
+            "ms": ms,
+            "arena_high_water_bytes": peak,
+            "logits": logits,
+            "top": order.iter().take(args.top).map(|&c| serde_json::json!({
+                "class": c,
+                "label": labels.get(c),
+                "logit": logits[c],
+                "p": probability(c),
+            })).collect::<Vec<_>>(),
+        });
+        return outln!("{v}");
+    }
+    for (rank, &c) in order.iter().take(args.top).enumerate() {
         let name = labels.get(c).map_or(String::new(), |l| format!(" {l}"));
         outln!(
             "{:>2}. class {c}{name}: logit {:.4}, p {:.4}",
             rank + 1,
             logits[c],
-            (logits[c] - m).exp() / sum
+            probability(c)
         )?;
     }
     outln!(
@@ -116,6 +137,5 @@ fn run_model(
         threads.count(),
         plural(threads.count()),
         kib(peak)
-    )?;
-    Ok(())
+    )
 }

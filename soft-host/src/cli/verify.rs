@@ -1,12 +1,12 @@
 //! `soft verify`: a blob against the f32 engine built from its checkpoint, failing below thresholds.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use soft_core::{Blob, Precision};
 
-use super::common::{load_blob, native_size, open_model, threads_arg, Activations};
+use super::common::{load_blob, native_size, open_model, precision_name, threads_arg, Activations};
 use crate::checkpoint::read_checkpoint;
-use crate::error::{Context, Result};
+use crate::error::{Context, Error, Result};
 use crate::inference::{calibration_input, infer, read_input_npy};
 use crate::pth::Prefer;
 use crate::verify::{coarsest_format, Agreement, ThresholdOverrides, Thresholds};
@@ -46,6 +46,11 @@ pub struct Args {
     /// fraction of the inputs [default: 1 for f32, 0.9 with f16, 0.75 with int8].
     #[arg(long)]
     min_agreement: Option<f64>,
+    /// Print one JSON object (model, reference, inputs, max_abs_error,
+    /// max_relative_error, min_cosine, top1_agree, thresholds, passed, failures); still
+    /// exit 1 below the thresholds.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Random inputs `verify` compares on by default.
@@ -53,31 +58,18 @@ const VERIFY_INPUTS: usize = 8;
 
 /// Runs the command.
 pub fn run(args: Args) -> Result<()> {
-    let overrides = ThresholdOverrides {
+    let (path, reference, npys) = (
+        args.model.as_path(),
+        args.reference.as_path(),
+        &args.input_npy,
+    );
+    let (n, p, no_ema, json): (_, Precision, _, _) =
+        (args.inputs, args.activations.into(), args.no_ema, args.json);
+    let thresholds = &ThresholdOverrides {
         max_relative_error: args.max_relative_error,
         min_cosine: args.min_cosine,
         min_agreement: args.min_agreement,
     };
-    verify(
-        &args.model,
-        &args.reference,
-        args.inputs,
-        &args.input_npy,
-        args.activations.into(),
-        args.no_ema,
-        &overrides,
-    )
-}
-
-fn verify(
-    path: &Path,
-    reference: &Path,
-    n: Option<usize>,
-    npys: &[PathBuf],
-    p: Precision,
-    no_ema: bool,
-    thresholds: &ThresholdOverrides,
-) -> Result<()> {
     let n = n.unwrap_or(VERIFY_INPUTS);
     require!(
         !npys.is_empty() || n > 0,
@@ -124,6 +116,37 @@ fn verify(
     }
     bar.finish_and_clear();
     let a = &agreement;
+    let failures = a.failures(&thresholds);
+    let verdict = || match failures.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Check(format!(
+            "{} does not match {}: {}",
+            path.display(),
+            reference.display(),
+            failures.join("; ")
+        ))),
+    };
+    if json {
+        let v = serde_json::json!({
+            "model": path.display().to_string(),
+            "reference": reference.display().to_string(),
+            "activations": precision_name(p),
+            "inputs": a.inputs,
+            "max_abs_error": a.max_error,
+            "max_relative_error": a.max_relative,
+            "min_cosine": a.min_cosine,
+            "top1_agree": a.top1_agree,
+            "thresholds": {
+                "max_relative_error": thresholds.max_relative_error,
+                "min_cosine": thresholds.min_cosine,
+                "min_agreement": thresholds.min_agreement,
+            },
+            "passed": failures.is_empty(),
+            "failures": failures,
+        });
+        outln!("{v}")?;
+        return verdict();
+    }
     outln!(
         "{} against f32 weights and activations from {} on {} inputs:",
         path.display(),
@@ -137,15 +160,7 @@ fn verify(
     )?;
     outln!("  min cosine similarity {:.6}", a.min_cosine)?;
     outln!("  top-1 agreement {}/{}", a.top1_agree, a.inputs)?;
-    let failures = a.failures(&thresholds);
-    require!(
-        failures.is_empty(),
-        Check,
-        "{} does not match {}: {}",
-        path.display(),
-        reference.display(),
-        failures.join("; ")
-    );
+    verdict()?;
     outln!(
         "  passed: relative error <= {}, cosine >= {}, top-1 agreement >= {}",
         thresholds.max_relative_error,
