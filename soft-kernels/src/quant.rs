@@ -63,6 +63,12 @@ fn values_len(rows: usize, depth: usize) -> Result<usize> {
     })
 }
 
+/// Whether `values` i16 and `scales` f32 hold `rows × depth` quantised activations.
+fn rows_fit(values: usize, scales: usize, rows: usize, depth: usize) -> Result<()> {
+    need("quantised values", values_len(rows, depth)?, values)?;
+    need("quantised scales", rows, scales)
+}
+
 fn need(operand: &'static str, needed: usize, len: usize) -> Result<()> {
     if len >= needed {
         Ok(())
@@ -88,8 +94,7 @@ pub struct QuantRows<'a> {
 impl<'a> QuantRows<'a> {
     /// A view of `rows × depth` activations, checked to fit the slices.
     pub fn new(values: &'a [i16], scales: &'a [f32], rows: usize, depth: usize) -> Result<Self> {
-        need("quantised values", values_len(rows, depth)?, values.len())?;
-        need("quantised scales", rows, scales.len())?;
+        rows_fit(values.len(), scales.len(), rows, depth)?;
         Ok(QuantRows {
             values,
             scales,
@@ -137,8 +142,7 @@ impl<'a> QuantRowsMut<'a> {
         rows: usize,
         depth: usize,
     ) -> Result<Self> {
-        need("quantised values", values_len(rows, depth)?, values.len())?;
-        need("quantised scales", rows, scales.len())?;
+        rows_fit(values.len(), scales.len(), rows, depth)?;
         Ok(QuantRowsMut {
             values,
             scales,

@@ -55,6 +55,25 @@ fn same(what: &'static str, left: usize, right: usize) -> Result<()> {
     }
 }
 
+/// A bias must cover every column, and [`Start::Accumulate`] needs sums that can go on
+/// (`can_accumulate`; `why` says which cannot).
+fn start_fits(
+    start: Start<'_>,
+    cols: usize,
+    can_accumulate: bool,
+    why: &'static str,
+) -> Result<()> {
+    match start {
+        Start::Bias(b) if b.len() < cols => Err(Error::OutOfBounds {
+            operand: "bias",
+            needed: cols,
+            len: b.len(),
+        }),
+        Start::Accumulate if !can_accumulate => Err(Error::Unsupported(why)),
+        _ => Ok(()),
+    }
+}
+
 impl Kernels {
     /// A short name for reports: `generic`, `avx2`, `avx512`, `armv7em-dsp`.
     pub fn name(&self) -> &'static str {
@@ -75,19 +94,12 @@ impl Kernels {
         same("lhs depth vs rhs rows", lhs.depth(), rhs.rows())?;
         same("lhs rows vs out rows", lhs.rows(), out.rows())?;
         same("rhs cols vs out cols", rhs.cols(), out.cols())?;
-        match start {
-            Start::Bias(b) if b.len() < out.cols() => {
-                return Err(Error::OutOfBounds {
-                    operand: "bias",
-                    needed: out.cols(),
-                    len: b.len(),
-                })
-            }
-            Start::Accumulate if rhs.is_int8() => {
-                return Err(Error::Unsupported("accumulating int8 sums across calls"))
-            }
-            _ => {}
-        }
+        start_fits(
+            start,
+            out.cols(),
+            !rhs.is_int8(),
+            "accumulating int8 sums across calls",
+        )?;
         (self.gemm)(lhs, rhs, start, out);
         Ok(())
     }
@@ -196,19 +208,12 @@ impl Kernels {
         if x.depth() > MAX_Q8_DEPTH {
             return Err(Error::Unsupported("integer dot products deeper than 2^17"));
         }
-        match start {
-            Start::Bias(b) if b.len() < out.cols() => {
-                return Err(Error::OutOfBounds {
-                    operand: "bias",
-                    needed: out.cols(),
-                    len: b.len(),
-                })
-            }
-            Start::Accumulate => {
-                return Err(Error::Unsupported("accumulating integer sums across calls"))
-            }
-            _ => {}
-        }
+        start_fits(
+            start,
+            out.cols(),
+            false,
+            "accumulating integer sums across calls",
+        )?;
         (self.gemm_q8)(x, w, start, out);
         Ok(())
     }
