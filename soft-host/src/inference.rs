@@ -65,6 +65,53 @@ pub fn read_input_npy(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     Ok((a.data, h, w))
 }
 
+/// Counts a run's blocks on a progress bar (the stem counts as one): for a long run on
+/// a terminal; a hidden bar (not a terminal) only keeps count.
+pub struct BlockProgress {
+    bar: indicatif::ProgressBar,
+}
+
+impl BlockProgress {
+    /// A bar for `config`'s blocks, drawn on standard error if it is a terminal.
+    pub fn new(config: &soft_core::ModelConfig) -> BlockProgress {
+        let blocks = 1 + config.depths.iter().sum::<usize>() as u64;
+        let bar = indicatif::ProgressBar::new(blocks);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} blocks, {elapsed}")
+        {
+            bar.set_style(style);
+        }
+        BlockProgress { bar }
+    }
+
+    /// A bar that is never drawn, for tests.
+    pub fn hidden(config: &soft_core::ModelConfig) -> BlockProgress {
+        let progress = BlockProgress::new(config);
+        progress
+            .bar
+            .set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        progress
+    }
+
+    /// Blocks done so far.
+    pub fn done(&self) -> u64 {
+        self.bar.position()
+    }
+
+    /// Removes the bar from the terminal.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+impl Probe for BlockProgress {
+    fn observe(&mut self, at: Checkpoint, _tokens: Tokens<'_>, _rows: usize, _cols: usize) {
+        if matches!(at, Checkpoint::Stem | Checkpoint::Block { .. }) {
+            self.bar.inc(1);
+        }
+    }
+}
+
 /// Activations beyond this on the calibration input leave f16 maps less than 8×
 /// headroom: `convert` warns.
 pub const F16_HEADROOM: f32 = 65504.0 / 8.0;
@@ -88,5 +135,43 @@ impl Probe for PeakActivation {
             self.max_abs = max_abs;
             self.at = Some(at);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_progress_counts_the_stem_and_every_block() {
+        let mut cfg = soft_core::ModelConfig::preset("soft_tiny").unwrap();
+        cfg.embed_dims = [16, 32, 48, 64];
+        cfg.heads = [1, 2, 3, 4];
+        cfg.depths = [1, 2, 1, 1];
+        cfg.stage4_mlp_hidden = 256;
+        cfg.num_classes = 10;
+        cfg.pos_grids = [16, 8, 4, 2];
+        let blob = crate::AlignedBlob::new(
+            &crate::build_blob(
+                &crate::synthetic_checkpoint(&cfg, 1),
+                &cfg,
+                crate::WeightDtype::F16,
+            )
+            .unwrap(),
+        );
+        let model = Model::from_blob(blob.as_bytes()).unwrap();
+        let threads = Threads::new(1).unwrap();
+        let mut progress = BlockProgress::hidden(&cfg);
+        let input = calibration_input(64, 1);
+        infer(
+            &model,
+            &input,
+            (64, 64),
+            Precision::F16,
+            &threads,
+            &mut progress,
+        )
+        .unwrap();
+        assert_eq!(progress.done(), 1 + 5);
     }
 }

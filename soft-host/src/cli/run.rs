@@ -8,7 +8,7 @@ use super::common::{
     kib, load_blob, native_size, open_model, plural, precision_name, threads_arg, Activations,
 };
 use crate::error::{Error, Result};
-use crate::inference::{infer, read_input_npy};
+use crate::inference::{infer, read_input_npy, BlockProgress};
 use crate::io::Output;
 use crate::{fail, image_input, npy, outln, require};
 
@@ -96,7 +96,11 @@ pub fn run(args: Args) -> Result<()> {
         }
         (None, None) => fail!(Usage, "give --input-npy X.npy or --image FILE"),
     };
-    let (logits, ms, peak) = infer(&model, &input, (h, w), p, &threads, &mut ())?;
+    // A large input takes minutes: show the blocks as they pass, on a terminal.
+    let mut progress = BlockProgress::new(model.config());
+    let result = infer(&model, &input, (h, w), p, &threads, &mut progress);
+    progress.finish();
+    let (logits, ms, peak) = result?;
     if let Some(out) = logits_out {
         out.write(&npy::to_bytes(&[1, logits.len()], &logits))?;
     }
