@@ -193,7 +193,7 @@ impl BenchReport {
         json!({
             "image_size": [self.image.0, self.image.1],
             "threads": self.threads,
-            "activations": match self.precision { Precision::F16 => "f16", Precision::F32 => "f32" },
+            "activations": crate::inference::precision_name(self.precision),
             "kernels": self.kernels,
             "schedule": {
                 "whole_maps": self.schedule.whole_maps,

@@ -12,6 +12,14 @@ use crate::threads::Threads;
 use crate::verify::max_abs;
 use crate::{fail, npy};
 
+/// A precision's name as `--activations` spells it (and every `--json` reports it).
+pub fn precision_name(p: Precision) -> &'static str {
+    match p {
+        Precision::F32 => "f32",
+        _ => "f16",
+    }
+}
+
 /// A reproducible `3 × side × side` input, uniform in [-2, 2): what `convert` calibrates
 /// on (seed 0) and `verify` compares on (seeds 1, 2, …).
 pub fn calibration_input(side: usize, seed: u64) -> Vec<f32> {

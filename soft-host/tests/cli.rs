@@ -240,14 +240,7 @@ fn bad_checkpoints_give_one_clear_error_and_no_output() {
 #[test]
 fn bad_blobs_and_inputs_give_one_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let blob = dir.path().join("m.soft");
-    soft()
-        .arg("convert")
-        .arg(data("golden/micro_64/ckpt.safetensors"))
-        .arg("-o")
-        .arg(&blob)
-        .assert()
-        .success();
+    let blob = micro_blob(dir.path());
     let good = std::fs::read(&blob).unwrap();
     let check = |bytes: &[u8], args: &[&str], message: &str| {
         let path = dir.path().join("bad.soft");

@@ -180,14 +180,6 @@ pub(crate) fn config_json(c: &ModelConfig) -> serde_json::Value {
     })
 }
 
-/// A precision's name in JSON.
-pub(crate) fn precision_name(p: Precision) -> &'static str {
-    match p {
-        Precision::F32 => "f32",
-        _ => "f16",
-    }
-}
-
 pub(crate) fn describe(c: &ModelConfig) -> String {
     format!(
         "widths {:?}, heads {:?}, depths {:?}, landmark ratios {:?}, V-conv {:?}, {} classes, {} Newton steps{}",

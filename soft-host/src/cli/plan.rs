@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use soft_core::Precision;
 
 use super::common::{
-    config_json, kib, load_blob, open_model, parse_size, plural, precision_name, preset,
-    Activations,
+    config_json, kib, load_blob, open_model, parse_size, plural, preset, Activations,
 };
 use crate::error::Result;
+use crate::inference::precision_name;
 use crate::io::Output;
 use crate::threads::Threads;
 use crate::{fail, outln, svg};

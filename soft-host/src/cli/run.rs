@@ -4,11 +4,9 @@ use std::path::{Path, PathBuf};
 
 use soft_core::Precision;
 
-use super::common::{
-    kib, load_blob, native_size, open_model, plural, precision_name, threads_arg, Activations,
-};
+use super::common::{kib, load_blob, native_size, open_model, plural, threads_arg, Activations};
 use crate::error::{Error, Result};
-use crate::inference::{infer, read_input_npy, BlockProgress};
+use crate::inference::{infer, precision_name, read_input_npy, BlockProgress};
 use crate::io::Output;
 use crate::{fail, image_input, npy, outln, require};
 

@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use soft_core::{Blob, Precision};
+use soft_core::Precision;
 
-use super::common::{load_blob, native_size, open_model, precision_name, threads_arg, Activations};
+use super::common::{load_blob, native_size, open_model, threads_arg, Activations};
 use crate::checkpoint::read_checkpoint;
-use crate::error::{Context, Error, Result};
-use crate::inference::{calibration_input, infer, read_input_npy};
+use crate::error::{Error, Result};
+use crate::inference::{calibration_input, infer, precision_name, read_input_npy};
 use crate::pth::Prefer;
 use crate::verify::{coarsest_format, Agreement, ThresholdOverrides, Thresholds};
 use crate::{build_blob, infer_config, outln, require, AlignedBlob, ArchOptions, WeightDtype};
@@ -79,8 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     let threads = threads_arg(None)?;
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
-    let parsed = Blob::parse(blob.as_bytes()).with_context(|| path.display().to_string())?;
-    let thresholds = Thresholds::default_for(coarsest_format(&parsed, p)?).with(thresholds)?;
+    let thresholds = Thresholds::default_for(coarsest_format(model.blob(), p)?).with(thresholds)?;
     let cfg = *model.config();
     let loaded = read_checkpoint(reference, if no_ema { Prefer::Raw } else { Prefer::Ema })?;
     let opts = ArchOptions {
