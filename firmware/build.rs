@@ -15,9 +15,10 @@ const DIGITS: usize = 4;
 /// Input side the firmware runs at.
 const SIDE: usize = 64;
 /// The embedded blobs, relative to the firmware crate.
-const BLOBS: [&str; 2] = [
+const BLOBS: [&str; 3] = [
     "../target/demo/soft_digits_f16.soft",
     "../target/demo/soft_digits_int8.soft",
+    "../target/demo/soft_digits_w8a8.soft",
 ];
 const TEST_IMAGES: &str = "../models/digits/test_images.npy";
 

@@ -62,6 +62,8 @@ static F16_BLOB: &Aligned<[u8]> =
     &Aligned(*include_bytes!("../../target/demo/soft_digits_f16.soft"));
 static INT8_BLOB: &Aligned<[u8]> =
     &Aligned(*include_bytes!("../../target/demo/soft_digits_int8.soft"));
+static W8A8_BLOB: &Aligned<[u8]> =
+    &Aligned(*include_bytes!("../../target/demo/soft_digits_w8a8.soft"));
 
 /// One 8×8 digit (pixels 0..=16), streamed as the normalised 3×64×64 image the model was
 /// trained on: `pixel / 16`, nearest ×8 upsampling, `(x − 0.5) / 0.5`, the same plane in
@@ -183,7 +185,7 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
     // The benchmark's buffers are not the model's: measure the stack from here.
     stack::paint();
 
-    for (tag, blob) in [("f16", F16_BLOB), ("int8", INT8_BLOB)] {
+    for (tag, blob) in [("f16", F16_BLOB), ("int8", INT8_BLOB), ("w8a8", W8A8_BLOB)] {
         let model = Model::from_blob(&blob.0)?;
         let plan = model.plan(SIDE, SIDE, Precision::F16)?;
         if plan.peak_bytes > arena.len() {
@@ -359,7 +361,7 @@ fn bench_integer_linear(x: &[f32], bias: Start<'_>) {
     ];
     for ((name, kernels), y) in tables.into_iter().zip(results.iter_mut()) {
         let call = |values: &mut [i16], scales: &mut [f32], y: &mut [f32]| {
-            let src = Strided::rows_of(x, BENCH_TOKENS, BENCH_IN, BENCH_IN)?;
+            let src = Lhs::new(Strided::rows_of(x, BENCH_TOKENS, BENCH_IN, BENCH_IN)?);
             let mut q = QuantRowsMut::new(values, scales, BENCH_TOKENS, BENCH_IN)?;
             kernels.quantize(&src, &mut q)?;
             let w = QuantWeights::new(&BENCH_I8.0, &BENCH_SCALES, BENCH_OUT, BENCH_IN)?;
@@ -411,7 +413,7 @@ fn check_integer_shapes(x: &[f32]) {
         let tables = [Kernels::detect(), Kernels::generic()];
         for (kernels, y) in tables.into_iter().zip(results.iter_mut()) {
             let result = (|| {
-                let src = Strided::rows_of(x, rows, depth, BENCH_IN)?;
+                let src = Lhs::new(Strided::rows_of(x, rows, depth, BENCH_IN)?);
                 let mut q = QuantRowsMut::new(&mut values.0, &mut scales, rows, depth)?;
                 kernels.quantize(&src, &mut q)?;
                 let w = QuantWeights::new(&BENCH_I8.0, &BENCH_SCALES, outputs, depth)?;

@@ -32,6 +32,12 @@ pub struct ModelConfig {
     pub newton_iters: usize,
     /// SOFT-Norm: symmetric normalised kernel instead of `K2 + 0.01·I`.
     pub normalized: bool,
+    /// W8A8: every linear layer and convolution has int8 weights ([`Dtype::Q8`]) and
+    /// quantises its input to int8 per token at run time, summing exactly in i32. Part of
+    /// the config because it changes what is computed and the arena a run needs.
+    ///
+    /// [`Dtype::Q8`]: crate::format::Dtype::Q8
+    pub w8a8: bool,
 }
 
 /// Words (`u32`) of an encoded config.
@@ -68,6 +74,7 @@ impl ModelConfig {
             num_classes: 1000,
             newton_iters: 20,
             normalized,
+            w8a8: false,
         })
     }
 
@@ -144,7 +151,7 @@ impl ModelConfig {
 
     pub(crate) fn encode(&self) -> [u32; CONFIG_WORDS] {
         let mut w = [0u32; CONFIG_WORDS];
-        let flags = usize::from(self.normalized);
+        let flags = usize::from(self.normalized) | usize::from(self.w8a8) << 1;
         let fields = self
             .embed_dims
             .iter()
@@ -182,7 +189,7 @@ impl ModelConfig {
         let num_classes = take();
         let newton_iters = take();
         let flags = take();
-        if flags > 1 {
+        if flags > 3 {
             return Err(Error::CorruptBlob("unknown config flags"));
         }
         let cfg = ModelConfig {
@@ -196,7 +203,8 @@ impl ModelConfig {
             stage4_mlp_hidden,
             num_classes,
             newton_iters,
-            normalized: flags == 1,
+            normalized: flags & 1 == 1,
+            w8a8: flags & 2 == 2,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -213,6 +221,8 @@ mod tests {
             let cfg = ModelConfig::preset(name).unwrap();
             cfg.validate().unwrap();
             assert_eq!(ModelConfig::decode(&cfg.encode()).unwrap(), cfg);
+            let w8a8 = ModelConfig { w8a8: true, ..cfg };
+            assert_eq!(ModelConfig::decode(&w8a8.encode()).unwrap(), w8a8);
             assert_eq!(cfg.head_dim(0), 32);
             assert_eq!(cfg.normalized, name.starts_with("soft_norm_"));
         }

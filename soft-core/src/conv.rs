@@ -5,12 +5,15 @@
 //! zero-padded window, are its left operand's three pieces (each `3·C_in` taps deep, one
 //! pixel every `stride·C_in` values), the `[3, 3, C_in, C_out]` weights its right operand.
 //! Each output sums its taps in `(ky, kx, c_in)` order from the bias; taps left or right
-//! of the image read +0.0, rows above or below it are left out.
+//! of the image read +0.0, rows above or below it are left out. W8A8 convolutions read
+//! rows outside the image as zeros instead (an exact integer sum gains nothing from them)
+//! and quantise each output pixel's taps together.
 
 use soft_kernels::{Lhs, Out, Start, Strided, TokenElem};
 
 use crate::error::Result;
 use crate::exec::{carve, split, Parts, Run};
+use crate::linear::{apply, quant_len, Weight};
 use crate::scratch::scratch;
 use crate::weights::{Matrix, Vector};
 
@@ -29,6 +32,8 @@ pub(crate) struct ConvShape {
     pub cin: usize,
     pub cout: usize,
     pub stride: usize,
+    /// W8A8 (scratch for the quantised taps).
+    pub w8a8: bool,
 }
 
 impl ConvShape {
@@ -56,24 +61,44 @@ impl ConvShape {
     pub fn sums_len(&self, run_chunk: usize) -> usize {
         self.chunk(run_chunk) * self.cout
     }
+
+    /// Quantised taps of one chunk (W8A8).
+    pub fn quant_len(&self, run_chunk: usize) -> usize {
+        quant_len(self.w8a8, self.chunk(run_chunk), 9 * self.cin)
+    }
 }
 
 scratch! {
     /// One chunk of output pixels.
-    pub(crate) struct ConvScratch(window: usize, sums: usize) {
+    pub(crate) struct ConvScratch(lens: ConvLens) {
         /// The three input rows' pixels the chunk reads, zero-padded, f32.
-        window: [f32; window],
+        window: [f32; lens.window],
         /// The chunk's sums, `[pixel][c_out]`.
-        sums: [f32; sums],
+        sums: [f32; lens.sums],
+        /// The chunk's taps quantised per pixel (W8A8).
+        quant: [f32; lens.quant],
     }
 }
 
-impl<E: TokenElem> ConvScratch<'_, E> {
+/// Values of each [`ConvScratch`] buffer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConvLens {
+    window: usize,
+    sums: usize,
+    quant: usize,
+}
+
+impl ConvLens {
     /// Scratch for convolutions of any of `shapes`.
-    pub fn lens(shapes: &[ConvShape], run_chunk: usize) -> (usize, usize) {
-        shapes.iter().fold((0, 0), |(w, s), c| {
-            (w.max(c.window_len(run_chunk)), s.max(c.sums_len(run_chunk)))
-        })
+    pub fn of(shapes: &[ConvShape], run_chunk: usize) -> ConvLens {
+        let max = |len: fn(&ConvShape, usize) -> usize| {
+            shapes.iter().map(|c| len(c, run_chunk)).max().unwrap_or(0)
+        };
+        ConvLens {
+            window: max(ConvShape::window_len),
+            sums: max(ConvShape::sums_len),
+            quant: max(ConvShape::quant_len),
+        }
     }
 }
 
@@ -90,11 +115,8 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
     let (cin, cout, stride) = (shape.cin, shape.cout, shape.stride);
     let out_w = shape.out_w();
     let chunk = shape.chunk(run.schedule.chunk);
-    let weights = conv.w.rhs()?;
-    // Rows present are consecutive taps, so their weights are consecutive rows.
-    let first_ky = rows.iter().position(Option::is_some).unwrap_or(0);
-    let present = rows.iter().filter(|r| r.is_some()).count();
-    let rhs = weights.row_range(first_ky * 3 * cin, present * 3 * cin);
+    let weights = conv.w.weight()?;
+    let integer = matches!(weights, Weight::Integer(_));
     let k = run.kernels;
     for ox0 in (0..out_w).step_by(chunk) {
         let n = chunk.min(out_w - ox0);
@@ -103,11 +125,15 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
         // Input column of window column 0 (one left of the chunk's first tap).
         let origin = ox0 * stride;
         for (ky, row) in rows.iter().enumerate() {
-            let Some(row) = row else { continue };
             let win = scratch
                 .window
                 .get_mut(ky * row_len..(ky + 1) * row_len)
                 .unwrap_or_default();
+            let Some(row) = row else {
+                // Only the integer path reads rows outside the image.
+                win.fill(0.0);
+                continue;
+            };
             // Window column c is input column origin + c − 1: zeros left of the image
             // (c = 0 when origin = 0) and right of it, the rest one contiguous run.
             let lead = usize::from(origin == 0);
@@ -126,23 +152,37 @@ pub(crate) fn conv_row<S: TokenElem, E: TokenElem>(
         }
         let window = &*scratch.window;
         let mut pieces: heapless::Vec<Strided<'_>, 3> = heapless::Vec::new();
-        for ky in (0..3).filter(|&ky| rows[ky].is_some()) {
+        for ky in (0..3).filter(|&ky| integer || rows[ky].is_some()) {
             let piece = window.get(ky * row_len..).unwrap_or_default();
             let _ = pieces.push(Strided::rows_of(piece, n, 3 * cin, stride * cin)?);
         }
         let lhs = Lhs::pieces(&pieces)?;
         let sums = scratch.sums.get_mut(..n * cout).unwrap_or_default();
-        let workers = run.workers_for(n, n * present * 3 * cin * cout);
-        let parts: Parts<_> = carve(sums, cout, n, workers)
-            .into_iter()
-            .enumerate()
-            .map(|(w, sums)| (split(n, workers, w), sums))
-            .collect();
-        run.try_parallel(parts, |(range, sums)| {
-            let mut out = Out::new(sums, range.len(), cout, cout)?;
-            let lhs = lhs.row_range(range.start, range.len());
-            Ok(k.gemm(&lhs, &rhs, Start::Bias(conv.b), &mut out)?)
-        })?;
+        match weights {
+            Weight::Float(rhs) => {
+                // Rows present are consecutive taps, so their weights are consecutive rows.
+                let first_ky = rows.iter().position(Option::is_some).unwrap_or(0);
+                let rhs = rhs.row_range(first_ky * 3 * cin, pieces.len() * 3 * cin);
+                let workers = run.workers_for(n, n * lhs.depth() * cout);
+                let parts: Parts<_> = carve(sums, cout, n, workers)
+                    .into_iter()
+                    .enumerate()
+                    .map(|(w, sums)| (split(n, workers, w), sums))
+                    .collect();
+                run.try_parallel(parts, |(range, sums)| {
+                    let mut out = Out::new(sums, range.len(), cout, cout)?;
+                    let lhs = lhs.row_range(range.start, range.len());
+                    Ok(k.gemm(&lhs, &rhs, Start::Bias(conv.b), &mut out)?)
+                })?;
+            }
+            // One call: the quantised rows come in quads, which a split by tokens would
+            // cut. Whole maps split convolutions by bands of rows instead.
+            Weight::Integer(_) => {
+                let mut out = Out::new(sums, n, cout, cout)?;
+                let start = Start::Bias(conv.b);
+                apply(run, &weights, &lhs, start, scratch.quant, &mut out)?;
+            }
+        }
         let sums = scratch.sums.get_mut(..n * cout).unwrap_or_default();
         for v in sums.iter_mut() {
             // ReLU; NaN stays NaN. An unconditional select vectorises, a conditional
@@ -176,6 +216,7 @@ mod tests {
                 cin,
                 cout,
                 stride,
+                w8a8: false,
             };
             let out_w = shape.out_w();
             let w: Vec<f32> = (0..9 * cin * cout)
@@ -217,11 +258,11 @@ mod tests {
                             min_split_macs: 0,
                         },
                     };
-                    let (window, sums) = ConvScratch::<f32>::lens(&[shape], chunk);
-                    let mut arena = vec![0u8; ConvScratch::<f32>::bytes(window, sums) + 16];
+                    let lens = ConvLens::of(&[shape], chunk);
+                    let mut arena = vec![0u8; ConvScratch::<f32>::bytes(lens) + 16];
                     let mark = Watermark::new();
                     let mut ar = Arena::new(&mut arena, &mark);
-                    let mut scratch = ConvScratch::<f32>::alloc(&mut ar, window, sums).unwrap();
+                    let mut scratch = ConvScratch::<f32>::alloc(&mut ar, lens).unwrap();
                     let mut out = vec![0.0f32; out_w * cout];
                     conv_row(&run, &conv, &shape, rows, &mut scratch, &mut out).unwrap();
                     for ox in 0..out_w {

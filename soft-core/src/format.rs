@@ -20,8 +20,12 @@ use crate::error::{Error, Result};
 
 /// First eight bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"SOFTMDL\0";
-/// Format version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// Newest format version this build reads and writes. Version 2 adds [`Dtype::Q8`] and
+/// the W8A8 config flag; a blob without them is written as version 1, so readers of
+/// version 1 still load every blob they can run.
+pub const VERSION: u32 = 2;
+/// Oldest format version this build reads.
+pub const FIRST_VERSION: u32 = 1;
 /// Header bytes.
 pub const HEADER_BYTES: usize = 64;
 /// Bytes of one tensor-table entry.
@@ -42,6 +46,11 @@ pub enum Dtype {
     F16 = 1,
     /// Signed 8-bit with one `f32` scale per output channel (last dimension).
     I8 = 2,
+    /// The weights of a W8A8 layer (format version 2): signed 8-bit, stored
+    /// output-major (transposed from the shape's `[inputs…, outputs]`) with each output's
+    /// inputs padded with zeros to a multiple of 16, one `f32` scale per output: the
+    /// layout [`soft_kernels::QuantWeights`] reads in place.
+    Q8 = 3,
 }
 
 impl Dtype {
@@ -50,8 +59,24 @@ impl Dtype {
         match self {
             Dtype::F32 => 4,
             Dtype::F16 => 2,
-            Dtype::I8 => 1,
+            Dtype::I8 | Dtype::Q8 => 1,
         }
+    }
+
+    /// Stored bytes of a tensor of `shape`, or `None` on overflow.
+    pub fn stored_len(self, shape: &[usize]) -> Option<usize> {
+        let (&outputs, inputs) = shape.split_last()?;
+        let inputs = inputs.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+        let inputs = match self {
+            Dtype::Q8 => inputs.checked_next_multiple_of(soft_kernels::quant::DEPTH_GROUP)?,
+            _ => inputs,
+        };
+        inputs.checked_mul(outputs)?.checked_mul(self.size())
+    }
+
+    /// Whether tensors of this type carry a scale per output.
+    pub const fn has_scales(self) -> bool {
+        matches!(self, Dtype::I8 | Dtype::Q8)
     }
 
     fn from_u8(v: u8) -> Result<Dtype> {
@@ -59,6 +84,7 @@ impl Dtype {
             0 => Ok(Dtype::F32),
             1 => Ok(Dtype::F16),
             2 => Ok(Dtype::I8),
+            3 => Ok(Dtype::Q8),
             _ => Err(Error::CorruptBlob("unknown tensor dtype")),
         }
     }
@@ -215,7 +241,7 @@ pub struct TensorRef<'a> {
     pub rank: usize,
     /// The elements, little-endian, 16-byte aligned within the blob.
     pub data: &'a [u8],
-    /// Per-output-channel scales (`I8` only), one `f32` per last-dimension index.
+    /// Per-output-channel scales (`I8`, `Q8`), one `f32` per last-dimension index.
     pub scales: Option<&'a [u8]>,
 }
 
@@ -238,9 +264,25 @@ impl TensorRef<'_> {
                 .data
                 .chunks_exact(2)
                 .all(|b| half::f16::from_le_bytes([b[0], b[1]]).is_finite()),
-            Dtype::I8 => true,
+            Dtype::I8 | Dtype::Q8 => true,
         };
         data_finite && self.scales.is_none_or(f32s_finite)
+    }
+
+    /// Whether a `Q8` tensor's padding (each output's inputs past the shape's) is zero,
+    /// as the integer kernels assume; true for every other type.
+    pub fn padding_is_zero(&self) -> bool {
+        let Some((_, inputs)) = self.dims().split_last() else {
+            return true;
+        };
+        let depth: usize = inputs.iter().product();
+        let padded = depth.next_multiple_of(soft_kernels::quant::DEPTH_GROUP);
+        self.dtype != Dtype::Q8
+            || padded == 0
+            || self
+                .data
+                .chunks_exact(padded)
+                .all(|row| row.get(depth..).unwrap_or_default().iter().all(|&b| b == 0))
     }
 }
 
@@ -248,6 +290,7 @@ impl TensorRef<'_> {
 #[derive(Debug, Clone, Copy)]
 pub struct Blob<'a> {
     bytes: &'a [u8],
+    version: u32,
     config: ModelConfig,
     table: &'a [u8],
     data_start: usize,
@@ -288,7 +331,7 @@ impl<'a> Blob<'a> {
             return Err(Error::BadMagic);
         }
         let version = u32_at(bytes, 8)?;
-        if version != VERSION {
+        if !(FIRST_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion(version));
         }
         let field = |at: usize| u32_at(bytes, at).map(|v| v as usize);
@@ -327,6 +370,9 @@ impl<'a> Blob<'a> {
             *w = u32_at(config_bytes, 4 * i)?;
         }
         let config = ModelConfig::decode(&words)?;
+        if config.w8a8 && version < 2 {
+            return Err(Error::CorruptBlob("W8A8 flag in a version-1 blob"));
+        }
 
         let (table_at, count) = (field(24)?, field(28)?);
         let table_len = count
@@ -341,6 +387,7 @@ impl<'a> Blob<'a> {
             .ok_or(Error::CorruptBlob("data section out of range"))?;
         let blob = Blob {
             bytes: body,
+            version,
             config,
             table,
             data_start,
@@ -353,8 +400,19 @@ impl<'a> Blob<'a> {
             if !t.is_finite() {
                 return Err(Error::NonFiniteWeight(t.id));
             }
+            if t.dtype == Dtype::Q8 && version < 2 {
+                return Err(Error::CorruptBlob("W8A8 weights in a version-1 blob"));
+            }
+            if !t.padding_is_zero() {
+                return Err(Error::CorruptBlob("W8A8 weights with nonzero padding"));
+            }
         }
         Ok(blob)
+    }
+
+    /// The format version the blob was written in.
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The model configuration.
@@ -403,7 +461,7 @@ impl<'a> Blob<'a> {
         }
         let offset = u32_at(e, 24)? as usize;
         let len = u32_at(e, 28)? as usize;
-        if Some(len) != numel.checked_mul(dtype.size()) {
+        if Some(len) != dtype.stored_len(shape.get(..rank).unwrap_or(&[])) {
             return Err(Error::CorruptBlob(
                 "tensor byte length disagrees with its shape",
             ));
@@ -411,7 +469,7 @@ impl<'a> Blob<'a> {
         let data = self.data_slice(offset, len)?;
         let scale_offset = u32_at(e, 32)? as usize;
         let scales = match dtype {
-            Dtype::I8 => {
+            Dtype::I8 | Dtype::Q8 => {
                 let channels = shape.get(rank - 1).copied().unwrap_or(0);
                 Some(self.data_slice(scale_offset, channels * 4)?)
             }
@@ -468,7 +526,7 @@ pub struct TensorSpec<'a> {
     pub shape: &'a [usize],
     /// Little-endian elements.
     pub data: &'a [u8],
-    /// `I8` only: little-endian `f32` scale per last-dimension index.
+    /// `I8` and `Q8` only: little-endian `f32` scale per last-dimension index.
     pub scales: Option<&'a [u8]>,
 }
 
@@ -512,7 +570,7 @@ pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) 
         m.copy_from_slice(&MAGIC);
     }
     let header = [
-        (8, VERSION),
+        (8, if config.w8a8 { VERSION } else { FIRST_VERSION }),
         (12, HEADER_BYTES as u32),
         (16, HEADER_BYTES as u32),
         (20, CONFIG_BYTES as u32),
@@ -533,8 +591,10 @@ pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) 
         if t.shape.is_empty() || t.shape.len() > MAX_RANK {
             return Err(Error::TensorMismatch(t.id));
         }
-        let numel: usize = t.shape.iter().product();
-        if numel * t.dtype.size() != t.data.len() || (t.dtype == Dtype::I8) != t.scales.is_some() {
+        if t.dtype.stored_len(t.shape) != Some(t.data.len())
+            || t.dtype.has_scales() != t.scales.is_some()
+            || (t.dtype == Dtype::Q8 && !config.w8a8)
+        {
             return Err(Error::TensorMismatch(t.id));
         }
         let e = table_at + i * ENTRY_BYTES;

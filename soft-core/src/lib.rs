@@ -34,3 +34,4 @@ pub use model::{plan, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions
 pub use probe::{Activity, Checkpoint, Probe, Step, Tokens};
 pub use scratch::Buffer;
 pub use soft_kernels::Kernels;
+pub use weights::quantize_q8;

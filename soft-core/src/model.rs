@@ -11,11 +11,12 @@ use soft_kernels::{Kernels, Lhs, Out, Start, Strided, TokenElem};
 
 use crate::arena::{bytes_for, Arena, Watermark, ARENA_ALIGN};
 use crate::config::{ModelConfig, STAGES};
-use crate::conv::{conv_row, Conv, ConvScratch, ConvShape};
+use crate::conv::{conv_row, Conv, ConvLens, ConvScratch, ConvShape};
 use crate::error::{Error, Result, Site};
 use crate::exec::{carve, per_worker, split, Executor, Inline, Parts, Run, Schedule};
 use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
+use crate::linear::{apply, quant_len, Weight};
 use crate::newton::InverseConfig;
 use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step, Tokens};
 use crate::scratch::scratch;
@@ -196,6 +197,7 @@ impl Geometry {
             r,
             k: cfg.vconv_sizes[s],
             m: (rows / r) * (cols / r),
+            w8a8: cfg.w8a8,
         }
     }
 
@@ -208,18 +210,21 @@ impl Geometry {
                 cin: 3,
                 cout: sw,
                 stride: 2,
+                w8a8: cfg.w8a8,
             },
             ConvShape {
                 in_w: w1,
                 cin: sw,
                 cout: sw,
                 stride: 1,
+                w8a8: cfg.w8a8,
             },
             ConvShape {
                 in_w: w1,
                 cin: sw,
                 cout: cfg.embed_dims[0],
                 stride: 2,
+                w8a8: cfg.w8a8,
             },
         ]
     }
@@ -230,6 +235,7 @@ impl Geometry {
             c: cfg.embed_dims[3],
             heads: cfg.heads[3],
             hidden: cfg.stage4_mlp_hidden,
+            w8a8: cfg.w8a8,
         }
     }
 
@@ -246,6 +252,7 @@ impl Geometry {
             cols_out,
             c_out: cfg.embed_dims[s],
             first: usize::from(s == 3),
+            w8a8: cfg.w8a8,
         }
     }
 }
@@ -260,6 +267,8 @@ struct EmbedDims {
     c_out: usize,
     /// Output tokens start here (1 in stage 4: slot 0 is the class token).
     first: usize,
+    /// W8A8 convolution.
+    w8a8: bool,
 }
 
 impl EmbedDims {
@@ -292,6 +301,7 @@ impl EmbedDims {
             cin: self.c_in,
             cout: self.c_out,
             stride: 2,
+            w8a8: self.w8a8,
         }
     }
 
@@ -424,8 +434,10 @@ impl ImageRows for BufferedImage<'_> {
 
 scratch! {
     /// One token in f32 (final norm and head).
-    struct TokenScratch(c: usize) {
+    struct TokenScratch(c: usize, w8a8: bool) {
         token: [f32; c],
+        /// The class token quantised for the head (W8A8).
+        quant: [f32; quant_len(w8a8, 1, c)],
     }
 }
 
@@ -441,8 +453,7 @@ scratch! {
 
 /// Arena bytes of the convolution scratch for `shapes`.
 fn conv_bytes<E: TokenElem>(shapes: &[ConvShape], s: &Schedule) -> usize {
-    let (window, sums) = ConvScratch::<E>::lens(shapes, s.chunk);
-    ConvScratch::<E>::bytes(window, sums)
+    ConvScratch::<E>::bytes(ConvLens::of(shapes, s.chunk))
 }
 
 /// A convolution's weights.
@@ -466,7 +477,7 @@ pub struct Model<'a> {
 /// The final norm and the classifier.
 struct Head<'a> {
     norm: (Vector<'a>, Vector<'a>),
-    w: soft_kernels::Rhs<'a>,
+    w: Weight<'a>,
     b: Vector<'a>,
 }
 
@@ -563,7 +574,7 @@ impl<'a> Model<'a> {
                 w.vector(TensorId::new(K::FinalNormBias, 0, 0), &[c])?,
             ),
             w: w.matrix(TensorId::new(K::HeadWeight, 0, 0), &[c, n])?
-                .rhs()?,
+                .weight()?,
             b: w.vector(TensorId::new(K::HeadBias, 0, 0), &[n])?,
         })
     }
@@ -737,7 +748,7 @@ impl<'a> Model<'a> {
         let mut ar = root.scope();
         let c = cfg.embed_dims[3];
         let map = ar.alloc::<E>(geo.map_elems(cfg, 3))?;
-        let scratch = TokenScratch::<E>::alloc(&mut ar, c)?;
+        let scratch = TokenScratch::<E>::alloc(&mut ar, c, cfg.w8a8)?;
         let head = self.head()?;
         let k = run.kernels;
         for row in map.chunks_exact_mut(c) {
@@ -750,7 +761,14 @@ impl<'a> Model<'a> {
         k.widen(E::elems(map.get(..c).unwrap_or_default()), scratch.token)?;
         let lhs = Lhs::new(Strided::rows_of(scratch.token, 1, c, c)?);
         let mut out = Out::new(logits, 1, cfg.num_classes, cfg.num_classes)?;
-        k.gemm(&lhs, &head.w, Start::Bias(head.b), &mut out)?;
+        apply(
+            run,
+            &head.w,
+            &lhs,
+            Start::Bias(head.b),
+            scratch.quant,
+            &mut out,
+        )?;
         if !Tokens::F32(logits).all_finite() {
             return Err(Error::NonFiniteActivation(Site::Head));
         }
@@ -777,11 +795,11 @@ impl<'a> Model<'a> {
         let (h2, w2) = geo.stage[0];
         let cout = self.config.embed_dims[0];
         let cfg = &self.config;
-        let (window, sums) = ConvScratch::<E>::lens(&shapes, run.schedule.chunk);
+        let lens = ConvLens::of(&shapes, run.schedule.chunk);
         if !run.schedule.whole_maps {
             let ring = ImageRing::<E>::alloc(ar, geo)?.rows;
             let mut lines = StemLines::<E>::alloc(ar, geo, cfg)?;
-            let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
+            let mut scratch = ConvScratch::<E>::alloc(ar, lens)?;
             let mut image = StreamedImage {
                 ring,
                 source: input,
@@ -810,7 +828,7 @@ impl<'a> Model<'a> {
         }
         let workers = band_workers(&run.schedule, h2);
         let lines = per_worker(workers, || StemLines::<E>::alloc(ar, geo, cfg))?;
-        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, window, sums))?;
+        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, lens))?;
         let pixels = &*pixels;
         let inner = run.single();
         let parts: Parts<_> = lines
@@ -1015,11 +1033,11 @@ fn patch_embed<E: TokenElem>(
     let shape = dims.shape();
     let whole = run.schedule.whole_maps;
     let lines = EmbedScratch::<E>::alloc(ar, dims, whole)?;
-    let (window, sums) = ConvScratch::<E>::lens(&[shape], run.schedule.chunk);
+    let lens = ConvLens::of(&[shape], run.schedule.chunk);
     let start = dims.first * dims.c_out;
     if whole {
         let workers = band_workers(&run.schedule, dims.rows_out);
-        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, window, sums))?;
+        let scratch = per_worker(workers, || ConvScratch::<E>::alloc(ar, lens))?;
         let input = &*map;
         let inner = run.single();
         let separate = lines.separate.get_mut(start..).unwrap_or_default();
@@ -1043,7 +1061,7 @@ fn patch_embed<E: TokenElem>(
             Ok(())
         })?;
     } else {
-        let mut scratch = ConvScratch::<E>::alloc(ar, window, sums)?;
+        let mut scratch = ConvScratch::<E>::alloc(ar, lens)?;
         let in_place = dims.in_place();
         let mut next = 0;
         for j in 0..dims.rows_out {
@@ -1132,7 +1150,10 @@ fn plan_as<E: TokenElem>(
             i += 1;
         }
         let c = cfg.embed_dims[s];
-        phases[i] = (Phase::Position(stage), map(s) + TokenScratch::<E>::bytes(c));
+        phases[i] = (
+            Phase::Position(stage),
+            map(s) + PositionScratch::<E>::bytes(c),
+        );
         let blocks = if cfg.depths[s] == 0 {
             0
         } else if s < 3 {
@@ -1145,7 +1166,7 @@ fn plan_as<E: TokenElem>(
     }
     phases[PHASES - 1] = (
         Phase::Head,
-        map(3) + TokenScratch::<E>::bytes(cfg.embed_dims[3]),
+        map(3) + TokenScratch::<E>::bytes(cfg.embed_dims[3], cfg.w8a8),
     );
     let peak_bytes = phases.iter().map(|p| p.1).max().unwrap_or(0);
     Ok(MemoryPlan { peak_bytes, phases })

@@ -16,7 +16,7 @@ use crate::arena::Arena;
 use crate::error::Result;
 use crate::exec::{carve, carve_ref, per_worker, split, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
-use crate::linear::linear;
+use crate::linear::{apply, linear, quant_len, Weight};
 use crate::newton::{self, InverseConfig};
 use crate::probe::{Activity, Probe, Step};
 use crate::scratch::scratch;
@@ -36,6 +36,8 @@ pub(crate) struct SoftDims {
     pub r: usize,
     pub k: usize,
     pub m: usize,
+    /// W8A8 linear layers (scratch for their quantised inputs).
+    pub w8a8: bool,
 }
 
 impl SoftDims {
@@ -79,6 +81,27 @@ impl SoftDims {
         self.r * self.r * self.c
     }
 
+    /// Quantised-input scratch of `rows` tokens of the widest linear input, the MLP's
+    /// hidden layer (none for float layers).
+    fn quant_len(&self, rows: usize) -> usize {
+        quant_len(self.w8a8, rows, 4 * self.c)
+    }
+
+    /// Quantised-input scratch of one landmark: its patch's query projection (streaming)
+    /// and the landmark convolution (one row per head, a patch's queries deep).
+    fn landmark_quant_len(&self, whole: bool) -> usize {
+        let patch = if whole {
+            0
+        } else {
+            quant_len(self.w8a8, self.r * self.r, self.c)
+        };
+        patch.max(quant_len(
+            self.w8a8,
+            self.heads,
+            self.patch_len() / self.heads.max(1),
+        ))
+    }
+
     /// Width of the buffer that holds a token's `K1` rows, then its MLP hidden layer.
     fn hidden_width(&self) -> usize {
         (self.heads * self.m).max(4 * self.c)
@@ -95,7 +118,7 @@ impl SoftDims {
             [
                 n(
                     self.workers(s, self.n()),
-                    TokenScratch::<E>::bytes(self.c, chunk),
+                    TokenScratch::<E>::bytes(self, chunk),
                 ),
                 LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), true),
                 n(
@@ -112,7 +135,7 @@ impl SoftDims {
         } else {
             [
                 LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), false),
-                KeyValueScratch::<E>::bytes(self, chunk),
+                KeyValueScratch::<E>::bytes(self, chunk, s.workers),
                 newton::scratch_bytes(self.m, self.d, self.heads, s),
                 RingScratch::<E>::bytes(self) + emit,
                 0,
@@ -154,8 +177,10 @@ scratch! {
 
 scratch! {
     /// A chunk of tokens in f32 (one per worker): computing the whole-map projections.
-    pub(crate) struct TokenScratch(c: usize, chunk: usize) {
-        tokens: [f32; chunk * c],
+    pub(crate) struct TokenScratch(dims: &SoftDims, chunk: usize) {
+        tokens: [f32; chunk * dims.c],
+        /// Their quantised form (W8A8).
+        quant: [f32; quant_len(dims.w8a8, chunk, dims.c)],
     }
 }
 
@@ -168,12 +193,14 @@ scratch! {
         queries: [f32; workers * dims.patch_len()],
         /// Every landmark before the transpose, `[m][head][d]`.
         rows: [f32; dims.m * dims.c],
+        /// Each worker's quantised inputs (W8A8).
+        quant: [f32; workers * dims.landmark_quant_len(whole)],
     }
 }
 
 scratch! {
     /// Streaming pass 1.
-    pub(crate) struct KeyValueScratch(dims: &SoftDims, chunk: usize) {
+    pub(crate) struct KeyValueScratch(dims: &SoftDims, chunk: usize, workers: usize) {
         /// A chunk of tokens, f32.
         tokens: [f32; chunk * dims.c],
         /// Their scaled queries.
@@ -182,6 +209,8 @@ scratch! {
         values: [f32; chunk * dims.c],
         /// Their `K1` rows, `[token][head][m]`.
         kernel: [f32; chunk * dims.heads * dims.m],
+        /// Each worker's quantised tokens (W8A8).
+        quant: [f32; workers * quant_len(dims.w8a8, chunk, dims.c)],
     }
 }
 
@@ -220,27 +249,29 @@ scratch! {
         hidden: [f32; chunk * dims.hidden_width()],
         /// One row of depthwise kernel weights, `[dx][head]`.
         taps: [f32; dims.k * dims.heads],
+        /// Each linear layer's quantised input (W8A8).
+        quant: [f32; dims.quant_len(chunk)],
     }
 }
 
 /// Weights of one SOFT block, shape-checked when loaded.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SoftBlockWeights<'a> {
-    q: Rhs<'a>,
+    q: Weight<'a>,
     q_bias: Vector<'a>,
-    v: Rhs<'a>,
+    v: Weight<'a>,
     v_bias: Vector<'a>,
     /// `[r·r·d, d]`: the landmark convolution as a matrix over a patch's queries.
-    landmark: Rhs<'a>,
+    landmark: Weight<'a>,
     landmark_norm: (Vector<'a>, Vector<'a>),
     /// `[head][k][k]`.
     vconv: Vector<'a>,
-    out: Rhs<'a>,
+    out: Weight<'a>,
     out_bias: Vector<'a>,
     norm1: (Vector<'a>, Vector<'a>),
-    mlp1: Rhs<'a>,
+    mlp1: Weight<'a>,
     mlp1_bias: Vector<'a>,
-    mlp2: Rhs<'a>,
+    mlp2: Weight<'a>,
     mlp2_bias: Vector<'a>,
     norm2: (Vector<'a>, Vector<'a>),
 }
@@ -251,25 +282,25 @@ impl<'a> SoftBlockWeights<'a> {
         let (c, d, r, k) = (dims.c, dims.d, dims.r, dims.k);
         let hidden = 4 * c;
         Ok(SoftBlockWeights {
-            q: w.matrix(id(K::QWeight), &[c, c])?.rhs()?,
+            q: w.matrix(id(K::QWeight), &[c, c])?.weight()?,
             q_bias: w.vector(id(K::QBias), &[c])?,
-            v: w.matrix(id(K::VWeight), &[c, c])?.rhs()?,
+            v: w.matrix(id(K::VWeight), &[c, c])?.weight()?,
             v_bias: w.vector(id(K::VBias), &[c])?,
-            landmark: w.matrix(id(K::LandmarkWeight), &[r, r, d, d])?.rhs()?,
+            landmark: w.matrix(id(K::LandmarkWeight), &[r, r, d, d])?.weight()?,
             landmark_norm: (
                 w.vector(id(K::LandmarkNormWeight), &[d])?,
                 w.vector(id(K::LandmarkNormBias), &[d])?,
             ),
             vconv: w.vector(id(K::VConvWeight), &[dims.heads, k, k])?,
-            out: w.matrix(id(K::OutWeight), &[c, c])?.rhs()?,
+            out: w.matrix(id(K::OutWeight), &[c, c])?.weight()?,
             out_bias: w.vector(id(K::OutBias), &[c])?,
             norm1: (
                 w.vector(id(K::Norm1Weight), &[c])?,
                 w.vector(id(K::Norm1Bias), &[c])?,
             ),
-            mlp1: w.matrix(id(K::Mlp1Weight), &[c, hidden])?.rhs()?,
+            mlp1: w.matrix(id(K::Mlp1Weight), &[c, hidden])?.weight()?,
             mlp1_bias: w.vector(id(K::Mlp1Bias), &[hidden])?,
-            mlp2: w.matrix(id(K::Mlp2Weight), &[hidden, c])?.rhs()?,
+            mlp2: w.matrix(id(K::Mlp2Weight), &[hidden, c])?.weight()?,
             mlp2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
             norm2: (
                 w.vector(id(K::Norm2Weight), &[c])?,
@@ -290,11 +321,12 @@ fn queries_and_values<E: TokenElem>(
     rows: usize,
     q: &mut [f32],
     v: &mut [f32],
+    quant: &mut [f32],
 ) -> Result<()> {
     run.kernels.widen(E::elems(src), x)?;
-    linear(run, &wt.q, &wt.q_bias, x, rows, q)?;
+    linear(run, &wt.q, &wt.q_bias, x, rows, quant, q)?;
     scale_queries(q, d);
-    linear(run, &wt.v, &wt.v_bias, x, rows, v)
+    linear(run, &wt.v, &wt.v_bias, x, rows, quant, v)
 }
 
 /// `x / d^¼`: the reference scales queries by dividing by `d^¼`, rounded once from f64.
@@ -444,7 +476,7 @@ fn projections<E: TokenElem>(
     let (c, n) = (dims.c, dims.n());
     let chunk = dims.chunk(&run.schedule);
     let workers = dims.workers(&run.schedule, n);
-    let scratch = per_worker(workers, || TokenScratch::<E>::alloc(ar, c, chunk))?;
+    let scratch = per_worker(workers, || TokenScratch::<E>::alloc(ar, dims, chunk))?;
     let parts: Parts<_> = scratch
         .into_iter()
         .zip(carve_ref(map, c, n, workers))
@@ -456,7 +488,7 @@ fn projections<E: TokenElem>(
         for ((src, q), v) in chunks.zip(v.chunks_mut(chunk * c)) {
             let rows = src.len() / c;
             let x = s.tokens.get_mut(..rows * c).unwrap_or_default();
-            queries_and_values(run, wt, dims.d, src, x, rows, q, v)?;
+            queries_and_values(run, wt, dims.d, src, x, rows, q, v, s.quant)?;
         }
         Ok(())
     })
@@ -480,14 +512,16 @@ fn landmarks<E: TokenElem>(
     let k = run.kernels;
     let per_landmark = if kept.is_some() { 0 } else { rr * c * c } + rr * heads * d * d;
     let split_into = run.workers_for(m, m * per_landmark).min(workers);
+    let quant_len = dims.landmark_quant_len(kept.is_some());
     let parts: Parts<_> = carve(scratch.patch, plen, split_into, split_into)
         .into_iter()
         .zip(carve(scratch.queries, plen, split_into, split_into))
         .zip(carve(scratch.rows, c, m, split_into))
+        .zip(carve(scratch.quant, quant_len, split_into, split_into))
         .enumerate()
         .map(|(w, parts)| (split(m, split_into, w), parts))
         .collect();
-    run.try_parallel(parts, |(range, ((patch, queries), rows))| {
+    run.try_parallel(parts, |(range, (((patch, queries), rows), quant))| {
         for (l, pooled) in range.clone().zip(rows.chunks_exact_mut(c)) {
             let (ly, lx) = (l / lw, l % lw);
             let token = |p: usize| (ly * r + p / r) * dims.cols + lx * r + p % r;
@@ -519,18 +553,15 @@ fn landmarks<E: TokenElem>(
                             .unwrap_or_default();
                         let mut out = Out::new(dst, rr, d, d)?;
                         let b = Start::Bias(wt.q_bias.skip(h * d));
-                        k.gemm(&x, &wt.q.col_range(h * d, d), b, &mut out)?;
+                        let w = wt.q.output_range(h * d, d);
+                        apply(run, &w, &x, b, quant, &mut out)?;
                     }
                     scale_queries(queries, d);
                 }
             }
             let lhs = Lhs::new(Strided::rows_of(queries, heads, rr * d, rr * d)?);
-            k.gemm(
-                &lhs,
-                &wt.landmark,
-                Start::Zero,
-                &mut Out::new(pooled, heads, d, d)?,
-            )?;
+            let mut out = Out::new(pooled, heads, d, d)?;
+            apply(run, &wt.landmark, &lhs, Start::Zero, quant, &mut out)?;
             k.layer_norm(
                 pooled,
                 d,
@@ -566,24 +597,28 @@ fn key_value_streaming<E: TokenElem>(
     let (c, d, m, n, heads) = (dims.c, dims.d, dims.m, dims.n(), dims.heads);
     let hm = heads * m;
     let chunk = dims.chunk(&run.schedule);
-    let scratch = KeyValueScratch::<E>::alloc(ar, dims, chunk)?;
+    let workers = dims.workers(&run.schedule, chunk);
+    let scratch = KeyValueScratch::<E>::alloc(ar, dims, chunk, workers)?;
+    let quant_len = quant_len(dims.w8a8, chunk, c);
     let k = run.kernels;
     s.fill(0.0);
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
         // Queries, values and K1 rows, split by tokens.
-        let workers = run.workers_for(len, len * (2 * c * c + heads * m * d));
+        let split_into = run.workers_for(len, len * (2 * c * c + heads * m * d));
+        let split_into = split_into.min(workers);
         let src = map.get(t0 * c..(t0 + len) * c).unwrap_or_default();
-        let parts: Parts<_> = carve(scratch.kernel, hm, len, workers)
+        let parts: Parts<_> = carve(scratch.kernel, hm, len, split_into)
             .into_iter()
-            .zip(carve(scratch.tokens, c, len, workers))
-            .zip(carve(scratch.queries, c, len, workers))
-            .zip(carve(scratch.values, c, len, workers))
-            .zip(carve_ref(src, c, len, workers))
+            .zip(carve(scratch.tokens, c, len, split_into))
+            .zip(carve(scratch.queries, c, len, split_into))
+            .zip(carve(scratch.values, c, len, split_into))
+            .zip(carve_ref(src, c, len, split_into))
+            .zip(carve(scratch.quant, quant_len, split_into, split_into))
             .collect();
-        run.try_parallel(parts, |((((kernel, x), q), v), src)| {
+        run.try_parallel(parts, |(((((kernel, x), q), v), src), quant)| {
             let rows = x.len() / c;
-            queries_and_values(run, wt, d, src, x, rows, q, v)?;
+            queries_and_values(run, wt, d, src, x, rows, q, v, quant)?;
             kernel_rows(run, dims, lm, q, rows, kernel)
         })?;
         // S_h += K1_hᵀ · V_h, split by heads.
@@ -726,7 +761,7 @@ fn attend<E: TokenElem>(
     let q: &[f32] = match kept {
         Some(q) => q,
         None => {
-            linear(run, &wt.q, &wt.q_bias, x, n, work)?;
+            linear(run, &wt.q, &wt.q_bias, x, n, s.quant, work)?;
             scale_queries(work, d);
             work
         }
@@ -773,7 +808,7 @@ fn attend<E: TokenElem>(
         *o += *v;
     }
     // Projection and residual, norm1.
-    linear(run, &wt.out, &wt.out_bias, a, n, work)?;
+    linear(run, &wt.out, &wt.out_bias, a, n, s.quant, work)?;
     for (xv, ov) in x.iter_mut().zip(work.iter()) {
         *xv += *ov;
     }
@@ -792,9 +827,9 @@ fn mlp<E: TokenElem>(
     let x = s.tokens.get_mut(..n * c).unwrap_or_default();
     let work = s.work.get_mut(..n * c).unwrap_or_default();
     let h = s.hidden.get_mut(..n * 4 * c).unwrap_or_default();
-    linear(run, &wt.mlp1, &wt.mlp1_bias, x, n, h)?;
+    linear(run, &wt.mlp1, &wt.mlp1_bias, x, n, s.quant, h)?;
     run.kernels.gelu_tanh(h);
-    linear(run, &wt.mlp2, &wt.mlp2_bias, h, n, work)?;
+    linear(run, &wt.mlp2, &wt.mlp2_bias, h, n, s.quant, work)?;
     for (xv, fv) in x.iter_mut().zip(work.iter()) {
         *xv += *fv;
     }
@@ -851,7 +886,7 @@ fn emit_streaming<E: TokenElem>(
                 let x = s.tokens.get_mut(..n * c).unwrap_or_default();
                 let v = s.work.get_mut(..n * c).unwrap_or_default();
                 kernels.widen(E::elems(src), x)?;
-                linear(run, &wt.v, &wt.v_bias, x, n, v)?;
+                linear(run, &wt.v, &wt.v_bias, x, n, s.quant, v)?;
                 Ok(kernels.narrow(v, E::elems_mut(dst))?)
             })?;
         }
@@ -1040,6 +1075,7 @@ mod tests {
             r,
             k,
             m,
+            w8a8: false,
         };
         let mut t = |kind, shape: Vec<usize>, scale: f32, offset: f32| {
             let n = shape.iter().product();
@@ -1081,21 +1117,57 @@ mod tests {
         }
     }
 
+    /// The block on `case` (`case.dims.w8a8`: its matrices quantised to W8A8).
     fn streaming(case: &Case, kernels: &'static Kernels, schedule: Schedule) -> Result<Vec<f32>> {
+        let w8a8 = case.dims.w8a8;
+        let matrix = |kind| {
+            use K::*;
+            matches!(
+                kind,
+                QWeight | VWeight | LandmarkWeight | OutWeight | Mlp1Weight | Mlp2Weight
+            )
+        };
+        let quantised: Vec<Option<(Vec<i8>, Vec<f32>)>> = case
+            .tensors
+            .iter()
+            .map(|(kind, shape, v)| {
+                let (outputs, inputs) = (shape[shape.len() - 1], v.len() / shape[shape.len() - 1]);
+                (w8a8 && matrix(*kind)).then(|| {
+                    let mut q = vec![0i8; outputs * soft_kernels::quant::padded_depth(inputs)];
+                    let mut scales = vec![0.0f32; outputs];
+                    crate::weights::quantize_q8(v, inputs, outputs, &mut q, &mut scales).unwrap();
+                    (q, scales)
+                })
+            })
+            .collect();
         let specs: Vec<TensorSpec<'_>> = case
             .tensors
             .iter()
-            .map(|(kind, shape, v)| TensorSpec {
-                id: TensorId::new(*kind, 1, 0),
-                dtype: Dtype::F32,
-                shape,
-                data: bytemuck::cast_slice(v),
-                scales: None,
+            .zip(&quantised)
+            .map(|((kind, shape, v), q)| match q {
+                Some((q, scales)) => TensorSpec {
+                    id: TensorId::new(*kind, 1, 0),
+                    dtype: Dtype::Q8,
+                    shape,
+                    data: bytemuck::cast_slice(q),
+                    scales: Some(bytemuck::cast_slice(scales)),
+                },
+                None => TensorSpec {
+                    id: TensorId::new(*kind, 1, 0),
+                    dtype: Dtype::F32,
+                    shape,
+                    data: bytemuck::cast_slice(v),
+                    scales: None,
+                },
             })
             .collect();
         let mut words = vec![0u32; encoded_len(&specs).div_ceil(4)];
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..encoded_len(&specs)];
-        encode(&ModelConfig::preset("soft_tiny").unwrap(), &specs, bytes)?;
+        let config = ModelConfig {
+            w8a8,
+            ..ModelConfig::preset("soft_tiny").unwrap()
+        };
+        encode(&config, &specs, bytes)?;
         let weights = Weights::new(Blob::parse(bytes)?);
         let wt = SoftBlockWeights::load(&weights, &case.dims, 1, 0)?;
         let inv = InverseConfig {
@@ -1156,6 +1228,7 @@ mod tests {
             r,
             k,
             m,
+            ..
         } = case.dims;
         let n = rows * cols;
         let w = |kind: K| -> Vec<f64> {
@@ -1367,6 +1440,34 @@ mod tests {
                 let schedule = Schedule { chunk, whole_maps: whole, workers, min_split_macs: 0 };
                 let other = streaming(&case, Kernels::generic(), schedule).unwrap();
                 prop_assert!(got.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()), "{schedule:?}");
+            }
+        }
+
+        /// W8A8: near the dense evaluation (int8 rounding of every linear input and
+        /// weight), and the same bits on every layout, split and kernel set.
+        #[test]
+        fn w8a8_block_is_close_and_layout_independent(
+            r in prop::sample::select(vec![2usize, 4]),
+            extra_rows in 0usize..4,
+            extra_cols in 0usize..4,
+            heads in 1usize..4,
+            d in prop::sample::select(vec![4usize, 8]),
+            k in prop::sample::select(vec![1usize, 3]),
+            seed in any::<u64>(),
+        ) {
+            let mut case = case(r + extra_rows, 2 * r + extra_cols, heads, d, r, k, false, seed);
+            let (want, well_posed) = dense(&case);
+            prop_assume!(well_posed);
+            case.dims.w8a8 = true;
+            let got = streaming(&case, Kernels::generic(), Schedule::COMPACT).unwrap();
+            let err = got.iter().zip(&want).fold(0.0f64, |e, (g, w)| e.max((f64::from(*g) - w).abs()));
+            prop_assert!(err < 0.25, "max abs error {err}");
+            for (chunk, whole, workers) in [(3, false, 2), (5, true, 1), (4, true, 3), (64, true, 2)] {
+                let schedule = Schedule { chunk, whole_maps: whole, workers, min_split_macs: 0 };
+                for kernels in [Kernels::generic(), Kernels::detect()] {
+                    let other = streaming(&case, kernels, schedule).unwrap();
+                    prop_assert!(got.iter().zip(&other).all(|(a, b)| a.to_bits() == b.to_bits()), "{schedule:?} {}", kernels.name());
+                }
             }
         }
     }

@@ -8,7 +8,7 @@ use crate::arena::Arena;
 use crate::error::Result;
 use crate::exec::{carve, carve_ref, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
-use crate::linear::linear;
+use crate::linear::{apply, linear, quant_len, Weight};
 use crate::probe::{Activity, Probe, Step};
 use crate::scratch::scratch;
 use crate::weights::{Vector, Weights};
@@ -24,6 +24,8 @@ pub(crate) struct Stage4Dims {
     pub c: usize,
     pub heads: usize,
     pub hidden: usize,
+    /// W8A8 linear layers (scratch for their quantised inputs).
+    pub w8a8: bool,
 }
 
 impl Stage4Dims {
@@ -31,15 +33,25 @@ impl Stage4Dims {
         s.chunk.min(self.n).max(1)
     }
 
+    /// Parts a chunk of tokens is split into.
+    fn workers(&self, s: &Schedule) -> usize {
+        s.workers.min(self.chunk(s)).max(1)
+    }
+
+    /// One worker's quantised-input scratch: a chunk of its widest linear input.
+    fn quant_len(&self, chunk: usize) -> usize {
+        quant_len(self.w8a8, chunk, self.c.max(self.hidden))
+    }
+
     /// Arena bytes of one block above the token map.
     pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
-        Stage4Scratch::<E>::bytes(self, self.chunk(s))
+        Stage4Scratch::<E>::bytes(self, self.chunk(s), self.workers(s))
     }
 }
 
 scratch! {
     /// One stage-4 block.
-    pub(crate) struct Stage4Scratch(dims: &Stage4Dims, chunk: usize) {
+    pub(crate) struct Stage4Scratch(dims: &Stage4Dims, chunk: usize, workers: usize) {
         /// Keys of every token, transposed: `[c][n]`.
         keys: [E; dims.n * dims.c],
         /// Values of every token, `[n][c]`.
@@ -56,6 +68,8 @@ scratch! {
         wide: [f32; chunk * (2 * dims.c).max(dims.hidden)],
         /// Their attention scores, then probabilities, per head in turn: `[t][n]`.
         scores: [f32; chunk * dims.n],
+        /// Each worker's quantised linear inputs (W8A8).
+        quant: [f32; workers * dims.quant_len(chunk)],
     }
 }
 
@@ -63,16 +77,16 @@ scratch! {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Stage4Weights<'a> {
     norm1: (Vector<'a>, Vector<'a>),
-    q: Rhs<'a>,
+    q: Weight<'a>,
     q_bias: Vector<'a>,
-    kv: Rhs<'a>,
+    kv: Weight<'a>,
     kv_bias: Vector<'a>,
-    proj: Rhs<'a>,
+    proj: Weight<'a>,
     proj_bias: Vector<'a>,
     norm2: (Vector<'a>, Vector<'a>),
-    fc1: Rhs<'a>,
+    fc1: Weight<'a>,
     fc1_bias: Vector<'a>,
-    fc2: Rhs<'a>,
+    fc2: Weight<'a>,
     fc2_bias: Vector<'a>,
 }
 
@@ -85,19 +99,19 @@ impl<'a> Stage4Weights<'a> {
                 w.vector(id(K::Norm1Weight), &[c])?,
                 w.vector(id(K::Norm1Bias), &[c])?,
             ),
-            q: w.matrix(id(K::QWeight), &[c, c])?.rhs()?,
+            q: w.matrix(id(K::QWeight), &[c, c])?.weight()?,
             q_bias: w.vector(id(K::QBias), &[c])?,
-            kv: w.matrix(id(K::KvWeight), &[c, 2 * c])?.rhs()?,
+            kv: w.matrix(id(K::KvWeight), &[c, 2 * c])?.weight()?,
             kv_bias: w.vector(id(K::KvBias), &[2 * c])?,
-            proj: w.matrix(id(K::OutWeight), &[c, c])?.rhs()?,
+            proj: w.matrix(id(K::OutWeight), &[c, c])?.weight()?,
             proj_bias: w.vector(id(K::OutBias), &[c])?,
             norm2: (
                 w.vector(id(K::Norm2Weight), &[c])?,
                 w.vector(id(K::Norm2Bias), &[c])?,
             ),
-            fc1: w.matrix(id(K::Mlp1Weight), &[c, hid])?.rhs()?,
+            fc1: w.matrix(id(K::Mlp1Weight), &[c, hid])?.weight()?,
             fc1_bias: w.vector(id(K::Mlp1Bias), &[hid])?,
-            fc2: w.matrix(id(K::Mlp2Weight), &[hid, c])?.rhs()?,
+            fc2: w.matrix(id(K::Mlp2Weight), &[hid, c])?.weight()?,
             fc2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
         })
     }
@@ -130,7 +144,9 @@ pub(crate) fn stage4_block<E: TokenElem>(
     let d = c / heads.max(1);
     let chunk = dims.chunk(&run.schedule);
     let mut ar = ar.scope();
-    let s = Stage4Scratch::<E>::alloc(&mut ar, dims, chunk)?;
+    let workers = dims.workers(&run.schedule);
+    let s = Stage4Scratch::<E>::alloc(&mut ar, dims, chunk, workers)?;
+    let quant_len = dims.quant_len(chunk);
     let k = run.kernels;
     let scale = libm::pow(d as f64, -0.5) as f32;
     let wide_width = (2 * c).max(dims.hidden);
@@ -142,22 +158,23 @@ pub(crate) fn stage4_block<E: TokenElem>(
     // Keys (transposed) and values of every token.
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
-        let workers = run.workers_for(len, len * 2 * c * c);
+        let split_into = run.workers_for(len, len * 2 * c * c).min(workers);
         {
             let src = map.get(t0 * c..(t0 + len) * c).unwrap_or_default();
-            let parts: Parts<_> = carve(s.tokens, c, len, workers)
+            let parts: Parts<_> = carve(s.tokens, c, len, split_into)
                 .into_iter()
-                .zip(carve(s.wide, wide_width, len, workers))
-                .zip(carve_ref(src, c, len, workers))
+                .zip(carve(s.wide, wide_width, len, split_into))
+                .zip(carve_ref(src, c, len, split_into))
+                .zip(carve(s.quant, quant_len, split_into, split_into))
                 .collect();
-            run.try_parallel(parts, |((x, kv), src)| {
+            run.try_parallel(parts, |(((x, kv), src), quant)| {
                 let rows = x.len() / c;
                 k.widen(E::elems(src), x)?;
                 k.layer_norm(x, c, &wt.norm1.0, &wt.norm1.1, STAGE4_EPS)?;
                 // Rows `wide_width` apart, as the loop below reads them.
                 let lhs = Lhs::new(Strided::rows_of(x, rows, c, c)?);
                 let mut out = Out::new(kv, rows, 2 * c, wide_width)?;
-                Ok(k.gemm(&lhs, &wt.kv, Start::Bias(wt.kv_bias), &mut out)?)
+                apply(run, &wt.kv, &lhs, Start::Bias(wt.kv_bias), quant, &mut out)
             })?;
         }
         for (i, tok) in s.wide.chunks_exact(wide_width).take(len).enumerate() {
@@ -175,7 +192,9 @@ pub(crate) fn stage4_block<E: TokenElem>(
     let (keys, values) = (&*s.keys, &*s.values);
     for t0 in (0..n).step_by(chunk) {
         let len = chunk.min(n - t0);
-        let workers = run.workers_for(len, len * (2 * c * c + 2 * n * c));
+        let split_into = run
+            .workers_for(len, len * (2 * c * c + 2 * n * c))
+            .min(workers);
         let span = t0 * c..(t0 + len) * c;
         probe.enter(Activity {
             stage: 4,
@@ -183,20 +202,21 @@ pub(crate) fn stage4_block<E: TokenElem>(
         });
         {
             let src = map.get(span.clone()).unwrap_or_default();
-            let parts: Parts<_> = carve(s.tokens, c, len, workers)
+            let parts: Parts<_> = carve(s.tokens, c, len, split_into)
                 .into_iter()
-                .zip(carve(s.normed, c, len, workers))
-                .zip(carve(s.queries, c, len, workers))
-                .zip(carve(s.heads_out, c, len, workers))
-                .zip(carve(s.scores, n, len, workers))
-                .zip(carve_ref(src, c, len, workers))
+                .zip(carve(s.normed, c, len, split_into))
+                .zip(carve(s.queries, c, len, split_into))
+                .zip(carve(s.heads_out, c, len, split_into))
+                .zip(carve(s.scores, n, len, split_into))
+                .zip(carve_ref(src, c, len, split_into))
+                .zip(carve(s.quant, quant_len, split_into, split_into))
                 .collect();
-            run.try_parallel(parts, |(((((x, y), q), o), scores), src)| {
+            run.try_parallel(parts, |((((((x, y), q), o), scores), src), quant)| {
                 let rows = x.len() / c;
                 k.widen(E::elems(src), x)?;
                 y.copy_from_slice(x);
                 k.layer_norm(y, c, &wt.norm1.0, &wt.norm1.1, STAGE4_EPS)?;
-                linear(run, &wt.q, &wt.q_bias, y, rows, q)?;
+                linear(run, &wt.q, &wt.q_bias, y, rows, quant, q)?;
                 for h in 0..heads {
                     // Scores: q_h · k_h, times d^-½.
                     let qh = Strided::rows_of(q.get(h * d..).unwrap_or_default(), rows, d, c)?;
@@ -228,7 +248,7 @@ pub(crate) fn stage4_block<E: TokenElem>(
                     let mut out = Out::new(o.get_mut(h * d..).unwrap_or_default(), rows, d, c)?;
                     k.gemm(&Lhs::new(p), &vh, Start::Zero, &mut out)?;
                 }
-                linear(run, &wt.proj, &wt.proj_bias, o, rows, y)?;
+                linear(run, &wt.proj, &wt.proj_bias, o, rows, quant, y)?;
                 for (xv, yv) in x.iter_mut().zip(y.iter()) {
                     *xv += *yv;
                 }
@@ -239,27 +259,28 @@ pub(crate) fn stage4_block<E: TokenElem>(
             stage: 4,
             step: Step::Mlp,
         });
-        let workers = run.workers_for(len, len * 2 * c * dims.hidden);
-        let parts: Parts<_> = carve(s.tokens, c, len, workers)
+        let split_into = run.workers_for(len, len * 2 * c * dims.hidden).min(workers);
+        let parts: Parts<_> = carve(s.tokens, c, len, split_into)
             .into_iter()
-            .zip(carve(s.normed, c, len, workers))
-            .zip(carve(s.queries, c, len, workers))
-            .zip(carve(s.wide, wide_width, len, workers))
+            .zip(carve(s.normed, c, len, split_into))
+            .zip(carve(s.queries, c, len, split_into))
+            .zip(carve(s.wide, wide_width, len, split_into))
             .zip(carve(
                 map.get_mut(span).unwrap_or_default(),
                 c,
                 len,
-                workers,
+                split_into,
             ))
+            .zip(carve(s.quant, quant_len, split_into, split_into))
             .collect();
-        run.try_parallel(parts, |((((x, y), o), h), dst)| {
+        run.try_parallel(parts, |(((((x, y), o), h), dst), quant)| {
             let rows = x.len() / c;
             o.copy_from_slice(x);
             k.layer_norm(o, c, &wt.norm2.0, &wt.norm2.1, STAGE4_EPS)?;
             let h = h.get_mut(..rows * dims.hidden).unwrap_or_default();
-            linear(run, &wt.fc1, &wt.fc1_bias, o, rows, h)?;
+            linear(run, &wt.fc1, &wt.fc1_bias, o, rows, quant, h)?;
             k.gelu_erf(h);
-            linear(run, &wt.fc2, &wt.fc2_bias, h, rows, y)?;
+            linear(run, &wt.fc2, &wt.fc2_bias, h, rows, quant, y)?;
             for (xv, yv) in x.iter_mut().zip(y.iter()) {
                 *xv += *yv;
             }

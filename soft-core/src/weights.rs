@@ -1,10 +1,11 @@
 //! Typed, shape-checked views of blob tensors. Kernels see `Matrix` and `Vector`, never bytes,
 //! so a new storage type (f16 today, per-channel int8) only adds a match arm here.
 
-use soft_kernels::{Rhs, RhsData};
+use soft_kernels::{QuantWeights, Rhs, RhsData};
 
 use crate::error::{Error, Result};
 use crate::format::{Blob, Dtype, TensorId, TensorRef};
+use crate::linear::Weight;
 
 pub use soft_kernels::{widen, widen_finite, Vector};
 
@@ -21,14 +22,28 @@ pub struct Matrix<'a> {
 }
 
 impl<'a> Matrix<'a> {
-    /// The matrix as a GEMM right operand (`inputs × outputs`, row-major).
-    pub fn rhs(&self) -> Result<Rhs<'a>> {
+    /// The matrix as a linear layer's weights: a GEMM right operand (`inputs × outputs`,
+    /// row-major) for float and int8 storage, integer weights for W8A8.
+    pub(crate) fn weight(&self) -> Result<Weight<'a>> {
         let data = match self.data {
             MatrixData::F32(w) => RhsData::F32(w),
             MatrixData::F16(w) => RhsData::F16Finite(w),
             MatrixData::I8 { q, scales } => RhsData::I8 { q, scales },
+            MatrixData::Q8 { q, scales } => {
+                return Ok(Weight::Integer(QuantWeights::new(
+                    q,
+                    scales,
+                    self.outputs,
+                    self.inputs,
+                )?))
+            }
         };
-        Ok(Rhs::new(data, self.inputs, self.outputs, self.outputs)?)
+        Ok(Weight::Float(Rhs::new(
+            data,
+            self.inputs,
+            self.outputs,
+            self.outputs,
+        )?))
     }
 }
 
@@ -41,6 +56,13 @@ pub enum MatrixData<'a> {
     F16(&'a [u16]),
     /// int8 weights with one f32 scale per output.
     I8 {
+        /// Quantised weights.
+        q: &'a [i8],
+        /// Per-output scales.
+        scales: &'a [f32],
+    },
+    /// W8A8 weights: int8, output-major, each output's inputs padded to a multiple of 16.
+    Q8 {
         /// Quantised weights.
         q: &'a [i8],
         /// Per-output scales.
@@ -84,7 +106,7 @@ impl<'a> Weights<'a> {
         match t.dtype {
             Dtype::F32 => Ok(Vector::F32(cast(t.data, id)?)),
             Dtype::F16 => Ok(Vector::F16(cast(t.data, id)?)),
-            Dtype::I8 => Err(Error::TensorMismatch(id)),
+            Dtype::I8 | Dtype::Q8 => Err(Error::TensorMismatch(id)),
         }
     }
 
@@ -101,11 +123,77 @@ impl<'a> Weights<'a> {
                 q: cast(t.data, id)?,
                 scales: cast(t.scales.ok_or(Error::TensorMismatch(id))?, id)?,
             },
+            Dtype::Q8 => MatrixData::Q8 {
+                q: cast(t.data, id)?,
+                scales: cast(t.scales.ok_or(Error::TensorMismatch(id))?, id)?,
+            },
         };
+        // A W8A8 model stores every matrix as Q8 and nothing else does: the plan counts
+        // quantisation scratch from the config alone.
+        if (t.dtype == Dtype::Q8) != self.blob.config().w8a8 {
+            return Err(Error::TensorMismatch(id));
+        }
         Ok(Matrix {
             inputs,
             outputs,
             data,
         })
+    }
+}
+
+/// Quantises an input-major `inputs × outputs` matrix (`w[i][o]` at `i · outputs + o`)
+/// into [`Dtype::Q8`] storage: per output, `scale = max|w| / 127` (1 for an all-zero
+/// output) and `q = round_ties_even(w / scale)`, stored output-major with each output's
+/// inputs padded with zeros to [`padded_depth`](soft_kernels::quant::padded_depth).
+/// `q` must hold `outputs × padded_depth(inputs)` values and `scales` `outputs`.
+pub fn quantize_q8(
+    w: &[f32],
+    inputs: usize,
+    outputs: usize,
+    q: &mut [i8],
+    scales: &mut [f32],
+) -> Result<()> {
+    let padded = soft_kernels::quant::padded_depth(inputs);
+    let fits = inputs.checked_mul(outputs) == Some(w.len())
+        && outputs.checked_mul(padded) == Some(q.len())
+        && scales.len() == outputs;
+    if !fits {
+        return Err(Error::UnsupportedConfig(
+            "W8A8 weights: buffer sizes disagree with the shape",
+        ));
+    }
+    for (o, (row, scale)) in q
+        .chunks_exact_mut(padded.max(1))
+        .zip(scales.iter_mut())
+        .enumerate()
+    {
+        let column = || w.iter().skip(o).step_by(outputs.max(1));
+        let max = column().fold(0.0f32, |m, v| m.max(v.abs()));
+        *scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+        row.fill(0);
+        for (dst, v) in row.iter_mut().zip(column()) {
+            *dst = libm::rintf(v / *scale).clamp(-127.0, 127.0) as i8;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_weights_are_output_major_padded_and_symmetric() {
+        // 3 inputs × 2 outputs, input-major.
+        let w = [1.0, -0.5, -2.0, 0.25, 0.5, 0.0];
+        let mut q = [7i8; 32];
+        let mut scales = [0.0f32; 2];
+        quantize_q8(&w, 3, 2, &mut q, &mut scales).unwrap();
+        assert_eq!(scales, [2.0 / 127.0, 0.5 / 127.0]);
+        assert_eq!(&q[..4], &[64, -127, 32, 0]);
+        assert!(q[3..16].iter().all(|&v| v == 0));
+        assert_eq!(&q[16..19], &[-127, 64, 0]);
+        assert!(q[19..].iter().all(|&v| v == 0));
+        assert!(quantize_q8(&w, 3, 2, &mut q[..31], &mut scales).is_err());
     }
 }

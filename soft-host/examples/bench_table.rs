@@ -15,14 +15,6 @@ use soft_core::{Kernels, Model, ModelConfig, Precision};
 use soft_host::bench::{bench, BenchOptions};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
-fn dtype_name(d: WeightDtype) -> &'static str {
-    match d {
-        WeightDtype::F32 => "f32",
-        WeightDtype::F16 => "f16",
-        WeightDtype::I8 => "int8",
-    }
-}
-
 fn peaks() {
     println!("### Peak separate multiply-and-add rate (register-only probe)\n");
     println!("| kernels | GMAC/s |\n|---|---:|");
@@ -71,7 +63,7 @@ fn models(quick: bool) -> soft_host::Result<()> {
                 let r = bench(&model, &options)?;
                 println!(
                     "| {side}×{side} | {} | {} | {} | {threads} | {} | {:.1} | {:.1} | {} | {} |",
-                    dtype_name(dtype),
+                    WeightDtype::name(dtype),
                     match precision {
                         Precision::F16 => "f16",
                         Precision::F32 => "f32",

@@ -32,15 +32,20 @@ impl Default for ArchOptions {
     }
 }
 
-/// Storage type of the weight matrices in the blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Storage type of the weight matrices in the blob (`--dtype`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightDtype {
     /// Everything f32.
     F32,
     /// Everything f16.
     F16,
-    /// Matrices int8 with per-output-channel f32 scales; vectors f16.
+    /// Matrices int8 with per-output-channel f32 scales, computed in float (activations
+    /// stay f16); vectors f16.
+    #[value(name = "int8")]
     I8,
+    /// Matrices int8 per output channel and every linear layer's input quantised to int8
+    /// per token at run time, summed exactly in i32; vectors f16.
+    W8A8,
 }
 
 impl WeightDtype {
@@ -50,6 +55,7 @@ impl WeightDtype {
             WeightDtype::F32 => "f32",
             WeightDtype::F16 => "f16",
             WeightDtype::I8 => "int8",
+            WeightDtype::W8A8 => "w8a8",
         }
     }
 }
@@ -635,8 +641,13 @@ impl AlignedBlob {
     }
 }
 
-/// Converts a checkpoint into blob bytes.
+/// Converts a checkpoint into blob bytes. The blob's config is `cfg` with W8A8 set for
+/// [`WeightDtype::W8A8`].
 pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Result<Vec<u8>> {
+    let cfg = &ModelConfig {
+        w8a8: dtype == WeightDtype::W8A8,
+        ..*cfg
+    };
     let source = Source {
         map,
         used: Default::default(),
@@ -665,7 +676,7 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
                     data: bytemuck::cast_slice(&p.values).to_vec(),
                     scales: None,
                 },
-                (WeightDtype::F16, _) | (WeightDtype::I8, false) => Stored {
+                (WeightDtype::F16, _) | (WeightDtype::I8 | WeightDtype::W8A8, false) => Stored {
                     dtype: Dtype::F16,
                     data: bytemuck::cast_slice(&to_f16(p, dtype)?).to_vec(),
                     scales: None,
@@ -674,6 +685,19 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
                     let (q, s) = quantize(&p.values, *p.shape.last().unwrap_or(&1));
                     Stored {
                         dtype: Dtype::I8,
+                        data: bytemuck::cast_slice(&q).to_vec(),
+                        scales: Some(bytemuck::cast_slice(&s).to_vec()),
+                    }
+                }
+                (WeightDtype::W8A8, true) => {
+                    let outputs = *p.shape.last().unwrap_or(&1);
+                    let inputs = p.values.len() / outputs.max(1);
+                    let mut q = vec![0i8; outputs * soft_kernels::quant::padded_depth(inputs)];
+                    let mut s = vec![0.0f32; outputs];
+                    soft_core::quantize_q8(&p.values, inputs, outputs, &mut q, &mut s)
+                        .context("quantising to W8A8")?;
+                    Stored {
+                        dtype: Dtype::Q8,
                         data: bytemuck::cast_slice(&q).to_vec(),
                         scales: Some(bytemuck::cast_slice(&s).to_vec()),
                     }

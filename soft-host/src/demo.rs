@@ -1,5 +1,5 @@
-//! The demo: the bundled digits model converted to f32, f16 and int8 blobs and run over
-//! its held-out test split, with the accuracy floors the product promises.
+//! The demo: the bundled digits model converted to f32, f16, int8 and W8A8 blobs and run
+//! over its held-out test split, with the accuracy floors the product promises.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -13,11 +13,12 @@ use crate::checkpoint::read_checkpoint;
 use crate::pth::Prefer;
 use crate::{build_blob, infer_config, npy, AlignedBlob, ArchOptions, WeightDtype};
 
-/// The three configurations the demo converts, runs and writes, in this order.
-pub const CONFIGURATIONS: [(WeightDtype, Precision); 3] = [
+/// The configurations the demo converts, runs and writes, in this order.
+pub const CONFIGURATIONS: [(WeightDtype, Precision); 4] = [
     (WeightDtype::F32, Precision::F32),
     (WeightDtype::F16, Precision::F16),
     (WeightDtype::I8, Precision::F16),
+    (WeightDtype::W8A8, Precision::F16),
 ];
 
 /// Side of the demo's input images (8×8 digits upsampled ×8).
@@ -91,7 +92,7 @@ pub fn preprocess(digit: &[f32]) -> Vec<f32> {
     plane.repeat(3)
 }
 
-/// Converts the bundled checkpoint three ways and runs the split through each.
+/// Converts the bundled checkpoint each way and runs the split through each.
 pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     let [ckpt, ..] = inputs(dir);
     let loaded = read_checkpoint(&ckpt, Prefer::Ema)?;
@@ -148,10 +149,11 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     Ok(rows)
 }
 
-/// The floors: f32 ≥ 97 %, f16 top-1 equal to f32 on ≥ 99.5 %, int8 within 0.5 points.
+/// The floors: f32 ≥ 97 %, f16 top-1 equal to f32 on ≥ 99.5 %, int8 within 0.5 points,
+/// W8A8 within 0.5 points and top-1 equal to f32 on ≥ 99 %.
 pub fn check(rows: &[Row]) -> Result<()> {
-    let [f32_row, f16_row, i8_row] = rows else {
-        fail!(Check, "expected three configurations")
+    let [f32_row, f16_row, i8_row, w8a8_row] = rows else {
+        fail!(Check, "expected four configurations")
     };
     require!(
         f32_row.accuracy >= 0.97,
@@ -170,6 +172,18 @@ pub fn check(rows: &[Row]) -> Result<()> {
         Check,
         "int8 accuracy {:.2} % is more than 0.5 points below f32",
         100.0 * i8_row.accuracy
+    );
+    require!(
+        w8a8_row.accuracy >= f32_row.accuracy - 0.005,
+        Check,
+        "W8A8 accuracy {:.2} % is more than 0.5 points below f32",
+        100.0 * w8a8_row.accuracy
+    );
+    require!(
+        w8a8_row.agreement >= 0.99,
+        Check,
+        "W8A8 agrees with f32 on only {:.2} %",
+        100.0 * w8a8_row.agreement
     );
     Ok(())
 }
@@ -201,8 +215,8 @@ pub fn inputs(dir: &Path) -> [PathBuf; 3] {
     ["soft_digits.pth", "test_images.npy", "test_labels.npy"].map(|name| dir.join(name))
 }
 
-/// The three blob outputs in `out` (`soft_digits_{f32,f16,int8}.soft`, created if
-/// need be), checked against the demo's inputs in `dir` before any work.
+/// The blob outputs in `out` (`soft_digits_{f32,f16,int8,w8a8}.soft`, created if need
+/// be), checked against the demo's inputs in `dir` before any work.
 pub fn blob_outputs(dir: &Path, out: &Path) -> Result<Vec<Output>> {
     std::fs::create_dir_all(out).map_err(|e| Error::io("creating", out, e))?;
     let paths = CONFIGURATIONS.map(|(w, _)| out.join(format!("soft_digits_{}.soft", w.name())));
@@ -211,7 +225,7 @@ pub fn blob_outputs(dir: &Path, out: &Path) -> Result<Vec<Output>> {
     crate::io::outputs(&paths.each_ref().map(PathBuf::as_path), &inputs)
 }
 
-/// Writes each row's blob to its output from [`blob_outputs`]: all three are staged
+/// Writes each row's blob to its output from [`blob_outputs`]: all are staged
 /// before any is renamed into place.
 pub fn write_blobs(rows: &[Row], outputs: &[Output]) -> Result<()> {
     require!(

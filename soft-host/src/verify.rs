@@ -60,7 +60,7 @@ impl Thresholds {
                 min_cosine: 0.999,
                 min_agreement: 0.9,
             },
-            Dtype::I8 => Thresholds {
+            Dtype::I8 | Dtype::Q8 => Thresholds {
                 max_relative_error: 0.25,
                 min_cosine: 0.99,
                 min_agreement: 0.75,
@@ -102,7 +102,8 @@ pub fn coarsest_format(blob: &Blob<'_>, precision: Precision) -> Result<Dtype> {
     };
     for i in 0..blob.tensor_count() {
         match blob.tensor_at(i)?.dtype {
-            Dtype::I8 => coarsest = Dtype::I8,
+            Dtype::Q8 => coarsest = Dtype::Q8,
+            Dtype::I8 if coarsest != Dtype::Q8 => coarsest = Dtype::I8,
             Dtype::F16 if coarsest == Dtype::F32 => coarsest = Dtype::F16,
             _ => {}
         }

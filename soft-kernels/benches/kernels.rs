@@ -103,7 +103,7 @@ fn bench_linear(c: &mut Criterion) {
         let mut token_scales = vec![0.0f32; tokens];
         for k in Kernels::available() {
             let mut run = |y: &mut [f32]| {
-                let src = Strided::rows_of(&x, tokens, ni, ni).expect("src");
+                let src = Lhs::new(Strided::rows_of(&x, tokens, ni, ni).expect("src"));
                 let mut rows =
                     QuantRowsMut::new(&mut values, &mut token_scales, tokens, ni).expect("rows");
                 k.quantize(&src, &mut rows).expect("quantize");

@@ -227,6 +227,20 @@ impl<'a> QuantWeights<'a> {
     pub fn scales(&self) -> &'a [f32] {
         self.scales
     }
+
+    /// Outputs `first..first + count` (clamped to the view): one head's columns of a
+    /// projection.
+    pub fn output_range(&self, first: usize, count: usize) -> QuantWeights<'a> {
+        let first = first.min(self.outputs);
+        let count = count.min(self.outputs - first);
+        let padded = padded_depth(self.depth);
+        QuantWeights {
+            q: self.q.get(first * padded..).unwrap_or_default(),
+            scales: self.scales.get(first..).unwrap_or_default(),
+            outputs: count,
+            ..*self
+        }
+    }
 }
 
 /// Rounds to the nearest integer, ties to even, for `|y| < 2²²`: adding and subtracting
@@ -283,7 +297,13 @@ mod tests {
         assert!(QuantRows::new(&[0; 64], &[0.0; 1], 2, 16).is_err());
         assert!(QuantRows::new(&[0; 64], &[0.0; 2], 2, 16).is_ok());
         assert!(QuantWeights::new(&[0; 47], &[0.0; 3], 3, 10).is_err());
-        assert!(QuantWeights::new(&[0; 48], &[0.0; 3], 3, 10).is_ok());
+        let w = QuantWeights::new(&[0; 48], &[0.0; 3], 3, 10).unwrap();
+        let tail = w.output_range(1, 5);
+        assert_eq!(
+            (tail.outputs(), tail.q().len(), tail.scales().len()),
+            (2, 32, 2)
+        );
+        assert_eq!(w.output_range(4, 1).outputs(), 0);
         assert!(QuantWeights::new(&[], &[], usize::MAX, 16).is_err());
         assert!(QuantRows::new(&[], &[], usize::MAX, 16).is_err());
         assert_eq!(checked_values_len(5, 20), Some(quant_values_len(5, 20)));

@@ -344,7 +344,20 @@ impl Q8Case {
         // Poisoned buffers: the kernels must write every value they later read.
         let mut values = vec![0x5555i16; quant_values_len(rows, depth)];
         let mut scales = vec![f32::NAN; rows];
-        let src = Strided::rows_of(&self.x, rows, depth, depth).unwrap();
+        // Two pieces where the depth allows, as a convolution's rows give them.
+        let split = depth / 3;
+        let pieces = [
+            Strided::new(&self.x, rows, split, depth, 1).unwrap(),
+            Strided::new(
+                self.x.get(split..).unwrap_or(&[]),
+                rows,
+                depth - split,
+                depth,
+                1,
+            )
+            .unwrap(),
+        ];
+        let src = Lhs::pieces(&pieces).unwrap();
         let mut q = QuantRowsMut::new(&mut values, &mut scales, rows, depth).unwrap();
         kernels.quantize(&src, &mut q).unwrap();
         let weights = QuantWeights::new(&w, &self.w_scales, outputs, depth).unwrap();

@@ -22,7 +22,7 @@ pub(crate) type DepthwiseFn = fn(Elems<'_>, &[f32], usize, &mut [f32]);
 /// LayerNorm of rows.
 pub(crate) type LayerNormFn = fn(&mut [f32], usize, &Vector<'_>, &Vector<'_>, f32);
 /// Per-token int8 quantisation of activation rows.
-pub(crate) type QuantizeFn = fn(&Strided<'_>, &mut QuantRowsMut<'_>);
+pub(crate) type QuantizeFn = fn(&Lhs<'_>, &mut QuantRowsMut<'_>);
 /// `out = rescale(x_q · w_qᵀ) + bias`, the integer linear layer.
 pub(crate) type GemmQ8Fn = fn(&QuantRows<'_>, &QuantWeights<'_>, Start<'_>, &mut Out<'_>);
 /// The multiply-and-add peak probe: steps in, (multiply-adds done, a result to keep).
@@ -184,10 +184,11 @@ impl Kernels {
     /// Quantises each row of `src` to int8 for [`Kernels::gemm_q8`]: with
     /// `m = max_k |x[k]|` (NaN ignored), the row's scale is `m / 127` and
     /// `q[k] = round_ties_even(x[k] · (127 / m))` clamped to ±127 (scale and values 0
-    /// where `m` is 0), written in the layout of [`crate::quant`].
-    pub fn quantize(&self, src: &Strided<'_>, dst: &mut QuantRowsMut<'_>) -> Result<()> {
+    /// where `m` is 0), written in the layout of [`crate::quant`]. The row is all of its
+    /// pieces' depths (a convolution's taps).
+    pub fn quantize(&self, src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) -> Result<()> {
         same("quantise rows", src.rows(), dst.rows())?;
-        same("quantise depth", src.cols(), dst.depth())?;
+        same("quantise depth", src.depth(), dst.depth())?;
         (self.quantize)(src, dst);
         Ok(())
     }

@@ -15,9 +15,10 @@ use soft_host::demo::{load_split, preprocess, SIDE};
 use soft_host::{AlignedBlob, WeightDtype};
 
 /// Blobs the firmware embeds, by the tag it prints.
-const BLOBS: [(&str, &str); 2] = [
+const BLOBS: [(&str, &str); 3] = [
     ("f16", "soft_digits_f16.soft"),
     ("int8", "soft_digits_int8.soft"),
+    ("w8a8", "soft_digits_w8a8.soft"),
 ];
 const CLASSES: usize = 10;
 /// QEMU's mps2-an386 clocks the core (and SysTick) at 25 MHz.
@@ -241,17 +242,29 @@ const PSRAM_IMAGE_SEED: u32 = 2024;
 const PSRAM_WEIGHT_SEED: u64 = 7;
 const PSRAM_ARENA_BUDGET: usize = 512 * 1024;
 
-/// `cargo xtask psram`: a random-weight `soft_tiny` int8 blob in PSRAM, the arena in SRAM,
-/// one 224×224 inference on the Cortex-M4F; every logit must match the host's bits.
+/// `cargo xtask psram`: random-weight `soft_tiny` blobs (int8, then W8A8) in PSRAM, the
+/// arena in SRAM, one 224×224 inference each on the Cortex-M4F; every logit must match
+/// the host's bits.
 fn psram(timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let root = repo_root();
     ensure_demo_blobs(&root)?;
+    eprintln!("== building firmware (thumbv7em-none-eabihf, release, --features psram)");
+    let elf = build_firmware(&root.join("firmware"), &["psram"])?;
+    for dtype in [WeightDtype::I8, WeightDtype::W8A8] {
+        psram_model(&root, &elf, dtype, timeout)?;
+    }
+    println!("took {:.1} s", start.elapsed().as_secs_f64());
+    Ok(())
+}
 
-    eprintln!("== soft_tiny, random weights, int8");
+/// One `soft_tiny` blob of `dtype` through the PSRAM firmware `elf`, against the host.
+fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -> Result<()> {
+    let name = dtype.name();
+    eprintln!("== soft_tiny, random weights, {name}");
     let cfg = ModelConfig::preset("soft_tiny").context("the soft_tiny preset")?;
     let checkpoint = soft_host::synthetic_checkpoint(&cfg, PSRAM_WEIGHT_SEED);
-    let bytes = soft_host::build_blob(&checkpoint, &cfg, WeightDtype::I8)?;
+    let bytes = soft_host::build_blob(&checkpoint, &cfg, dtype)?;
     ensure!(
         bytes.len() <= PSRAM_BYTES,
         "the blob ({} bytes) does not fit the {PSRAM_BYTES}-byte PSRAM",
@@ -259,7 +272,7 @@ fn psram(timeout: Duration) -> Result<()> {
     );
     let dir = root.join("target").join("psram");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let blob_path = dir.join("soft_tiny_int8_random.soft");
+    let blob_path = dir.join(format!("soft_tiny_{name}_random.soft"));
     soft_host::io::Output::new(&blob_path, &[])?.write(&bytes)?;
     eprintln!(
         "wrote {} ({} bytes)",
@@ -281,8 +294,6 @@ fn psram(timeout: Duration) -> Result<()> {
     let mut image = TestPattern::new(PSRAM_SIDE, PSRAM_SIDE, PSRAM_IMAGE_SEED);
     model.run(&mut image, &mut arena, Precision::F16, &mut host, &mut ())?;
 
-    eprintln!("== building firmware (thumbv7em-none-eabihf, release, --features psram)");
-    let elf = build_firmware(&root.join("firmware"), &["psram"])?;
     eprintln!(
         "== running {} in qemu-system-arm, blob in PSRAM",
         elf.display()
@@ -291,7 +302,7 @@ fn psram(timeout: Duration) -> Result<()> {
         "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
         blob_path.display()
     );
-    let (output, uart) = run_qemu(&elf, &["-device".into(), loader], timeout)?;
+    let (output, uart) = run_qemu(elf, &["-device".into(), loader], timeout)?;
 
     let mut device = vec![None; cfg.num_classes];
     let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
@@ -331,7 +342,7 @@ fn psram(timeout: Duration) -> Result<()> {
     let instructions = ticks * INSTRUCTIONS_PER_TICK;
 
     println!();
-    println!("| soft_tiny int8 (random weights), 224×224, f16 activations | |");
+    println!("| soft_tiny {name} (random weights), 224×224, f16 activations | |");
     println!("|---|---:|");
     println!("| blob in PSRAM | {} bytes |", group(bytes.len() as u64));
     println!(
@@ -367,7 +378,6 @@ fn psram(timeout: Duration) -> Result<()> {
     );
     let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
     print_memory(&ram);
-    println!("took {:.1} s", start.elapsed().as_secs_f64());
     ensure!(
         uart.contains("soft psram: soft_tiny top-1 class"),
         "the firmware wrote no result line to the UART"
@@ -383,7 +393,7 @@ fn psram(timeout: Duration) -> Result<()> {
         cfg.num_classes - equal,
         cfg.num_classes
     );
-    println!("psram OK: soft_tiny from PSRAM, arena in SRAM, every logit bit-identical");
+    println!("psram OK: soft_tiny {name} from PSRAM, arena in SRAM, every logit bit-identical");
     Ok(())
 }
 

@@ -12,13 +12,6 @@ use crate::pth::Prefer;
 use crate::threads::Threads;
 use crate::{infer_config, require, AlignedBlob, ArchOptions};
 
-#[derive(Clone, Copy, ValueEnum)]
-pub(crate) enum DtypeArg {
-    F32,
-    F16,
-    Int8,
-}
-
 #[derive(Clone, Copy, ValueEnum, Default)]
 pub(crate) enum Activations {
     #[default]

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use soft_core::Precision;
 
 use super::common::{
-    describe, kib, load_checkpoint, native_size, open_model, threads_arg, ArchArgs, DtypeArg,
+    describe, kib, load_checkpoint, native_size, open_model, threads_arg, ArchArgs,
 };
 use super::warn;
 use crate::error::{Error, Result};
@@ -22,9 +22,11 @@ pub struct Args {
     /// The blob to write.
     #[arg(short, long)]
     output: PathBuf,
-    /// Weight storage: f32, f16, or int8 (per-output-channel scales; activations stay f16).
+    /// Weight storage: f32, f16; int8 (per-output-channel scales, computed in float:
+    /// activations stay f16); w8a8 (int8 weights and int8 linear-layer inputs, integer
+    /// arithmetic, for microcontrollers with a DSP extension).
     #[arg(long, value_enum, default_value = "f16")]
-    dtype: DtypeArg,
+    dtype: WeightDtype,
     #[command(flatten)]
     arch: ArchArgs,
 }
@@ -34,17 +36,12 @@ pub fn run(args: Args) -> Result<()> {
     convert(&args.checkpoint, &args.output, args.dtype, &args.arch)
 }
 
-fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<()> {
+fn convert(ckpt: &Path, out: &Path, dt: WeightDtype, arch: &ArchArgs) -> Result<()> {
     let output = Output::new(out, &[ckpt])?;
     let (map, cfg, notes) = load_checkpoint(ckpt, arch)?;
     for n in &notes {
         outln!("note: {n}")?;
     }
-    let dt = match dtype {
-        DtypeArg::F32 => WeightDtype::F32,
-        DtypeArg::F16 => WeightDtype::F16,
-        DtypeArg::Int8 => WeightDtype::I8,
-    };
     let bytes = build_blob(&map, &cfg, dt)?;
     let blob = AlignedBlob::new(&bytes);
     let model = open_model(&blob, Path::new("the converted blob"))?;
@@ -83,7 +80,7 @@ fn convert(ckpt: &Path, out: &Path, dtype: DtypeArg, arch: &ArchArgs) -> Result<
     );
     spinner.finish_and_clear();
     match got {
-        Ok((got, ..)) if matches!(dtype, DtypeArg::Int8 | DtypeArg::F16) => {
+        Ok((got, ..)) if dt != WeightDtype::F32 => {
             let err = max_abs_diff(&got, &want);
             outln!(
                 "calibration: max |logit error| {err:.3e} ({:.3e} of max |logit|) against f32",

@@ -43,6 +43,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
                 Dtype::F32 => "f32",
                 Dtype::F16 => "f16",
                 Dtype::I8 => "int8",
+                Dtype::Q8 => "w8a8",
             };
             let bytes = t.data.len() + t.scales.map_or(0, <[u8]>::len);
             Ok((t.id.to_string(), dtype, t.dims().to_vec(), bytes))
@@ -52,7 +53,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         let v = serde_json::json!({
             "path": path.display().to_string(),
             "bytes": parsed.len(),
-            "format_version": soft_core::format::VERSION,
+            "format_version": parsed.version(),
             "crc32": crc,
             "config": config_json(cfg),
             "usable": usable.is_none(),
@@ -67,7 +68,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         "{}: {} bytes, format v{}, CRC-32 {crc:#010x} ok",
         path.display(),
         parsed.len(),
-        soft_core::format::VERSION
+        parsed.version()
     )?;
     outln!("config: {}", describe(cfg))?;
     outln!(

@@ -1,52 +1,45 @@
 //! The integer linear layer, written as the contract states it: the reference every
 //! other implementation is tested against bit for bit.
 
-use crate::operand::{Out, Start, Strided};
+use crate::operand::{Lhs, Out, Start};
 use crate::quant::{
     padded_depth, round_ties_even, slot, QuantRows, QuantRowsMut, QuantWeights, TOKEN_GROUP,
 };
 
 /// Each row's scale `m / 127` from `m = max |x|`, and `q = round_ties_even(x · (127 / m))`
 /// clamped to ±127, written in the quad layout with zero padding (all zero where `m` is
-/// 0). Walks each token's depths in fours, writing the even and the odd word of each
-/// group directly.
-pub(crate) fn quantize(src: &Strided<'_>, dst: &mut QuantRowsMut<'_>) {
-    let (rows, depth) = (src.rows(), src.cols());
-    let groups = padded_depth(depth) / 4;
+/// 0). Walks each token's depths across the pieces, writing the even and the odd word of
+/// each group of four as it fills.
+pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
+    let rows = src.rows();
+    let groups = padded_depth(src.depth()) / 4;
     let (values, scales) = dst.parts();
-    let mut row = [0.0f32; 4];
     for t in 0..rows.div_ceil(TOKEN_GROUP) * TOKEN_GROUP {
-        let (max, live) = if t < rows {
-            let max = (0..depth).fold(0.0f32, |m, k| {
-                let a = src.at(t, k).abs();
-                if a > m {
-                    a
-                } else {
-                    m
-                }
-            });
-            (max, depth)
+        // Tokens that fill the last quad have no pieces: zeros.
+        let live = t < rows;
+        let max = if live {
+            src.parts().iter().fold(0.0f32, |m, p| {
+                (0..p.cols()).fold(m, |m, k| {
+                    let a = p.at(t, k).abs();
+                    if a > m {
+                        a
+                    } else {
+                        m
+                    }
+                })
+            })
         } else {
-            // Tokens that fill the last quad: zeros.
-            (0.0, 0)
+            0.0
         };
         let (inverse, scale) = if max > 0.0 {
             (127.0 / max, max / 127.0)
         } else {
             (0.0, 0.0)
         };
-        if let Some(s) = scales.get_mut(t).filter(|_| t < rows) {
+        if let Some(s) = scales.get_mut(t).filter(|_| live) {
             *s = scale;
         }
-        for g in 0..groups {
-            for (i, v) in row.iter_mut().enumerate() {
-                let k = 4 * g + i;
-                *v = if k < live {
-                    round_ties_even(src.at(t, k) * inverse).clamp(-127.0, 127.0)
-                } else {
-                    0.0
-                };
-            }
+        let mut emit = |g: usize, row: &[f32; 4]| {
             // The even word holds depths 4g and 4g+2, the odd word 4g+1 and 4g+3.
             let even = slot(t, 4 * g, groups);
             let odd = slot(t, 4 * g + 1, groups);
@@ -54,6 +47,24 @@ pub(crate) fn quantize(src: &Strided<'_>, dst: &mut QuantRowsMut<'_>) {
             values[even + 1] = row[2] as i16;
             values[odd] = row[1] as i16;
             values[odd + 1] = row[3] as i16;
+        };
+        let (mut row, mut filled, mut g) = ([0.0f32; 4], 0, 0);
+        let pieces = if live { src.parts() } else { &[] };
+        for p in pieces {
+            for k in 0..p.cols() {
+                row[filled] = round_ties_even(p.at(t, k) * inverse).clamp(-127.0, 127.0);
+                filled += 1;
+                if filled == 4 {
+                    emit(g, &row);
+                    (filled, g) = (0, g + 1);
+                }
+            }
+        }
+        // The depth's last partial group and the padding: zeros.
+        while g < groups {
+            row[filled..].fill(0.0);
+            emit(g, &row);
+            (filled, g) = (0, g + 1);
         }
     }
 }
