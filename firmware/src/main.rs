@@ -10,6 +10,7 @@
 //! KERNEL <name> <multiply-accumulates> <ticks>   one call of a kernel on synthetic data
 //! LAYER <blob> <digit index> <checkpoint> <ticks since the run began>   per-layer progress
 //! LOGITS <blob> <digit index> <ticks> <10 × f32::to_bits as 8 hex digits>
+//! STEP <blob> <digit index> <stage> <step> <ticks spent in it>   digit 0 only
 //! DONE
 //! ```
 
@@ -30,7 +31,7 @@ use soft_core::kernels::rng::XorShift64;
 use soft_core::kernels::{
     Kernels, Lhs, Out, QuantRowsMut, QuantWeights, Rhs, RhsData, Start, Strided, Vector,
 };
-use soft_core::probe::{Checkpoint, Tokens};
+use soft_core::probe::{Activity, Checkpoint, Step, Tokens};
 use soft_core::{argmax, ArenaBuffer, Error, ImageSource, Model, Precision, Probe};
 
 mod board;
@@ -92,14 +93,94 @@ impl ImageSource for Digit<'_> {
     }
 }
 
-/// Logs each layer as the run passes it, with the instruction clock.
+/// Steps the per-step clock tells apart: [`Step`]'s variants, and one slot for any later.
+const STEPS: usize = 11;
+
+fn step_slot(step: Step) -> usize {
+    match step {
+        Step::Stem => 0,
+        Step::PatchEmbed => 1,
+        Step::Position => 2,
+        Step::Projections => 3,
+        Step::Landmarks => 4,
+        Step::KeyValue => 5,
+        Step::Newton => 6,
+        Step::Attention => 7,
+        Step::Mlp => 8,
+        Step::Head => 9,
+        _ => 10,
+    }
+}
+
+/// Logs each layer as the run passes it, with the instruction clock, and adds up the
+/// ticks each (stage, step) takes.
 struct Progress<'a> {
     blob: &'a str,
     digit: usize,
     start: u64,
+    /// The step running and when it started.
+    current: Option<(Activity, u64)>,
+    /// Ticks per stage (0–4) and step slot.
+    steps: [[u64; STEPS]; 5],
+    /// The step each slot holds, for the log.
+    names: [Option<Step>; STEPS],
+}
+
+impl<'a> Progress<'a> {
+    fn new(blob: &'a str, digit: usize, start: u64) -> Self {
+        Progress {
+            blob,
+            digit,
+            start,
+            current: None,
+            steps: [[0; STEPS]; 5],
+            names: [None; STEPS],
+        }
+    }
+
+    /// Charges the running step up to now.
+    fn close(&mut self, now: u64) {
+        if let Some((at, since)) = self.current.take() {
+            let slot = step_slot(at.step);
+            if let Some(t) = self
+                .steps
+                .get_mut(usize::from(at.stage))
+                .and_then(|s| s.get_mut(slot))
+            {
+                *t += now - since;
+            }
+            if let Some(name) = self.names.get_mut(slot) {
+                *name = Some(at.step);
+            }
+        }
+    }
+
+    /// Logs the ticks of every (stage, step) that ran.
+    fn log_steps(&self) {
+        for (stage, steps) in self.steps.iter().enumerate() {
+            for (&t, name) in steps.iter().zip(&self.names) {
+                if let (Some(step), true) = (name, t > 0) {
+                    println!(
+                        "STEP {=str} {=usize} {=usize} {} {=u64}",
+                        self.blob, self.digit, stage, step, t
+                    );
+                }
+            }
+        }
+    }
 }
 
 impl Probe for Progress<'_> {
+    fn enter(&mut self, at: Activity) {
+        let now = ticks();
+        self.close(now);
+        self.current = Some((at, now));
+    }
+
+    fn finish(&mut self) {
+        self.close(ticks());
+    }
+
     fn observe(&mut self, at: Checkpoint, _: Tokens<'_>, _: usize, _: usize) {
         println!(
             "LAYER {=str} {=usize} {} {=u64}",
@@ -197,11 +278,7 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
         for (index, pixels) in DIGITS.iter() {
             let mut logits = [0.0f32; CLASSES];
             let t0 = ticks();
-            let mut progress = Progress {
-                blob: tag,
-                digit: *index,
-                start: t0,
-            };
+            let mut progress = Progress::new(tag, *index, t0);
             let report = model.run(
                 &mut Digit(pixels),
                 arena,
@@ -210,6 +287,9 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
                 &mut progress,
             )?;
             let elapsed = ticks() - t0;
+            if *index == 0 {
+                progress.log_steps();
+            }
             if report.peak_bytes != plan.peak_bytes {
                 println!(
                     "WARN {=str} peak {=usize} != plan {=usize}",

@@ -1,5 +1,5 @@
-//! `--features psram`: the big model on the small memory map. A `soft_tiny` int8 blob
-//! (random weights, about 13.6 MB) sits in the board's 16 MiB PSRAM, put there by QEMU's
+//! `--features psram`: the big model on the small memory map. A `soft_tiny` int8 or W8A8
+//! blob (random weights, about 13.6 MB) sits in the board's 16 MiB PSRAM, put there by QEMU's
 //! `-device loader` as a flasher would on a real board; the arena is a 512 KiB static in
 //! SRAM. One 224×224 inference of a [`TestPattern`] image, with per-layer progress.
 //! `cargo xtask psram` builds the blob, runs this and compares the logits with the host.
@@ -52,14 +52,11 @@ pub fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core:
         "more classes than the firmware prints",
     ))?;
     let t0 = ticks();
-    let mut progress = Progress {
-        blob: "psram",
-        digit: 0,
-        start: t0,
-    };
+    let mut progress = Progress::new("psram", 0, t0);
     let mut image = TestPattern::new(SIDE, SIDE, SEED);
     model.run(&mut image, arena, Precision::F16, logits, &mut progress)?;
     let elapsed = ticks() - t0;
+    progress.log_steps();
     let _ = writeln!(
         serial,
         "soft psram: soft_tiny top-1 class {} ({elapsed} ticks)\r",

@@ -306,6 +306,7 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
 
     let mut device = vec![None; cfg.num_classes];
     let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
+    let mut steps = Vec::new();
     for line in output.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
@@ -322,6 +323,9 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
                 }
             }
             ["PLAN", bytes] => device_plan = Some(bytes.parse::<usize>()?),
+            ["STEP", _, _, stage, step, t] => {
+                steps.push((stage.parse::<u8>()?, step.to_string(), t.parse::<u64>()?));
+            }
             ["LOADED", _bytes, t] => load_ticks = Some(t.parse::<u64>()?),
             _ => {}
         }
@@ -378,6 +382,7 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     );
     let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
     print_memory(&ram);
+    print_steps(&steps, ticks);
     ensure!(
         uart.contains("soft psram: soft_tiny top-1 class"),
         "the firmware wrote no result line to the UART"
@@ -395,6 +400,23 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     );
     println!("psram OK: soft_tiny {name} from PSRAM, arena in SRAM, every logit bit-identical");
     Ok(())
+}
+
+/// Where an inference's instructions go, from the firmware's `STEP` lines.
+fn print_steps(steps: &[(u8, String, u64)], total_ticks: u64) {
+    if steps.is_empty() {
+        return;
+    }
+    println!();
+    println!("| stage | step | instructions | share |");
+    println!("|---:|---|---:|---:|");
+    for (stage, step, t) in steps {
+        println!(
+            "| {stage} | {step} | {} | {:.1} % |",
+            group(t * INSTRUCTIONS_PER_TICK),
+            100.0 * *t as f64 / total_ticks.max(1) as f64
+        );
+    }
 }
 
 /// The demo blobs the firmware embeds (its build script plans their arena): what
