@@ -160,46 +160,53 @@ fn digits_batch(dir: &Path, n: usize) -> (PathBuf, PathBuf, Vec<i64>) {
 fn the_demo_digits_as_a_batch_are_classified_and_agree_with_their_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = soft_host::demo::default_dir().join("soft_digits.pth");
-    let blob = dir.path().join("digits.soft");
-    soft()
-        .arg("convert")
-        .arg(&ckpt)
-        .arg("-o")
-        .arg(&blob)
-        .args(["--dtype", "int8"])
-        .assert()
-        .success();
     let (x, y, labels) = digits_batch(dir.path(), 60);
-    let (v, stderr) = json_of(&[
-        "eval".as_ref(),
-        blob.as_os_str(),
-        x.as_os_str(),
-        "--labels".as_ref(),
-        y.as_os_str(),
-        "--against".as_ref(),
-        ckpt.as_os_str(),
-        "--json".as_ref(),
-    ]);
-    assert_eq!(
-        stderr, "",
-        "nothing on standard error when it is not a terminal"
-    );
-    assert_eq!(v["format"], "npy");
-    assert_eq!(v["samples"], 60);
-    assert!(v["top1_accuracy"].as_f64().unwrap() >= 0.97, "{v}");
-    assert!(v["top5_accuracy"].as_f64().unwrap() >= v["top1_accuracy"].as_f64().unwrap());
-    let against = &v["against"];
-    assert!(against["agreement"].as_f64().unwrap() >= 0.95, "{v}");
-    let diff = against["max_abs_logit_diff"].as_f64().unwrap();
-    assert!(diff > 0.0 && diff < 5.0, "int8 against f32: {diff}");
-    let per_class: u64 = v["classes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["samples"].as_u64().unwrap())
-        .sum();
-    assert_eq!(per_class, 60);
-    assert!(v["classes"][0]["label"].is_null());
+    // W8A8 blobs carry a config flag their checkpoint does not: still the same model.
+    for dtype in ["w8a8", "int8"] {
+        let blob = dir.path().join("digits.soft");
+        soft()
+            .arg("convert")
+            .arg(&ckpt)
+            .arg("-o")
+            .arg(&blob)
+            .args(["--dtype", dtype])
+            .assert()
+            .success();
+        let (v, stderr) = json_of(&[
+            "eval".as_ref(),
+            blob.as_os_str(),
+            x.as_os_str(),
+            "--labels".as_ref(),
+            y.as_os_str(),
+            "--against".as_ref(),
+            ckpt.as_os_str(),
+            "--json".as_ref(),
+        ]);
+        assert_eq!(
+            stderr, "",
+            "nothing on standard error when it is not a terminal"
+        );
+        assert_eq!(v["format"], "npy");
+        assert_eq!(v["samples"], 60);
+        assert!(v["top1_accuracy"].as_f64().unwrap() >= 0.97, "{dtype}: {v}");
+        assert!(v["top5_accuracy"].as_f64().unwrap() >= v["top1_accuracy"].as_f64().unwrap());
+        let against = &v["against"];
+        assert!(
+            against["agreement"].as_f64().unwrap() >= 0.95,
+            "{dtype}: {v}"
+        );
+        let diff = against["max_abs_logit_diff"].as_f64().unwrap();
+        assert!(diff > 0.0 && diff < 5.0, "{dtype} against f32: {diff}");
+        let per_class: u64 = v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["samples"].as_u64().unwrap())
+            .sum();
+        assert_eq!(per_class, 60);
+        assert!(v["classes"][0]["label"].is_null());
+    }
+    let blob = dir.path().join("digits.soft");
     // The same labels as int32, and the text output, with --limit.
     let y32 = dir.path().join("labels32.npy");
     let small: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
