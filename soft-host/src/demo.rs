@@ -2,12 +2,12 @@
 //! over its held-out test split, with the accuracy floors the product promises.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use crate::error::{Error, Result};
+use crate::eval;
 use crate::io::Output;
 use crate::{fail, require};
-use soft_core::{argmax, ChwImage, Model, Precision};
+use soft_core::{argmax, Model, Precision, Schedule};
 
 use crate::checkpoint::read_checkpoint;
 use crate::pth::Prefer;
@@ -92,42 +92,55 @@ pub fn preprocess(digit: &[f32]) -> Vec<f32> {
     plane.repeat(3)
 }
 
-/// Converts the bundled checkpoint each way and runs the split through each.
+impl eval::Dataset for Split {
+    fn samples(&self) -> usize {
+        self.images.len()
+    }
+
+    fn sample(&self, index: usize) -> Result<eval::Sample> {
+        let (Some(digit), Some(&label)) = (self.images.get(index), self.labels.get(index)) else {
+            fail!(Npy, "the test split has no image {index}");
+        };
+        Ok(eval::Sample {
+            input: preprocess(digit),
+            size: (SIDE, SIDE),
+            label,
+        })
+    }
+
+    fn describe(&self, index: usize) -> String {
+        format!("test image {index}")
+    }
+}
+
+/// Converts the bundled checkpoint each way and runs the split through each, with
+/// `soft eval`'s code path in the schedule a microcontroller runs (compact, one thread).
 pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     let [ckpt, ..] = inputs(dir);
     let loaded = read_checkpoint(&ckpt, Prefer::Ema)?;
     let cfg = infer_config(&loaded.tensors, &ArchOptions::default())?;
     let split = load_split(dir)?;
-    require!(!split.images.is_empty(), Npy, "the test split is empty");
-    let inputs: Vec<Vec<f32>> = split.images.iter().map(|d| preprocess(d)).collect();
+    let images = split.images.len();
+    require!(images > 0, Npy, "the test split is empty");
     let mut rows: Vec<Row> = Vec::new();
     for (weights, activations) in CONFIGURATIONS {
         let blob = build_blob(&loaded.tensors, &cfg, weights)?;
         let aligned = AlignedBlob::new(&blob);
         let model = Model::from_blob(aligned.as_bytes())?;
-        let plan = model.plan(SIDE, SIDE, activations)?;
-        let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
-        let mut logits = Vec::with_capacity(inputs.len());
-        let start = Instant::now();
-        for x in &inputs {
-            let mut out = vec![0.0; cfg.num_classes];
-            let mut image = ChwImage::new(x, SIDE, SIDE)?;
-            let report = model.run(&mut image, &mut arena, activations, &mut out, &mut ())?;
-            require!(
-                report.peak_bytes == plan.peak_bytes,
-                Check,
-                "arena use differs from the plan"
-            );
-            logits.push(out);
+        let options = eval::Options {
+            precision: activations,
+            schedule: Schedule::COMPACT,
+            workers: 1,
+            limit: None,
+        };
+        let mut logits = vec![Vec::new(); images];
+        let report = eval::evaluate(&model, None, &split, &options, |outcome| {
+            if let Some(l) = logits.get_mut(outcome.index) {
+                l.clone_from(&outcome.logits);
+            }
             progress();
-        }
-        let ms_per_image = start.elapsed().as_secs_f64() * 1e3 / inputs.len() as f64;
+        })?;
         let predictions: Vec<usize> = logits.iter().map(|l| argmax(l)).collect();
-        let correct = predictions
-            .iter()
-            .zip(&split.labels)
-            .filter(|(p, l)| p == l)
-            .count();
         let reference = rows.first().map_or(&predictions, |r| &r.predictions);
         let agree = predictions
             .iter()
@@ -137,13 +150,13 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
         rows.push(Row {
             weights,
             activations,
-            arena_bytes: plan.peak_bytes,
-            accuracy: correct as f64 / inputs.len() as f64,
-            agreement: agree as f64 / inputs.len() as f64,
+            arena_bytes: report.arena_bytes,
+            accuracy: report.tally.top1_accuracy(),
+            agreement: eval::fraction(agree, images),
             predictions,
             logits,
             blob,
-            ms_per_image,
+            ms_per_image: report.seconds * 1e3 / images as f64,
         });
     }
     Ok(rows)

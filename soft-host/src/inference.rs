@@ -46,17 +46,22 @@ pub fn infer(
         let mut image = ChwImage::new(input, h, w)?;
         model.run_with(&options, &mut image, &mut arena, &mut logits, probe)
     });
-    let report = match report {
-        Err(e @ soft_core::Error::NonFiniteActivation(_)) if p == Precision::F16 => {
-            return Err(e).context("f16 token maps overflow (they hold at most \u{b1}65504; --activations f32 may not)");
-        }
-        other => other?,
-    };
+    let report = explain_overflow(report, p)?;
     Ok((
         logits,
         start.elapsed().as_secs_f64() * 1e3,
         report.peak_bytes,
     ))
+}
+
+/// A run's result, where f16 token maps overflowed with a pointer to `--activations f32`.
+pub fn explain_overflow<T>(result: soft_core::Result<T>, p: Precision) -> Result<T> {
+    match result {
+        Err(e @ soft_core::Error::NonFiniteActivation(_)) if p == Precision::F16 => Err(e).context(
+            "f16 token maps overflow (they hold at most \u{b1}65504; --activations f32 may not)",
+        ),
+        other => Ok(other?),
+    }
 }
 
 /// An f32 `.npy` input of shape (1,3,H,W) or (3,H,W): its values, H and W.

@@ -8,6 +8,7 @@ pub mod convert;
 pub mod cost;
 pub mod demo;
 pub mod error;
+pub mod eval;
 pub mod image_input;
 pub mod inference;
 pub mod io;

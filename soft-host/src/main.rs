@@ -1,5 +1,5 @@
-//! `soft`: convert SOFT checkpoints into model blobs, inspect, plan, run and verify them.
-//! Everything is in the library's `cli` module.
+//! `soft`: convert SOFT checkpoints into model blobs, inspect, plan, run, verify and
+//! evaluate them. Everything is in the library's `cli` module.
 
 fn main() -> std::process::ExitCode {
     soft_host::cli::main()

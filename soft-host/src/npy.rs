@@ -1,10 +1,15 @@
-//! Minimal `.npy` reading and writing for little-endian f32 arrays.
+//! Minimal `.npy` reading and writing: little-endian f32 arrays whole ([`read`]), and
+//! f32, int32 and int64 arrays one row at a time ([`Rows`]), so that a batch of any size
+//! is read in constant memory.
 //!
 //! The header is a Python dict literal. It is parsed with a small strict grammar (see
 //! [`parse_header`]) rather than matched as text, so that every spacing, quoting and key
 //! order numpy accepts means the same thing here, and anything else is refused.
 
-use std::path::Path;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use crate::error::{Context, Error, OrFail, Result};
 use crate::{fail, require};
@@ -139,6 +144,17 @@ const F32_DESCR: &str = "<f4";
 /// `descr` must be `<f4`. Trailing whitespace (numpy pads with spaces and a newline) is
 /// allowed; anything else after the closing brace is not.
 pub fn parse_header(text: &str) -> Result<Header> {
+    let (descr, header) = parse_header_any(text)?;
+    require!(
+        descr == F32_DESCR,
+        Npy,
+        "only little-endian f32 ('{F32_DESCR}') .npy is supported, not {descr:?}"
+    );
+    Ok(header)
+}
+
+/// [`parse_header`] for any `descr` string: the descr and the header.
+fn parse_header_any(text: &str) -> Result<(&str, Header)> {
     let mut p = HeaderParser { text, at: 0 };
     let (mut descr, mut fortran_order, mut shape) = (None, None, None);
     // Python strips leading spaces and tabs; a newline there would be an indentation error.
@@ -182,24 +198,22 @@ pub fn parse_header(text: &str) -> Result<Header> {
     let (descr, descr_at) = descr.ok_or_else(|| missing("descr"))?;
     let (fortran_order, fortran_at) = fortran_order.ok_or_else(|| missing("fortran_order"))?;
     let (shape, shape_at) = shape.ok_or_else(|| missing("shape"))?;
-    match descr {
-        Value::Str(F32_DESCR) => {}
-        Value::Str(other) => fail!(
-            Npy,
-            "only little-endian f32 ('{F32_DESCR}') .npy is supported, not {other:?}"
-        ),
-        _ => return Err(p.error_at(descr_at, "'descr' must be a string")),
-    }
+    let Value::Str(descr) = descr else {
+        return Err(p.error_at(descr_at, "'descr' must be a string"));
+    };
     let Value::Bool(fortran_order) = fortran_order else {
         return Err(p.error_at(fortran_at, "'fortran_order' must be True or False"));
     };
     let Value::Tuple(shape) = shape else {
         return Err(p.error_at(shape_at, "'shape' must be a tuple of integers"));
     };
-    Ok(Header {
-        fortran_order,
-        shape,
-    })
+    Ok((
+        descr,
+        Header {
+            fortran_order,
+            shape,
+        },
+    ))
 }
 
 /// A header value.
@@ -384,13 +398,24 @@ fn fortran_to_c(data: &[f32], shape: &[usize]) -> Vec<f32> {
 /// Serialises an f32 array as `.npy` (version 1.0, C order), the header padded with
 /// spaces and a newline so the data starts at a multiple of 64 bytes, as numpy does.
 pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    encode(Dtype::F32, shape, data.iter().flat_map(|v| v.to_le_bytes()))
+}
+
+/// [`to_bytes`] for an int64 array (class labels, for instance).
+pub fn to_bytes_i64(shape: &[usize], data: &[i64]) -> Vec<u8> {
+    encode(Dtype::I64, shape, data.iter().flat_map(|v| v.to_le_bytes()))
+}
+
+fn encode(dtype: Dtype, shape: &[usize], body: impl Iterator<Item = u8>) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = match dims.as_slice() {
         [one] => format!("{one},"),
         _ => dims.join(", "),
     };
-    let mut header =
-        format!("{{'descr': '{F32_DESCR}', 'fortran_order': False, 'shape': ({shape_text}), }}");
+    let mut header = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': ({shape_text}), }}",
+        dtype.descr()
+    );
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
     }
@@ -399,10 +424,224 @@ pub fn to_bytes(shape: &[usize], data: &[f32]) -> Vec<u8> {
     out.extend_from_slice(&[1, 0]);
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
+    out.extend(body);
     out
+}
+
+/// Element types [`Rows`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// `<f4`: little-endian f32.
+    F32,
+    /// `<i4`: little-endian int32.
+    I32,
+    /// `<i8`: little-endian int64.
+    I64,
+}
+
+impl Dtype {
+    /// numpy's `descr` for it.
+    pub fn descr(self) -> &'static str {
+        match self {
+            Dtype::F32 => F32_DESCR,
+            Dtype::I32 => "<i4",
+            Dtype::I64 => "<i8",
+        }
+    }
+
+    /// numpy's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "float32",
+            Dtype::I32 => "int32",
+            Dtype::I64 => "int64",
+        }
+    }
+
+    /// Bytes per element.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 | Dtype::I32 => 4,
+            Dtype::I64 => 8,
+        }
+    }
+}
+
+/// An `.npy` file read one row at a time (a row is one index along the first axis: an
+/// input of an `(N,3,H,W)` batch, a label of an `(N,)` vector), so memory does not grow
+/// with the number of rows. Opening reads only the header and checks the file's size
+/// against the shape; each read then takes one row's bytes. Rows may be read from any
+/// thread. The array must be in C order (a row is contiguous), unless at most one
+/// dimension exceeds 1, where both orders are the same bytes.
+#[derive(Debug)]
+pub struct Rows {
+    path: PathBuf,
+    file: Mutex<File>,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_start: u64,
+    row_len: usize,
+}
+
+impl Rows {
+    /// Opens `path`, which must hold one of the element types in `accept`.
+    pub fn open(path: &Path, accept: &[Dtype]) -> Result<Rows> {
+        let mut file = File::open(path).map_err(|e| Error::io("reading", path, e))?;
+        let mut head = Vec::new();
+        (&mut file)
+            .take(12 + MAX_HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::io("reading", path, e))?;
+        let file_len = file
+            .metadata()
+            .map_err(|e| Error::io("reading", path, e))?
+            .len();
+        let (dtype, header, data_start) =
+            Rows::header(&head, accept).with_context(|| format!("parsing {}", path.display()))?;
+        let count = header
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .and_then(|n| n.checked_mul(dtype.size()))
+            .or_fail_with(Error::Npy, || {
+                format!(
+                    "{}: .npy shape {:?} has too many bytes",
+                    path.display(),
+                    header.shape
+                )
+            })?;
+        let data_len = file_len.saturating_sub(data_start);
+        require!(
+            data_len == count as u64,
+            Npy,
+            "{}: .npy holds {data_len} bytes of data, shape {:?} needs {count}",
+            path.display(),
+            header.shape
+        );
+        let Some(rest) = header.shape.get(1..) else {
+            fail!(
+                Npy,
+                "{}: a 0-dimensional .npy array has no rows",
+                path.display()
+            );
+        };
+        require!(
+            !header.fortran_order || header.shape.iter().filter(|&&d| d > 1).count() <= 1,
+            Npy,
+            "{}: .npy array of shape {:?} is in Fortran order; save it in C order \
+             (numpy.ascontiguousarray)",
+            path.display(),
+            header.shape
+        );
+        Ok(Rows {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            dtype,
+            row_len: rest.iter().product(),
+            shape: header.shape,
+            data_start,
+        })
+    }
+
+    /// The element type, header and data offset in the file's first bytes.
+    fn header(head: &[u8], accept: &[Dtype]) -> Result<(Dtype, Header, u64)> {
+        require!(head.starts_with(MAGIC), Npy, "not an .npy file");
+        let (text, body) = split_header(head)?;
+        let data_start = (head.len() - body.len()) as u64;
+        let (descr, header) = parse_header_any(text)?;
+        let dtype = accept
+            .iter()
+            .copied()
+            .find(|d| d.descr() == descr)
+            .or_fail_with(Error::Npy, || {
+                let expected: Vec<String> = accept
+                    .iter()
+                    .map(|d| format!("{} ({:?})", d.name(), d.descr()))
+                    .collect();
+                format!("holds {descr:?} values; expected {}", expected.join(" or "))
+            })?;
+        Ok((dtype, header, data_start))
+    }
+
+    /// The array's shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    /// Rows: the first dimension.
+    pub fn rows(&self) -> usize {
+        self.shape.first().copied().unwrap_or(0)
+    }
+
+    /// Elements in a row: the product of the other dimensions.
+    pub fn row_len(&self) -> usize {
+        self.row_len
+    }
+
+    /// Reads `out.len()` values of an f32 array from the start of row `row` on (one row
+    /// if `out` holds [`Rows::row_len`] values).
+    pub fn read_f32(&self, row: usize, out: &mut [f32]) -> Result<()> {
+        self.check(row, out.len(), &[Dtype::F32])?;
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(out);
+        self.read_at(row * self.row_len * 4, bytes)?;
+        for v in out.iter_mut() {
+            *v = f32::from_le_bytes(v.to_ne_bytes());
+        }
+        Ok(())
+    }
+
+    /// Reads `out.len()` values of an int32 or int64 array from the start of row `row`
+    /// on, as i64 (one label of an `(N,)` array, or several).
+    pub fn read_i64(&self, row: usize, out: &mut [i64]) -> Result<()> {
+        self.check(row, out.len(), &[Dtype::I32, Dtype::I64])?;
+        let size = self.dtype.size();
+        let mut bytes = vec![0u8; out.len() * size];
+        self.read_at(row * self.row_len * size, &mut bytes)?;
+        for (v, b) in out.iter_mut().zip(bytes.chunks_exact(size)) {
+            *v = match *b {
+                [a, b, c, d] => i64::from(i32::from_le_bytes([a, b, c, d])),
+                [a, b, c, d, e, f, g, h] => i64::from_le_bytes([a, b, c, d, e, f, g, h]),
+                _ => 0,
+            };
+        }
+        Ok(())
+    }
+
+    fn check(&self, row: usize, len: usize, dtypes: &[Dtype]) -> Result<()> {
+        require!(
+            dtypes.contains(&self.dtype),
+            Npy,
+            "{}: cannot read {} values as {}",
+            self.path.display(),
+            self.dtype.name(),
+            dtypes[0].name()
+        );
+        let fits = row < self.rows()
+            && row
+                .checked_mul(self.row_len)
+                .and_then(|start| start.checked_add(len))
+                .is_some_and(|end| end <= self.rows() * self.row_len);
+        require!(
+            fits,
+            Npy,
+            "{}: no {len} values from row {row} in shape {:?}",
+            self.path.display(),
+            self.shape
+        );
+        Ok(())
+    }
+
+    fn read_at(&self, offset: usize, out: &mut [u8]) -> Result<()> {
+        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        file.seek(SeekFrom::Start(self.data_start + offset as u64))
+            .and_then(|_| file.read_exact(out))
+            .map_err(|e| Error::io("reading", &self.path, e))
+    }
 }
 
 #[cfg(test)]
@@ -662,5 +901,115 @@ mod tests {
         latin1[at] = 0xe9;
         let e = parse(&latin1).unwrap_err().to_string();
         assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn rows_are_read_one_at_a_time_and_checked_on_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            path
+        };
+        let data: Vec<f32> = (0..24).map(|v| v as f32 - 3.5).collect();
+        let batch = file("batch.npy", &to_bytes(&[4, 2, 3], &data));
+        let rows = Rows::open(&batch, &[Dtype::F32]).unwrap();
+        assert_eq!((rows.rows(), rows.row_len()), (4, 6));
+        assert_eq!((rows.shape(), rows.dtype()), (&[4, 2, 3][..], Dtype::F32));
+        let mut row = [0.0; 6];
+        for i in [3, 0, 2] {
+            rows.read_f32(i, &mut row).unwrap();
+            assert_eq!(row, data[i * 6..][..6]);
+        }
+        let mut two = [0.0; 12];
+        rows.read_f32(2, &mut two).unwrap();
+        assert_eq!(two, data[12..]);
+        assert!(rows.read_f32(4, &mut row).is_err());
+        assert!(rows.read_f32(3, &mut two).is_err(), "past the end");
+        assert!(
+            rows.read_i64(0, &mut [0; 6]).is_err(),
+            "f32 read as integers"
+        );
+
+        let labels = file("labels.npy", &to_bytes_i64(&[3], &[7, -1, i64::MAX]));
+        let rows = Rows::open(&labels, &[Dtype::I64, Dtype::I32]).unwrap();
+        let mut all = [0i64; 3];
+        rows.read_i64(0, &mut all).unwrap();
+        assert_eq!(all, [7, -1, i64::MAX]);
+        let mut one = [0i64];
+        rows.read_i64(1, &mut one).unwrap();
+        assert_eq!(one, [-1]);
+        assert!(rows.read_f32(0, &mut [0.0]).is_err());
+        let header = "{'descr': '<i4', 'fortran_order': False, 'shape': (2,), }";
+        let int32 = file(
+            "int32.npy",
+            &with_header(1, header, &[5, 0, 0, 0, 255, 255, 255, 255]),
+        );
+        let rows = Rows::open(&int32, &[Dtype::I64, Dtype::I32]).unwrap();
+        let mut both = [0i64; 2];
+        rows.read_i64(0, &mut both).unwrap();
+        assert_eq!(both, [5, -1]);
+
+        // Refused when opened, on one line, naming the file.
+        let full = to_bytes(&[4, 2, 3], &data);
+        let fortran = "{'descr': '<f4', 'fortran_order': True, 'shape': (4, 6), }";
+        let fortran_vector = "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 24), }";
+        assert!(Rows::open(
+            &file("fv.npy", &with_header(1, fortran_vector, &f32_bytes(&data))),
+            &[Dtype::F32]
+        )
+        .is_ok());
+        for (name, bytes, accept, want) in [
+            (
+                "short.npy",
+                &full[..full.len() - 1],
+                &[Dtype::F32][..],
+                "needs 96",
+            ),
+            (
+                "long.npy",
+                &[&full[..], &[0]].concat()[..],
+                &[Dtype::F32][..],
+                "needs 96",
+            ),
+            (
+                "fortran.npy",
+                &with_header(1, fortran, &f32_bytes(&data))[..],
+                &[Dtype::F32][..],
+                "Fortran order",
+            ),
+            (
+                "scalar.npy",
+                &to_bytes(&[], &[1.0])[..],
+                &[Dtype::F32][..],
+                "0-dimensional",
+            ),
+            (
+                "floats.npy",
+                &full[..],
+                &[Dtype::I64, Dtype::I32][..],
+                "expected int64 (\"<i8\") or int32",
+            ),
+            (
+                "text.npy",
+                b"not numpy",
+                &[Dtype::F32][..],
+                "not an .npy file",
+            ),
+            ("header.npy", &full[..40], &[Dtype::F32][..], "truncated"),
+        ] {
+            let e = Rows::open(&file(name, bytes), accept)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want) && e.contains(name), "{name}: {e}");
+            assert!(!e.contains('\n'), "{e:?}");
+        }
+        let e = Rows::open(&dir.path().join("missing.npy"), &[Dtype::F32]).unwrap_err();
+        assert!(e.to_string().contains("missing.npy"), "{e}");
+        // A file that shrinks after opening fails on read, not with garbage.
+        let shrinking = file("shrinking.npy", &full);
+        let rows = Rows::open(&shrinking, &[Dtype::F32]).unwrap();
+        std::fs::write(&shrinking, &full[..full.len() - 30]).unwrap();
+        assert!(rows.read_f32(3, &mut row).is_err());
     }
 }

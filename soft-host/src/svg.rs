@@ -1,4 +1,5 @@
-//! The memory plan drawn as an SVG bar chart: arena bytes in use in each phase.
+//! Charts as standalone SVG documents: the memory plan as a bar chart (arena bytes in
+//! use in each phase), and `soft eval`'s confusion matrix.
 
 use soft_core::{MemoryPlan, Phase};
 
@@ -46,8 +47,123 @@ pub fn plan_svg(plan: &MemoryPlan, title: &str) -> String {
     s + "</svg>\n"
 }
 
+/// A confusion matrix: rows are true classes, columns predicted ones, both named by
+/// `labels` in order; `cells` are the non-zero cells as ((row, column), samples). A
+/// cell's shade is its share of its row, blue on the diagonal (right) and red off it
+/// (wrong); each cell has a tooltip. Names are written on the axes, and counts in the
+/// cells, while they fit (up to 56 and 28 classes); a larger matrix shrinks to at least
+/// 2 px a cell.
+pub fn confusion_svg(title: &str, labels: &[String], cells: &[((usize, usize), usize)]) -> String {
+    const NAME_CHARS: usize = 20;
+    let n = labels.len().max(1);
+    let cell = (560.0 / n as f64).clamp(2.0, 32.0);
+    let (show_names, show_counts) = (cell >= 10.0, cell >= 20.0);
+    let names: Vec<String> = labels
+        .iter()
+        .map(|l| {
+            let l = crate::console::one_line(l);
+            if l.chars().count() > NAME_CHARS {
+                l.chars().take(NAME_CHARS - 1).chain(['…']).collect()
+            } else {
+                l
+            }
+        })
+        .collect();
+    let longest = if show_names {
+        names.iter().map(|l| l.chars().count()).max().unwrap_or(0)
+    } else {
+        0
+    };
+    let margin = longest as f64 * 7.0 + 10.0;
+    let (left, top, side) = (30.0 + margin, 50.0 + margin, cell * n as f64);
+    let mut row_totals = vec![0usize; n];
+    for &((r, _), count) in cells {
+        if let Some(t) = row_totals.get_mut(r) {
+            *t += count;
+        }
+    }
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0}\" height=\"{:.0}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>\n\
+         <text x=\"{left}\" y=\"40\">predicted class</text>\n\
+         <text transform=\"translate(18,{top}) rotate(90)\">true class</text>\n\
+         <rect x=\"{left}\" y=\"{top}\" width=\"{side}\" height=\"{side}\" fill=\"#f7f7f7\" stroke=\"#cccccc\"/>\n",
+        (left + side + 20.0).max(400.0),
+        top + side + 20.0,
+        escape(title)
+    );
+    if show_names {
+        for (i, name) in names.iter().enumerate() {
+            let middle = i as f64 * cell + cell / 2.0 + 4.0;
+            s += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
+                 <text transform=\"translate({},{}) rotate(-90)\">{}</text>\n",
+                left - 4.0,
+                top + middle,
+                escape(name),
+                left + middle,
+                top - 4.0,
+                escape(name)
+            );
+        }
+    }
+    for &((r, c), count) in cells {
+        if r >= n || c >= n || count == 0 {
+            continue;
+        }
+        let share = count as f64 / row_totals[r].max(1) as f64;
+        let fill = if r == c { "#5b8def" } else { "#d9534f" };
+        let (x, y) = (left + c as f64 * cell, top + r as f64 * cell);
+        s += &format!(
+            "<rect x=\"{x}\" y=\"{y}\" width=\"{cell}\" height=\"{cell}\" fill=\"{fill}\" fill-opacity=\"{:.3}\">\
+             <title>{} as {}: {count} ({:.1} %)</title></rect>\n",
+            0.15 + 0.85 * share,
+            escape(&names[r]),
+            escape(&names[c]),
+            100.0 * share
+        );
+        if show_counts {
+            s += &format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"10\">{count}</text>\n",
+                x + cell / 2.0,
+                y + cell / 2.0 + 4.0
+            );
+        }
+    }
+    s + "</svg>\n"
+}
+
 fn escape(t: &str) -> String {
     t.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn confusion_matrices_name_their_classes_and_shade_by_row() {
+        let labels: Vec<String> = ["cat", "dog", "<fish & chips>\n"]
+            .map(String::from)
+            .to_vec();
+        let svg = confusion_svg("m.soft", &labels, &[((0, 0), 3), ((0, 1), 1), ((2, 2), 2)]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>\n"));
+        assert!(
+            svg.contains("&lt;fish &amp; chips&gt;\\n"),
+            "escaped: {svg}"
+        );
+        assert!(svg.contains("cat as dog: 1 (25.0 %)"));
+        assert!(svg.contains("cat as cat: 3 (75.0 %)"));
+        assert_eq!(
+            svg.matches("<rect").count(),
+            1 + 3,
+            "a frame and three cells"
+        );
+        // 200 classes: no names, no counts, cells of 2.8 px.
+        let many: Vec<String> = (0..200).map(|i| format!("class {i}")).collect();
+        let svg = confusion_svg("big", &many, &[((5, 7), 1)]);
+        assert!(!svg.contains("class 5</text>") && svg.contains("width=\"2.8\""));
+    }
 }

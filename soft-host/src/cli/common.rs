@@ -10,7 +10,7 @@ use crate::checkpoint::read_checkpoint;
 use crate::error::{Context, Error, OrFail, Result};
 use crate::pth::Prefer;
 use crate::threads::Threads;
-use crate::{infer_config, require, AlignedBlob, ArchOptions};
+use crate::{build_blob, infer_config, require, AlignedBlob, ArchOptions, WeightDtype};
 
 #[derive(Clone, Copy, ValueEnum, Default)]
 pub(crate) enum Activations {
@@ -58,8 +58,20 @@ impl KernelsArg {
 
 /// Threads for a run: `--threads`, else every core (at most 16).
 pub(crate) fn threads_arg(threads: Option<usize>) -> Result<Threads> {
+    Threads::new(thread_count(threads)?)
+}
+
+/// `--threads`, else every core, at most 16 either way.
+pub(crate) fn thread_count(threads: Option<usize>) -> Result<usize> {
+    let max = soft_core::exec::MAX_WORKERS;
     let all = std::thread::available_parallelism().map_or(1, usize::from);
-    Threads::new(threads.unwrap_or(all.min(soft_core::exec::MAX_WORKERS)))
+    let count = threads.unwrap_or(all.min(max));
+    require!(
+        (1..=max).contains(&count),
+        Usage,
+        "--threads must be 1 to {max}, not {count}"
+    );
+    Ok(count)
 }
 
 #[derive(clap::Args)]
@@ -130,6 +142,38 @@ pub(crate) fn load_checkpoint(
         }
     }
     Ok((loaded.tensors, cfg, loaded.notes))
+}
+
+/// The f32 blob built from `checkpoint`, the checkpoint a blob of config `cfg` was
+/// converted from (what `verify` compares against, and `eval --against` with a
+/// checkpoint): its architecture must be `cfg`'s (W8A8 or not).
+pub(crate) fn reference_blob(
+    checkpoint: &Path,
+    cfg: &ModelConfig,
+    no_ema: bool,
+) -> Result<AlignedBlob> {
+    let loaded = read_checkpoint(checkpoint, if no_ema { Prefer::Raw } else { Prefer::Ema })?;
+    let opts = ArchOptions {
+        normalized: cfg.normalized,
+        newton_iters: cfg.newton_iters,
+        stage4_heads: Some(cfg.heads[3]),
+    };
+    let ref_cfg = infer_config(&loaded.tensors, &opts)?;
+    // W8A8 is how a blob computes, not its architecture: the reference is plain f32.
+    require!(
+        ref_cfg
+            == ModelConfig {
+                w8a8: false,
+                ..*cfg
+            },
+        Architecture,
+        "the reference checkpoint's architecture differs from the blob's"
+    );
+    Ok(AlignedBlob::new(&build_blob(
+        &loaded.tensors,
+        cfg,
+        WeightDtype::F32,
+    )?))
 }
 
 pub(crate) fn load_blob(path: &Path) -> Result<AlignedBlob> {

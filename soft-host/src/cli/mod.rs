@@ -8,6 +8,7 @@ mod common;
 mod completions;
 mod convert;
 mod demo;
+mod eval;
 mod export;
 mod inspect;
 mod plan;
@@ -39,6 +40,7 @@ enum Command {
     Run(run::Args),
     Bench(bench::Args),
     Verify(verify::Args),
+    Eval(eval::Args),
     Demo(demo::Args),
     Export(export::Args),
     Completions(completions::Args),
@@ -69,6 +71,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Verify(args) => verify::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
         Command::Completions(args) => completions::run(args),

@@ -4,13 +4,11 @@ use std::path::PathBuf;
 
 use soft_core::Precision;
 
-use super::common::{load_blob, native_size, open_model, threads_arg, Activations};
-use crate::checkpoint::read_checkpoint;
+use super::common::{load_blob, native_size, open_model, reference_blob, threads_arg, Activations};
 use crate::error::{Error, Result};
 use crate::inference::{calibration_input, infer, precision_name, read_input_npy};
-use crate::pth::Prefer;
 use crate::verify::{coarsest_format, Agreement, ThresholdOverrides, Thresholds};
-use crate::{build_blob, infer_config, outln, require, AlignedBlob, ArchOptions, WeightDtype};
+use crate::{outln, require};
 
 /// Compare a blob against the f32 engine built from its reference checkpoint; exit 1
 /// below the thresholds.
@@ -81,19 +79,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = open_model(&blob, path)?;
     let thresholds = Thresholds::default_for(coarsest_format(model.blob(), p)?).with(thresholds)?;
     let cfg = *model.config();
-    let loaded = read_checkpoint(reference, if no_ema { Prefer::Raw } else { Prefer::Ema })?;
-    let opts = ArchOptions {
-        normalized: cfg.normalized,
-        newton_iters: cfg.newton_iters,
-        stage4_heads: Some(cfg.heads[3]),
-    };
-    let ref_cfg = infer_config(&loaded.tensors, &opts)?;
-    require!(
-        ref_cfg == cfg,
-        Architecture,
-        "the reference checkpoint's architecture differs from the blob's"
-    );
-    let ref_blob = AlignedBlob::new(&build_blob(&loaded.tensors, &cfg, WeightDtype::F32)?);
+    let ref_blob = reference_blob(reference, &cfg, no_ema)?;
     let ref_model = open_model(&ref_blob, reference)?;
     let side = native_size(&cfg);
     let count = if npys.is_empty() { n } else { npys.len() };
