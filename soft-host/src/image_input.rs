@@ -1,10 +1,35 @@
-//! Images (PNG, JPEG) to normalised `[3, H, W]` input, the way ImageNet evaluation
-//! prepares them: resize the shorter side (antialiased bilinear), centre crop, ImageNet
-//! mean/std.
+//! Images (PNG, JPEG) to normalised `[3, H, W]` input, exactly as torchvision's ImageNet
+//! evaluation transform makes it from a PIL image:
+//!
+//! ```python
+//! image = Image.open(path).convert("RGB")  # torchvision's ImageFolder loader
+//! T.Compose([
+//!     T.Resize(int(crop * 256 / 224), interpolation=BILINEAR, antialias=True),
+//!     T.CenterCrop(crop),
+//!     T.ToTensor(),
+//!     T.Normalize(MEAN, STD),
+//! ])(image)
+//! ```
+//!
+//! On a PIL image, `Resize` is Pillow's `Image.resize` (torchvision passes no
+//! `reducing_gap`, so there is no box pre-reduction): an antialiased triangle filter
+//! whose support widens with the downscale factor, applied as a horizontal then a
+//! vertical pass (vertical first for tall images since Pillow 13), each in 22-bit fixed
+//! point and rounded to `u8`. [`resize_center_crop_u8`] reproduces that integer
+//! arithmetic, so its bytes equal torchvision's; `ToTensor` and `Normalize` are then the
+//! same f32 operations, so [`load`] equals torchvision's tensor bit for bit.
+//! `soft-host/tests/resize_torchvision.rs` checks both on the cases that
+//! `scripts/make_resize_cases.py` made with torchvision 0.29 and Pillow 13
+//! (`tests/resize/`).
+//!
+//! Decoding is the `image` crate's, not Pillow's: PNGs decode to the same pixels, but
+//! JPEGs can differ by a few levels per sample (another IDCT and chroma upsampling than
+//! libjpeg-turbo's), and 16-bit PNGs are scaled to 8 bits where Pillow truncates or clips.
 //!
 //! Memory is bounded whatever the image's shape. Decoding is capped by [`DecodeLimits`],
 //! and the resize never materialises the resized image (for a 60000×1 strip that would
-//! be gigabytes): [`resize_center_crop`] computes only the pixels inside the crop window.
+//! be gigabytes): [`resize_center_crop_u8`] computes only the pixels inside the crop
+//! window.
 
 use std::io::{BufRead, Cursor, Seek};
 use std::ops::Range;
@@ -44,7 +69,8 @@ impl Default for DecodeLimits {
 }
 
 /// Loads `path` and returns a `crop × crop` CHW tensor: shorter side resized to
-/// `crop · 256/224` (256 for 224), centre crop, normalised.
+/// [`resize_side`]`(crop)` (256 for 224), centre crop, ImageNet normalisation, as
+/// torchvision's eval transform does (see the module documentation).
 pub fn load(path: &Path, crop: usize) -> Result<Vec<f32>> {
     check_crop(crop)?;
     let context = || format!("reading image {}", path.display());
@@ -105,89 +131,183 @@ fn decode<R: BufRead + Seek>(
     })
 }
 
+/// The side [`load`] resizes the shorter side to before cropping `crop`:
+/// `⌊crop · 256/224⌋` (256 for 224, 109 for 96, 36 for 32), as torchvision's
+/// `Resize(int(crop * 256 / 224))` and timm's eval transform (`crop_pct` 0.875) have it.
+pub fn resize_side(crop: usize) -> usize {
+    crop.saturating_mul(256) / 224
+}
+
+/// Largest shorter side [`resize_center_crop_u8`] accepts: far beyond any crop's (4681
+/// for 4096), and small enough that positions on the longer axis (below 2⁴⁸) are exact
+/// in f64.
+pub const MAX_RESIZE: usize = 1 << 16;
+
+/// `ToTensor()` then `Normalize(mean, std)` of CHW RGB bytes, in torchvision's f32
+/// operations (`v / 255`, then `(x − mean) / std`), so the result is the same bits.
+pub fn normalise(chw: &[u8], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    let plane = (chw.len() / 3).max(1);
+    chw.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / plane).min(2);
+            (f32::from(v) / 255.0 - mean[c]) / std[c]
+        })
+        .collect()
+}
+
 /// Resize, crop and normalise with the ImageNet mean and standard deviation.
 fn to_input(image: &DynamicImage, crop: usize) -> Result<Vec<f32>> {
-    let mut out = resize_center_crop(image, crop)?;
-    let plane = crop * crop;
-    for (c, values) in out.chunks_mut(plane.max(1)).enumerate().take(3) {
-        for v in values {
-            *v = (*v - MEAN[c]) / STD[c];
-        }
-    }
-    Ok(out)
+    let pixels = resize_center_crop_u8(image, resize_side(crop), crop)?;
+    Ok(normalise(&pixels, MEAN, STD))
 }
 
-/// The length of each side once the shorter one is scaled to `crop · 256/224`, rounded
-/// down like the integer arithmetic the previous resize-then-crop used. Either can be
-/// far larger than any buffer (60000 × 256 for a 60000×1 strip), hence u64.
-fn resized_sides(width: u32, height: u32, crop: usize) -> (u64, u64) {
-    let short = (crop as u64 * 256).div_ceil(224);
-    let (w, h) = (u64::from(width), u64::from(height));
+/// The length of each side once the shorter one (the width on a tie) is scaled to
+/// `resize`, as torchvision's `_compute_resized_output_size` gives it: the longer side
+/// becomes `int(resize * long / short)`. That float quotient truncates to the same
+/// integer as the exact one here, since a non-integer quotient of numbers this size is
+/// further from the next integer than the float's error. Either side can be far larger
+/// than any buffer (60000 × 256 for a 60000×1 strip), hence u64.
+fn resized_sides(width: u32, height: u32, resize: u64) -> (u64, u64) {
+    let (w, h) = (u64::from(width).max(1), u64::from(height).max(1));
     if w <= h {
-        (short, (h * short / w.max(1)).max(1))
+        (resize, (h * resize / w).max(1))
     } else {
-        ((w * short / h.max(1)).max(1), short)
+        ((w * resize / h).max(1), resize)
     }
 }
 
-/// Resizes `image` so its shorter side is `crop · 256/224` and returns the centred
-/// `crop × crop` window as CHW RGB values in `[0, 1]`, computing only those pixels.
-///
-/// The filter is the antialiased bilinear ("triangle") one of PIL and torchvision's
-/// `Resize(antialias=True)`, applied separably: a horizontal pass over just the source
-/// rows the vertical taps reach, then a vertical pass. Memory is
-/// `O(crop × rows reached + crop²)`; the rows reached are at most the source's height,
-/// and more than `crop` of them only when the image is being shrunk.
+/// Where torchvision's `CenterCrop` starts on an axis of `resized` samples:
+/// `int(round((resized - crop) / 2.0))`, Python's round taking halves to the even
+/// neighbour (a margin of 3 starts at 2, of 5 at 2, of 7 at 4). `None` if the crop is
+/// longer than the axis.
+fn crop_start(resized: u64, crop: u64) -> Option<u64> {
+    let margin = resized.checked_sub(crop)?;
+    let half = margin / 2;
+    Some(if margin % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    })
+}
+
+/// [`resize_center_crop_u8`] at [`load`]'s resize side, as `ToTensor` gives it: CHW
+/// RGB values in `[0, 1]`.
 pub fn resize_center_crop(image: &DynamicImage, crop: usize) -> Result<Vec<f32>> {
+    let pixels = resize_center_crop_u8(image, resize_side(crop), crop)?;
+    Ok(pixels.iter().map(|&v| f32::from(v) / 255.0).collect())
+}
+
+/// Resizes `image` so its shorter side is `resize` and returns the centred `crop × crop`
+/// window as CHW RGB bytes, computing only those pixels; the bytes are those of
+/// torchvision's `CenterCrop(crop)(Resize(resize, BILINEAR)(image))` on a PIL RGB image.
+///
+/// Pillow's resampler, reproduced: per axis, triangle-filter taps whose support widens
+/// with the downscale factor (antialiasing), normalised to sum to one and rounded to
+/// 22-bit fixed point; one pass over just the source samples the other axis's taps
+/// reach, rounded to `u8`, then the other pass over those bytes, rounded to `u8`.
+/// The horizontal pass goes first, unless (as Pillow 13 does) the height shrinks by more
+/// than twice as many pixels as the width.
+/// Memory is `O(crop × samples reached + crop²)` bytes: the rows reached (horizontal
+/// first) are at most the source's height, the columns (vertical first) at most its
+/// width, and more than `crop` of them only when the image is being shrunk.
+pub fn resize_center_crop_u8(image: &DynamicImage, resize: usize, crop: usize) -> Result<Vec<u8>> {
     check_crop(crop)?;
+    require!(
+        (crop..=MAX_RESIZE).contains(&resize),
+        Image,
+        "resize side {resize} is out of range ({crop}..={MAX_RESIZE})"
+    );
     let (width, height) = image.dimensions();
     require!(width > 0 && height > 0, Image, "image is empty");
-    let (resized_width, resized_height) = resized_sides(width, height, crop);
+    let (resized_width, resized_height) = resized_sides(width, height, resize as u64);
     let columns = axis_taps(width, resized_width, crop)?;
     let rows = axis_taps(height, resized_height, crop)?;
     let source_columns = span(&columns);
     let source_rows = span(&rows);
 
-    // Horizontal pass: each reached source row becomes `crop` RGB samples.
-    let row_len = crop * 3;
-    let mut horizontal = Vec::with_capacity(source_rows.len() * row_len);
-    let mut source = Vec::with_capacity(source_columns.len() * 3);
-    for y in source_rows.clone() {
-        read_row(image, y, source_columns.clone(), &mut source);
-        for taps in &columns {
-            let first = (taps.first - source_columns.start) * 3;
-            horizontal.extend(taps.apply_rgb(&source, first, 3));
-        }
-    }
-
-    // Vertical pass, written out as CHW.
     let plane = crop * crop;
-    let mut out = vec![0.0; 3 * plane];
-    for (y, taps) in rows.iter().enumerate() {
-        let first_row = (taps.first - source_rows.start) * row_len;
-        for x in 0..crop {
-            let rgb = taps.apply_rgb(&horizontal, first_row + x * 3, row_len);
-            for (channel, value) in rgb.into_iter().enumerate() {
-                if let Some(slot) = out.get_mut(channel * plane + y * crop + x) {
-                    *slot = value;
+    let mut out = vec![0; 3 * plane];
+    let mut put = |x: usize, y: usize, rgb: [u8; 3]| {
+        for (channel, value) in rgb.into_iter().enumerate() {
+            if let Some(slot) = out.get_mut(channel * plane + y * crop + x) {
+                *slot = value;
+            }
+        }
+    };
+    let mut source = Vec::with_capacity(source_columns.len() * 3);
+    if vertical_first(width, height, resized_width, resized_height) {
+        // Vertical pass: each output row, over the reached source columns.
+        let row_len = source_columns.len() * 3;
+        let mut vertical = Vec::with_capacity(crop * row_len);
+        let mut sums = vec![0; row_len];
+        for taps in &rows {
+            sums.fill(HALF);
+            for (k, &w) in taps.weights.iter().enumerate() {
+                read_row(image, taps.first + k, source_columns.clone(), &mut source);
+                for (sum, &v) in sums.iter_mut().zip(&source) {
+                    *sum += i64::from(v) * i64::from(w);
                 }
+            }
+            vertical.extend(sums.iter().map(|&sum| clip8(sum)));
+        }
+        // Horizontal pass, written out as CHW.
+        for (y, row) in vertical.chunks(row_len.max(1)).enumerate() {
+            for (x, taps) in columns.iter().enumerate() {
+                let first = (taps.first - source_columns.start) * 3;
+                put(x, y, taps.apply_rgb(row, first, 3));
+            }
+        }
+    } else {
+        // Horizontal pass: each reached source row becomes `crop` RGB samples.
+        let row_len = crop * 3;
+        let mut horizontal = Vec::with_capacity(source_rows.len() * row_len);
+        for y in source_rows.clone() {
+            read_row(image, y, source_columns.clone(), &mut source);
+            for taps in &columns {
+                let first = (taps.first - source_columns.start) * 3;
+                horizontal.extend(taps.apply_rgb(&source, first, 3));
+            }
+        }
+        // Vertical pass, written out as CHW.
+        for (y, taps) in rows.iter().enumerate() {
+            let first_row = (taps.first - source_rows.start) * row_len;
+            for x in 0..crop {
+                put(
+                    x,
+                    y,
+                    taps.apply_rgb(&horizontal, first_row + x * 3, row_len),
+                );
             }
         }
     }
     Ok(out)
 }
 
-/// Appends source row `y`, columns `xs`, to `out` as interleaved RGB in `[0, 1]`
-/// (alpha dropped, 16-bit samples scaled to 8 bits, as `to_rgb8` does).
-fn read_row(image: &DynamicImage, y: usize, xs: Range<usize>, out: &mut Vec<f32>) {
+/// Whether Pillow resamples the vertical axis first: since Pillow 13
+/// (python-pillow/Pillow#9549) it does when the height shrinks by more than twice as
+/// many pixels as the width does (`ysize < in_h && in_h - ysize > 2 · (in_w - xsize)`;
+/// read off Pillow 13.0.0's output, every one of some 4000 size combinations tried);
+/// before, it always went horizontal first. Each pass rounds to `u8`, so the order
+/// changes some pixels by a level. With the shorter side resized, this holds only for
+/// shrinking images more than about twice as tall as wide.
+fn vertical_first(width: u32, height: u32, resized_width: u64, resized_height: u64) -> bool {
+    let (w, h) = (i128::from(width), i128::from(height));
+    let (rw, rh) = (i128::from(resized_width), i128::from(resized_height));
+    rh < h && h - rh > 2 * (w - rw)
+}
+
+/// Appends source row `y`, columns `xs`, to `out` as interleaved RGB bytes (alpha
+/// dropped and grey repeated, as Pillow's `convert("RGB")` does; 16-bit samples scaled
+/// to 8 bits, as `to_rgb8` does).
+fn read_row(image: &DynamicImage, y: usize, xs: Range<usize>, out: &mut Vec<u8>) {
     out.clear();
-    let to_unit = |v: u8| f32::from(v) / 255.0;
     if let DynamicImage::ImageRgb8(rgb) = image {
         let row_start = y.checked_mul(rgb.width() as usize * 3);
         let start = row_start.and_then(|r| r.checked_add(xs.start.checked_mul(3)?));
         let end = row_start.and_then(|r| r.checked_add(xs.end.checked_mul(3)?));
         if let Some(bytes) = start.zip(end).and_then(|(s, e)| rgb.as_raw().get(s..e)) {
-            out.extend(bytes.iter().map(|&v| to_unit(v)));
+            out.extend_from_slice(bytes);
             return;
         }
     }
@@ -200,42 +320,48 @@ fn read_row(image: &DynamicImage, y: usize, xs: Range<usize>, out: &mut Vec<f32>
         } else {
             [0; 4]
         };
-        out.extend(pixel[..3].iter().map(|&v| to_unit(v)));
+        out.extend_from_slice(&pixel[..3]);
     }
 }
 
-/// The source samples one output sample is made of: `weights[k]` for source index
-/// `first + k`.
+/// Pillow's fixed-point precision for 8-bit images (`PRECISION_BITS`, 32 − 8 − 2): a
+/// weight of one is `1 << 22`.
+const PRECISION_BITS: u32 = 22;
+
+/// Half a unit of the last place, where Pillow starts each sum so the shift rounds.
+const HALF: i64 = 1 << (PRECISION_BITS - 1);
+
+/// A fixed-point sum as a byte: shifted down by [`PRECISION_BITS`], clipped to `0..=255`.
+fn clip8(sum: i64) -> u8 {
+    (sum >> PRECISION_BITS).clamp(0, 255) as u8
+}
+
+/// The source samples one output sample is made of: fixed-point `weights[k]` for
+/// source index `first + k`.
 #[derive(Debug, Clone, PartialEq)]
 struct Taps {
     first: usize,
-    weights: Vec<f32>,
+    weights: Vec<i32>,
 }
 
 impl Taps {
-    /// `Σ wₖ · sₖ` for each channel of the RGB samples at `first + k · stride` in
-    /// `samples`, computed as `s₀ + Σ wₖ (sₖ − s₀)`: the weights sum to one, so this is
-    /// the same value, and it is exactly `s₀` on a flat region however the weights round.
-    /// Samples past the end of `samples` (never, by construction) read as `s₀`.
-    fn apply_rgb(&self, samples: &[f32], first: usize, stride: usize) -> [f32; 3] {
-        let rgb_at = |at: usize| -> Option<[f32; 3]> {
-            match samples.get(at..at.checked_add(3)?)? {
-                &[r, g, b] => Some([r, g, b]),
-                _ => None,
-            }
-        };
-        let base = rgb_at(first).unwrap_or_default();
-        let mut sum = [0.0f32; 3];
-        for (k, w) in self.weights.iter().enumerate() {
-            let sample = k
-                .checked_mul(stride)
-                .and_then(|offset| rgb_at(first.checked_add(offset)?))
-                .unwrap_or(base);
-            for c in 0..3 {
-                sum[c] += w * (sample[c] - base[c]);
+    /// Pillow's sum for each channel of the RGB samples at `first + k · stride` in
+    /// `samples`: [`HALF`] plus `Σ sₖ wₖ`, through [`clip8`]. Pillow sums in `int`; i64
+    /// gives the same result wherever Pillow's sum does not overflow, which triangle
+    /// weights (non-negative, summing to about one) never make it do. Samples past the
+    /// end of `samples` (never, by construction) count as zero.
+    fn apply_rgb(&self, samples: &[u8], first: usize, stride: usize) -> [u8; 3] {
+        let mut sum = [HALF; 3];
+        for (k, &w) in self.weights.iter().enumerate() {
+            let at = k.checked_mul(stride).and_then(|o| first.checked_add(o));
+            let rgb = at.and_then(|at| samples.get(at..at.checked_add(3)?));
+            if let Some(&[r, g, b]) = rgb {
+                for (s, v) in sum.iter_mut().zip([r, g, b]) {
+                    *s += i64::from(v) * i64::from(w);
+                }
             }
         }
-        [base[0] + sum[0], base[1] + sum[1], base[2] + sum[2]]
+        sum.map(clip8)
     }
 
     fn end(&self) -> usize {
@@ -250,59 +376,78 @@ fn span(taps: &[Taps]) -> Range<usize> {
     start..end
 }
 
-/// Taps of the `crop` output samples centred in an axis of `input` samples resized to
-/// `resized` samples, following PIL's `precompute_coeffs` with the triangle filter:
-/// the support widens with the downscale factor so shrinking averages (antialiasing).
-/// Positions are f64 so a resized length of billions still places taps exactly enough.
+/// A normalised weight in Pillow's fixed point (`normalize_coeffs_8bpc`): scaled by
+/// `1 << 22`, rounded half away from zero.
+fn fixed_point(weight: f64) -> i32 {
+    let scaled = weight * f64::from(1u32 << PRECISION_BITS);
+    // `as` truncates toward zero, as C's `(int)` does.
+    if weight < 0.0 {
+        (scaled - 0.5) as i32
+    } else {
+        (scaled + 0.5) as i32
+    }
+}
+
+/// Taps of the `crop` output samples centred (as `CenterCrop` centres them) in an axis
+/// of `input` samples resized to `resized` samples: Pillow's `precompute_coeffs` with
+/// its bilinear filter (a triangle of support one), operation for operation in f64 so
+/// that the weights, and hence their fixed-point roundings, are the same bits. Zero
+/// weights at either end are dropped: they read samples for nothing.
 fn axis_taps(input: u32, resized: u64, crop: usize) -> Result<Vec<Taps>> {
     let crop_u64 = crop as u64;
-    let offset = resized
-        .checked_sub(crop_u64)
-        .or_fail_with(Error::Image, || {
-            format!("resized side {resized} is shorter than the crop {crop}")
-        })?
-        / 2;
+    let start = crop_start(resized, crop_u64).or_fail_with(Error::Image, || {
+        format!("resized side {resized} is shorter than the crop {crop}")
+    })?;
     require!(input > 0, Image, "image is empty");
     let input_len = input as usize;
+    // Pillow: scale = (in1 - in0) / outSize with in0 = 0, in1 = the input's length.
     let scale = f64::from(input) / resized as f64;
     let filter_scale = scale.max(1.0);
-    let support = filter_scale;
-    let triangle = |x: f64| (1.0 - x.abs()).max(0.0);
-    (0..crop_u64)
+    let support = filter_scale; // the triangle's support (1) times filterscale
+    let inv_filter_scale = 1.0 / filter_scale;
+    let triangle = |x: f64| {
+        let x = x.abs();
+        if x < 1.0 {
+            1.0 - x
+        } else {
+            0.0
+        }
+    };
+    Ok((0..crop_u64)
         .map(|i| {
-            let center = ((offset + i) as f64 + 0.5) * scale;
-            // `as` saturates (and sends NaN to 0), so these stay in 0..=input.
-            let first = ((center - support + 0.5).floor().max(0.0) as usize).min(input_len - 1);
-            let end =
-                ((center + support + 0.5).floor().max(0.0) as usize).clamp(first + 1, input_len);
+            let center = ((start + i) as f64 + 0.5) * scale;
+            // `as` truncates like C's `(int)` (and saturates, sending NaN to 0), so
+            // these are Pillow's xmin and xmin + xmax, clamped to the axis.
+            let first = ((center - support + 0.5) as usize).min(input_len - 1);
+            let end = ((center + support + 0.5) as usize).clamp(first + 1, input_len);
             let raw: Vec<f64> = (first..end)
-                .map(|j| triangle((j as f64 - center + 0.5) / filter_scale))
+                .map(|j| triangle((j as f64 - center + 0.5) * inv_filter_scale))
                 .collect();
-            // Zero weights at either end read rows for nothing.
-            let lead = raw.iter().take_while(|&&w| w == 0.0).count();
-            let trail = raw.iter().rev().take_while(|&&w| w == 0.0).count();
-            let kept = raw.len().saturating_sub(lead + trail);
-            let total: f64 = raw.iter().sum();
-            if kept == 0 || total <= 0.0 {
-                // Unreachable for a centre inside the axis; nearest sample rather than NaN.
-                let nearest = (center.floor().max(0.0) as usize).min(input_len - 1);
-                return Ok(Taps {
-                    first: nearest,
-                    weights: vec![1.0],
-                });
+            let mut total = 0.0;
+            for w in &raw {
+                total += w;
             }
-            let weights = raw
+            let weights: Vec<i32> = raw
                 .iter()
-                .skip(lead)
-                .take(kept)
-                .map(|w| (w / total) as f32)
+                .map(|&w| fixed_point(if total != 0.0 { w / total } else { w }))
                 .collect();
-            Ok(Taps {
+            let lead = weights.iter().take_while(|&&w| w == 0).count();
+            let trail = weights.iter().rev().take_while(|&&w| w == 0).count();
+            let kept = weights.len().saturating_sub(lead + trail);
+            if kept == 0 {
+                // Unreachable for a centre inside the axis; nearest sample rather than 0.
+                let nearest = (center as usize).min(input_len - 1);
+                return Taps {
+                    first: nearest,
+                    weights: vec![1 << PRECISION_BITS],
+                };
+            }
+            Taps {
                 first: first + lead,
-                weights,
-            })
+                weights: weights[lead..lead + kept].to_vec(),
+            }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -317,13 +462,16 @@ mod tests {
         bytes.into_inner()
     }
 
-    /// The old path: full resize with the image crate (rounds to u8), then crop.
+    /// An independent path: full resize with the image crate (the same triangle filter,
+    /// in f32, rounded to u8 once), then crop.
     fn reference(image: &RgbImage, crop: usize) -> Vec<f32> {
         let (w, h) = image.dimensions();
-        let (nw, nh) = resized_sides(w, h, crop);
+        let (nw, nh) = resized_sides(w, h, resize_side(crop) as u64);
+        let c = crop as u64;
+        let (x0, y0) = (crop_start(nw, c).unwrap(), crop_start(nh, c).unwrap());
         let (nw, nh) = (nw as u32, nh as u32);
         let resized = imageops::resize(image, nw, nh, FilterType::Triangle);
-        let (x0, y0) = ((nw - crop as u32) / 2, (nh - crop as u32) / 2);
+        let (x0, y0) = (x0 as u32, y0 as u32);
         let cropped = imageops::crop_imm(&resized, x0, y0, crop as u32, crop as u32).to_image();
         let mut out = vec![0.0; 3 * crop * crop];
         for (x, y, px) in cropped.enumerate_pixels() {
@@ -387,7 +535,8 @@ mod tests {
 
     #[test]
     fn solid_colours_stay_exact() {
-        for (w, h) in [(40, 30), (30, 40), (7, 300), (1, 1), (301, 199)] {
+        // (40, 3000) is resampled vertically first.
+        for (w, h) in [(40, 30), (30, 40), (7, 300), (1, 1), (301, 199), (40, 3000)] {
             for colour in [[0u8, 0, 0], [255, 255, 255], [12, 128, 201], [1, 254, 77]] {
                 let image = DynamicImage::ImageRgb8(RgbImage::from_pixel(w, h, Rgb(colour)));
                 let out = resize_center_crop(&image, 16).unwrap();
@@ -401,6 +550,68 @@ mod tests {
     }
 
     #[test]
+    fn geometry_is_torchvisions() {
+        // int(crop * 256 / 224)
+        for (crop, side) in [
+            (224, 256),
+            (96, 109),
+            (32, 36),
+            (8, 9),
+            (7, 8),
+            (4096, 4681),
+        ] {
+            assert_eq!(resize_side(crop), side, "{crop}");
+        }
+        // The shorter side (the width on a tie) becomes the target; int(size * long / short).
+        assert_eq!(resized_sides(300, 200, 256), (384, 256));
+        assert_eq!(resized_sides(200, 300, 256), (256, 384));
+        assert_eq!(resized_sides(7, 5, 36), (50, 36));
+        assert_eq!(resized_sides(5, 5, 36), (36, 36));
+        assert_eq!(resized_sides(60_000, 1, 256), (15_360_000, 256));
+        // int(round(margin / 2.0)), halves to even.
+        let starts: Vec<u64> = (0..10).map(|m| crop_start(100 + m, 100).unwrap()).collect();
+        assert_eq!(starts, [0, 0, 1, 2, 2, 2, 3, 4, 4, 4]);
+        assert_eq!(crop_start(99, 100), None);
+    }
+
+    #[test]
+    fn pass_order_is_pillow_13s() {
+        // Both shrink, the height by more than twice as many pixels: vertical first.
+        assert!(vertical_first(40, 900, 18, 405));
+        assert!(vertical_first(100, 400, 60, 279));
+        // Exactly twice, or less, or not shrinking: horizontal first.
+        assert!(!vertical_first(100, 400, 60, 320));
+        assert!(!vertical_first(300, 400, 256, 341));
+        assert!(!vertical_first(400, 300, 341, 256));
+        assert!(!vertical_first(7, 300, 18, 771));
+        assert!(!vertical_first(60_000, 1, 15_360_000, 256));
+        for (w, h) in [(40, 900), (130, 400), (1, 60_000)] {
+            let (rw, rh) = resized_sides(w, h, 18);
+            assert_eq!(vertical_first(w, h, rw, rh), w > 18, "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn resize_side_is_checked() {
+        let image = DynamicImage::ImageRgb8(noise(20, 10, 9));
+        assert_eq!(
+            resize_center_crop_u8(&image, 16, 16).unwrap().len(),
+            3 * 256
+        );
+        for resize in [0, 15, MAX_RESIZE + 1, usize::MAX] {
+            let e = resize_center_crop_u8(&image, resize, 16).unwrap_err();
+            assert!(e.to_string().contains("out of range"), "{e}");
+        }
+        // The largest resize of the widest image still places its taps.
+        let wide = DynamicImage::ImageRgb8(RgbImage::from_pixel(65_535, 1, Rgb([3, 4, 5])));
+        let out = resize_center_crop_u8(&wide, MAX_RESIZE, 8).unwrap();
+        assert!(out
+            .chunks(64)
+            .zip([3, 4, 5])
+            .all(|(p, v)| p.iter().all(|&x| x == v)));
+    }
+
+    #[test]
     fn agrees_with_resize_then_crop() {
         let cases = [
             (gradient(40, 30), 16),
@@ -411,6 +622,8 @@ mod tests {
             (noise(17, 90, 4), 24),
             (noise(256, 256, 5), 224),
             (noise(64, 64, 6), 56),
+            (noise(40, 900, 10), 16),
+            (noise(130, 400, 11), 96),
         ];
         for (image, crop) in cases {
             let want = reference(&image, crop);
@@ -420,9 +633,10 @@ mod tests {
                 .zip(&got)
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f32::max);
-            // The image crate rounds its result to u8: half a level, plus float noise.
+            // Both round to u8, Pillow's arithmetic (reproduced here) after each pass:
+            // within a level.
             assert!(
-                worst <= 0.5 / 255.0 + 1e-4,
+                worst <= 1.0 / 255.0 + 1e-6,
                 "{:?} crop {crop}: worst difference {worst}",
                 image.dimensions()
             );
@@ -470,7 +684,7 @@ mod tests {
             }
         }
         // Taps stay few: a 60000×1 strip at the largest crop needs one source row.
-        let (w, h) = resized_sides(60_000, 1, 4096);
+        let (w, h) = resized_sides(60_000, 1, resize_side(4096) as u64);
         assert_eq!(span(&axis_taps(1, h, 4096).unwrap()), 0..1);
         assert!(span(&axis_taps(60_000, w, 4096).unwrap()).len() < 60);
     }
