@@ -107,6 +107,13 @@ impl SoftDims {
         (self.heads * self.m).max(4 * self.c)
     }
 
+    /// Values of pass 2's `hidden` buffer for `chunk` tokens: their `K1` rows, then the
+    /// V tokens one map row of the depthwise convolution reaches, widened once, then the
+    /// MLP's hidden layer.
+    fn hidden_len(&self, chunk: usize) -> usize {
+        (chunk * self.hidden_width()).max((chunk + self.k - 1) * self.c)
+    }
+
     /// Arena bytes of one block above the token map: the block's state plus the largest
     /// step's scratch.
     pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
@@ -245,8 +252,9 @@ scratch! {
         work: [f32; chunk * dims.c],
         /// Their attention output.
         attention: [f32; chunk * dims.c],
-        /// Their `K1` rows (`[token][head][m]`), then the MLP's hidden layer.
-        hidden: [f32; chunk * dims.hidden_width()],
+        /// Their `K1` rows (`[token][head][m]`), then the V tokens the depthwise
+        /// convolution reads from one map row (f32), then the MLP's hidden layer.
+        hidden: [f32; dims.hidden_len(chunk)],
         /// One row of depthwise kernel weights, `[dx][head]`.
         taps: [f32; dims.k * dims.heads],
         /// Each linear layer's quantised input (W8A8).
@@ -274,6 +282,8 @@ pub(crate) struct SoftBlockWeights<'a> {
     mlp2: Weight<'a>,
     mlp2_bias: Vector<'a>,
     norm2: (Vector<'a>, Vector<'a>),
+    /// [`query_divisor`] of the head width.
+    query_divisor: f32,
 }
 
 impl<'a> SoftBlockWeights<'a> {
@@ -306,6 +316,7 @@ impl<'a> SoftBlockWeights<'a> {
                 w.vector(id(K::Norm2Weight), &[c])?,
                 w.vector(id(K::Norm2Bias), &[c])?,
             ),
+            query_divisor: query_divisor(d),
         })
     }
 }
@@ -315,7 +326,6 @@ impl<'a> SoftBlockWeights<'a> {
 fn queries_and_values<E: TokenElem>(
     run: &Run<'_>,
     wt: &SoftBlockWeights<'_>,
-    d: usize,
     src: &[E],
     x: &mut [f32],
     rows: usize,
@@ -325,13 +335,18 @@ fn queries_and_values<E: TokenElem>(
 ) -> Result<()> {
     run.kernels.widen(E::elems(src), x)?;
     linear(run, &wt.q, &wt.q_bias, x, rows, quant, q)?;
-    scale_queries(q, d);
+    scale_queries(q, wt.query_divisor);
     linear(run, &wt.v, &wt.v_bias, x, rows, quant, v)
 }
 
-/// `x / d^¼`: the reference scales queries by dividing by `d^¼`, rounded once from f64.
-fn scale_queries(q: &mut [f32], d: usize) {
-    let divisor = libm::sqrt(libm::sqrt(d as f64)) as f32;
+/// `d^¼`, by which the reference divides queries, rounded once from f64. Computed once
+/// per block: a Cortex-M4 does f64 in software.
+fn query_divisor(d: usize) -> f32 {
+    libm::sqrt(libm::sqrt(d as f64)) as f32
+}
+
+/// `x / d^¼` ([`query_divisor`]).
+fn scale_queries(q: &mut [f32], divisor: f32) {
     for v in q.iter_mut() {
         *v /= divisor;
     }
@@ -488,7 +503,7 @@ fn projections<E: TokenElem>(
         for ((src, q), v) in chunks.zip(v.chunks_mut(chunk * c)) {
             let rows = src.len() / c;
             let x = s.tokens.get_mut(..rows * c).unwrap_or_default();
-            queries_and_values(run, wt, dims.d, src, x, rows, q, v, s.quant)?;
+            queries_and_values(run, wt, src, x, rows, q, v, s.quant)?;
         }
         Ok(())
     })
@@ -556,7 +571,7 @@ fn landmarks<E: TokenElem>(
                         let w = wt.q.output_range(h * d, d);
                         apply(run, &w, &x, b, quant, &mut out)?;
                     }
-                    scale_queries(queries, d);
+                    scale_queries(queries, wt.query_divisor);
                 }
             }
             let lhs = Lhs::new(Strided::rows_of(queries, heads, rr * d, rr * d)?);
@@ -618,7 +633,7 @@ fn key_value_streaming<E: TokenElem>(
             .collect();
         run.try_parallel(parts, |(((((kernel, x), q), v), src), quant)| {
             let rows = x.len() / c;
-            queries_and_values(run, wt, d, src, x, rows, q, v, quant)?;
+            queries_and_values(run, wt, src, x, rows, q, v, quant)?;
             kernel_rows(run, dims, lm, q, rows, kernel)
         })?;
         // S_h += K1_hᵀ · V_h, split by heads.
@@ -762,7 +777,7 @@ fn attend<E: TokenElem>(
         Some(q) => q,
         None => {
             linear(run, &wt.q, &wt.q_bias, x, n, s.quant, work)?;
-            scale_queries(work, d);
+            scale_queries(work, wt.query_divisor);
             work
         }
     };
@@ -789,6 +804,18 @@ fn attend<E: TokenElem>(
                 let (h, dx) = (i % heads, i / heads);
                 *tap = wt.vconv.get((h * k + dy) * k + dx);
             }
+            // The row's tokens the taps reach, as f32: widened once here rather than
+            // once per tap (exact, so no bit changes).
+            let first = x_lo.saturating_sub(pad);
+            let reach = (x_hi + pad).min(cols) - first;
+            let window: &[f32] = match values.tokens(dims, yy, first, reach) {
+                Elems::F32(v) => v,
+                src => {
+                    let window = hidden.get_mut(..reach * c).unwrap_or_default();
+                    kernels.widen(src, window)?;
+                    window
+                }
+            };
             for dx in 0..k {
                 // Tokens x whose tap x + dx − pad lies inside the row.
                 let lo = x_lo.max(pad.saturating_sub(dx));
@@ -796,10 +823,12 @@ fn attend<E: TokenElem>(
                 if lo >= hi {
                     continue;
                 }
-                let src = values.tokens(dims, yy, lo + dx - pad, hi - lo);
+                let at = lo + dx - pad - first;
+                let src = window.get(at * c..(at + hi - lo) * c).unwrap_or_default();
                 let out = (y * cols + lo - t0) * c..(y * cols + hi - t0) * c;
                 let w = s.taps.get(dx * heads..(dx + 1) * heads).unwrap_or_default();
-                kernels.depthwise(src, w, d, work.get_mut(out).unwrap_or_default())?;
+                let out = work.get_mut(out).unwrap_or_default();
+                kernels.depthwise(Elems::F32(src), w, d, out)?;
             }
         }
         t += x_hi - x_lo;

@@ -11,24 +11,34 @@ use crate::quant::{
 /// 0). Walks each token's values across the pieces twice (maximum, then values), writing
 /// the even and the odd word of each group of four as it fills.
 ///
-/// The clamp is implicit: `|x| ≤ m`, so `|x · (127 / m)| ≤ 127 · (1 + 2⁻²³)² < 127.5`
-/// rounds to at most 127; a NaN converts to 0 with or without it.
+/// Both walks work on bits, so a Cortex-M4 spends no FPU compare or rounding instruction:
+/// - the maximum of `|x|` is the largest `x.to_bits() & 0x7fff_ffff` (positive floats
+///   order as their bits); a row holding an infinity or NaN takes [`quantize_row_slow`];
+/// - `x · (127 / m)` is within ±127.5 (`|x| ≤ m`), where adding `1.5 · 2²³` rounds it to
+///   the nearest integer, ties to even, and leaves that integer, two's complement, in the
+///   low bits: its low half is the i16 ([`crate::quant::round_ties_even`] without the
+///   subtraction). The contract's clamp never acts.
 pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
+    const MAGIC: f32 = 12_582_912.0;
     let rows = src.rows();
     let groups = padded_depth(src.depth()) / 4;
     let (values, scales) = dst.parts();
     for t in 0..rows.div_ceil(TOKEN_GROUP) * TOKEN_GROUP {
         // Tokens that fill the last quad have no pieces: zeros.
         let pieces = if t < rows { src.parts() } else { &[] };
-        let mut max = 0.0f32;
+        let mut top = 0u32;
         for p in pieces {
-            each(p, t, |x| {
-                let a = x.abs();
-                if a > max {
-                    max = a;
-                }
-            });
+            each(p, t, |x| top = top.max(x.to_bits() & 0x7fff_ffff));
         }
+        let mut groups_out = Groups::new(values, t, groups);
+        if top >= f32::INFINITY.to_bits() {
+            let scale = quantize_row_slow(pieces, t, &mut groups_out);
+            if let Some(s) = scales.get_mut(t) {
+                *s = scale;
+            }
+            continue;
+        }
+        let max = f32::from_bits(top);
         let (inverse, scale) = if max > 0.0 {
             (127.0 / max, max / 127.0)
         } else {
@@ -37,25 +47,40 @@ pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
         if let Some(s) = scales.get_mut(t).filter(|_| t < rows) {
             *s = scale;
         }
-        // Group g's even word is i16 `16·(quad·groups + g) + 2·s`, its odd word 8 later.
-        let first = 16 * (t / TOKEN_GROUP) * groups + 2 * (t % TOKEN_GROUP);
-        let mut groups_out = Groups {
-            values: &mut *values,
-            at: first,
-            first,
-            row: [0; 4],
-            filled: 0,
-        };
         for p in pieces {
             each(p, t, |x| {
-                groups_out.push(round_ties_even(x * inverse) as i16)
+                groups_out.push((x * inverse + MAGIC).to_bits() as u16 as i16)
             });
         }
-        // The depth's last partial group and the padding: zeros.
-        for _ in groups_out.written()..groups {
-            groups_out.flush();
-        }
+        groups_out.finish();
     }
+}
+
+/// Token `t`'s values as the contract states it, for a row with an infinity or a NaN
+/// (NaN is left out of the maximum and quantises to 0); returns the row's scale.
+#[cold]
+fn quantize_row_slow(pieces: &[Strided<'_>], t: usize, out: &mut Groups<'_>) -> f32 {
+    let mut max = 0.0f32;
+    for p in pieces {
+        each(p, t, |x| {
+            let a = x.abs();
+            if a > max {
+                max = a;
+            }
+        });
+    }
+    let (inverse, scale) = if max > 0.0 {
+        (127.0 / max, max / 127.0)
+    } else {
+        (0.0, 0.0)
+    };
+    for p in pieces {
+        each(p, t, |x| {
+            out.push(round_ties_even(x * inverse).clamp(-127.0, 127.0) as i16)
+        });
+    }
+    out.finish();
+    scale
 }
 
 /// Calls `f` with row `t` of `p`, in order (a slice walk where the columns are contiguous).
@@ -77,14 +102,32 @@ struct Groups<'v> {
     at: usize,
     /// Index of the first group's even word.
     first: usize,
+    /// Groups in the padded depth.
+    groups: usize,
     row: [i16; 4],
     filled: usize,
 }
 
-impl Groups<'_> {
-    /// Groups written so far.
-    fn written(&self) -> usize {
-        (self.at - self.first) / 16
+impl<'v> Groups<'v> {
+    /// Token `t`'s groups: group g's even word is i16 `16·(quad·groups + g) + 2·s`, its
+    /// odd word 8 later.
+    fn new(values: &'v mut [i16], t: usize, groups: usize) -> Self {
+        let first = 16 * (t / TOKEN_GROUP) * groups + 2 * (t % TOKEN_GROUP);
+        Groups {
+            values,
+            at: first,
+            first,
+            groups,
+            row: [0; 4],
+            filled: 0,
+        }
+    }
+
+    /// Writes the last partial group and the padding (zeros).
+    fn finish(&mut self) {
+        while (self.at - self.first) / 16 < self.groups {
+            self.flush();
+        }
     }
 
     #[inline(always)]
@@ -143,5 +186,28 @@ pub(crate) fn gemm_q8(
             };
             data[t * stride + o] = ((acc as f32) * x.scales()[t]) * w.scales()[o] + bias;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::{quant_values_len, slot};
+
+    /// Rows with a NaN or an infinity take the contract's own path: NaN is left out of
+    /// the maximum and quantises to 0; an infinite maximum gives scale ∞ and zeros.
+    #[test]
+    fn non_finite_rows_follow_the_contract() {
+        let x = [f32::NAN, 1.0, -2.0, 0.5, f32::INFINITY, 1.0, -0.0, 3.0];
+        let src = Lhs::new(Strided::rows_of(&x, 2, 4, 4).unwrap());
+        let mut values = vec![0x5555i16; quant_values_len(2, 4)];
+        let mut scales = [f32::NAN; 2];
+        let mut dst = QuantRowsMut::new(&mut values, &mut scales, 2, 4).unwrap();
+        quantize(&src, &mut dst);
+        assert_eq!(scales, [2.0 / 127.0, f32::INFINITY]);
+        let groups = padded_depth(4) / 4;
+        let q = |t: usize| -> Vec<i16> { (0..4).map(|k| values[slot(t, k, groups)]).collect() };
+        assert_eq!(q(0), [0, 64, -127, 32]);
+        assert_eq!(q(1), [0, 0, 0, 0]);
     }
 }
