@@ -409,23 +409,50 @@ fn bench_linear() {
             println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
             debug::exit(debug::EXIT_FAILURE);
         }
-        log_kernel(name, elapsed, &y);
+        log_kernel(name, BENCH_MACS, elapsed, &y);
     }
     bench_integer_linear(&x, bias);
+    bench_square();
+}
+
+/// Side of the square f32 product the attention's Newton–Schulz step repeats (`m = 49`
+/// landmarks, soft_tiny at 224×224).
+const SQUARE: usize = 49;
+
+/// Times one `m × m` f32 product, `Start::Zero`, as `newton::product` calls it.
+#[inline(never)]
+fn bench_square() {
+    let a: [f32; SQUARE * SQUARE] = core::array::from_fn(|i| BENCH_F32[i]);
+    let b: [f32; SQUARE * SQUARE] = core::array::from_fn(|i| BENCH_F32[i + 7]);
+    let mut y = [0f32; SQUARE * SQUARE];
+    let call = |y: &mut [f32]| -> Result<(), soft_core::kernels::Error> {
+        let lhs = Lhs::new(Strided::rows_of(&a, SQUARE, SQUARE, SQUARE)?);
+        let rhs = Rhs::f32(Strided::rows_of(&b, SQUARE, SQUARE, SQUARE)?)?;
+        let mut out = Out::new(y, SQUARE, SQUARE, SQUARE)?;
+        Kernels::generic().gemm(&lhs, &rhs, Start::Zero, &mut out)
+    };
+    let t0 = ticks();
+    let result = call(&mut y);
+    let elapsed = ticks() - t0;
+    if let Err(e) = result {
+        println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
+        debug::exit(debug::EXIT_FAILURE);
+    }
+    log_kernel("square-f32-49", SQUARE * SQUARE * SQUARE, elapsed, &y);
 }
 
 /// Logs one `KERNEL` line; the checksum keeps the result observable, so the call is not
 /// optimised away.
-fn log_kernel(name: &str, elapsed: u64, y: &[f32]) {
+fn log_kernel(name: &str, macs: usize, elapsed: u64, y: &[f32]) {
     let checksum = y.iter().fold(0u32, |a, v| a.rotate_left(1) ^ v.to_bits());
     println!(
         "KERNEL {=str} {=usize} {=u64} {=u32:08x}",
-        name,
-        BENCH_TOKENS * BENCH_IN * BENCH_OUT,
-        elapsed,
-        checksum
+        name, macs, elapsed, checksum
     );
 }
+
+/// Multiply-accumulates of one benchmark linear layer.
+const BENCH_MACS: usize = BENCH_TOKENS * BENCH_IN * BENCH_OUT;
 
 /// The same layer as W8A8 (per-token quantisation, then the integer GEMM, as the
 /// engine will call them): timed with the fastest kernels (`linear-w8a8`) and the
@@ -455,7 +482,7 @@ fn bench_integer_linear(x: &[f32], bias: Start<'_>) {
             println!("PANIC kernel bench: {}", defmt::Display2Format(&e));
             debug::exit(debug::EXIT_FAILURE);
         }
-        log_kernel(name, elapsed, y);
+        log_kernel(name, BENCH_MACS, elapsed, y);
     }
     let [fast, generic] = &results;
     if fast

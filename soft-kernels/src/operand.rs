@@ -412,6 +412,38 @@ impl<'a> Lhs<'a> {
         }
     }
 
+    /// Calls `f(k, a[row][k0 + k])` for `k < count`, in order (across pieces): a
+    /// [`Lhs::read`] without the copy.
+    #[inline(always)]
+    pub fn each(&self, row: usize, k0: usize, count: usize, mut f: impl FnMut(usize, f32)) {
+        let mut piece_start = 0;
+        let mut done = 0;
+        for p in self.parts() {
+            let piece_end = piece_start + p.cols;
+            let want = k0 + done;
+            if done < count && want < piece_end {
+                let local = want - piece_start;
+                let n = (piece_end - want).min(count - done);
+                let base = row * p.row_stride + local * p.col_stride;
+                if p.col_stride == 1 {
+                    let src = p.data.get(base..base + n).unwrap_or_default();
+                    for (k, &v) in src.iter().enumerate() {
+                        f(done + k, v);
+                    }
+                } else {
+                    for k in 0..n {
+                        f(
+                            done + k,
+                            p.data.get(base + k * p.col_stride).copied().unwrap_or(0.0),
+                        );
+                    }
+                }
+                done += n;
+            }
+            piece_start = piece_end;
+        }
+    }
+
     /// `dst[k] = a[row][k0 + k]` for `k < dst.len()` (across pieces).
     #[inline]
     pub fn read(&self, row: usize, k0: usize, dst: &mut [f32]) {

@@ -19,10 +19,26 @@ pub(crate) fn gaussian(q: &Strided<'_>, landmarks: &Strided<'_>, out: &mut Out<'
             let valid = OUTPUT_BLOCK.min(m - l0);
             for i in 0..d {
                 let qi = q.at(t, i);
-                let ls = lt.get(i * stride + l0..).unwrap_or_default();
-                for (a, &l) in acc.iter_mut().zip(ls).take(valid) {
-                    let diff = qi - l;
-                    *a += diff * diff;
+                let at = i * stride + l0;
+                // A whole block as an array: the loop unrolls, no count per landmark.
+                match lt
+                    .get(at..at + OUTPUT_BLOCK)
+                    .and_then(|l| <&[f32; OUTPUT_BLOCK]>::try_from(l).ok())
+                    .filter(|_| valid == OUTPUT_BLOCK)
+                {
+                    Some(ls) => {
+                        for (a, &l) in acc.iter_mut().zip(ls) {
+                            let diff = qi - l;
+                            *a += diff * diff;
+                        }
+                    }
+                    None => {
+                        let ls = lt.get(at..).unwrap_or_default();
+                        for (a, &l) in acc.iter_mut().zip(ls).take(valid) {
+                            let diff = qi - l;
+                            *a += diff * diff;
+                        }
+                    }
                 }
             }
             for (o, a) in row.iter_mut().skip(l0).zip(acc).take(valid) {

@@ -20,13 +20,14 @@ const K_CHUNK: usize = 128;
 /// much as the multiply-adds it feeds, so sharing it pays.
 const GROUP_BLOCKS: usize = 2;
 
-type Acc = [[f32; OUTPUT_BLOCK]; TOKEN_BLOCK];
+/// The sums of a register block of `R` rows (`TOKEN_BLOCK`, or fewer at the end).
+type Acc<const R: usize = TOKEN_BLOCK> = [[f32; OUTPUT_BLOCK]; R];
 /// A row block's values, depth-major: `packed[k][t]` is depth `k0 + k` of row `t`.
 type Packed = [[f32; TOKEN_BLOCK]; K_CHUNK];
 
 /// `acc[t][o] += x[t] · w[o]`: independent multiply-adds, kept in registers.
 #[inline(always)]
-fn mac_block(acc: &mut Acc, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
+fn mac_block<const R: usize>(acc: &mut Acc<R>, x: &[f32; TOKEN_BLOCK], w: &[f32; OUTPUT_BLOCK]) {
     for (a, &xv) in acc.iter_mut().zip(x) {
         for (ao, &wo) in a.iter_mut().zip(w) {
             *ao += xv * wo;
@@ -126,12 +127,12 @@ impl<'a, T> Rows<'a, T> {
 
 /// Accumulates `Σ_k packed[k][t] · W[k][o0 + o]` into `acc`, depth in order.
 #[inline(always)]
-fn gemm_packed<T: Element>(
+fn gemm_packed<T: Element, const R: usize>(
     rows: &Rows<'_, T>,
     cols: usize,
     o0: usize,
     packed: &[[f32; TOKEN_BLOCK]],
-    acc_out: &mut Acc,
+    acc_out: &mut Acc<R>,
 ) {
     // A local copy and loops without early exits let LLVM keep every accumulator in a
     // register for the whole loop. The full/partial block test stays outside the loops
@@ -209,7 +210,11 @@ fn widen_rows<T: Element>(
 
 /// `acc[t][o] += Σ_k packed[k][t] · wide[k][o]`, depth in order.
 #[inline(always)]
-fn gemm_wide(packed: &[[f32; TOKEN_BLOCK]], wide: &[[f32; OUTPUT_BLOCK]], acc_out: &mut Acc) {
+fn gemm_wide<const R: usize>(
+    packed: &[[f32; TOKEN_BLOCK]],
+    wide: &[[f32; OUTPUT_BLOCK]],
+    acc_out: &mut Acc<R>,
+) {
     let mut acc = *acc_out;
     for (x, w) in packed.iter().zip(wide) {
         mac_block(&mut acc, x, w);
@@ -217,11 +222,17 @@ fn gemm_wide(packed: &[[f32; TOKEN_BLOCK]], wide: &[[f32; OUTPUT_BLOCK]], acc_ou
     *acc_out = acc;
 }
 
-/// Running sums parked in `out` (rows `t0..t0 + count`, columns `o0..o0 + n`).
+/// Running sums parked in `out` (rows `t0..t0 + R`, columns `o0..o0 + n`).
 #[inline(always)]
-fn load_block(out: &[f32], stride: usize, t0: usize, count: usize, o0: usize, n: usize) -> Acc {
-    let mut acc = [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK];
-    for (t, a) in acc.iter_mut().enumerate().take(count) {
+fn load_block<const R: usize>(
+    out: &[f32],
+    stride: usize,
+    t0: usize,
+    o0: usize,
+    n: usize,
+) -> Acc<R> {
+    let mut acc = [[0.0; OUTPUT_BLOCK]; R];
+    for (t, a) in acc.iter_mut().enumerate() {
         let at = (t0 + t) * stride + o0;
         let src = out.get(at..at + n).unwrap_or_default();
         match <&[f32; OUTPUT_BLOCK]>::try_from(src) {
@@ -235,22 +246,70 @@ fn load_block(out: &[f32], stride: usize, t0: usize, count: usize, o0: usize, n:
 /// Stores (or parks) sums in `out`. Whole blocks are array copies: a per-element loop
 /// became a `memcpy` call per row on the M4.
 #[inline(always)]
-fn save_block(
-    acc: &Acc,
+fn save_block<const R: usize>(
+    acc: &Acc<R>,
     out: &mut [f32],
     stride: usize,
     t0: usize,
-    count: usize,
     o0: usize,
     n: usize,
 ) {
-    for (t, a) in acc.iter().enumerate().take(count) {
+    for (t, a) in acc.iter().enumerate() {
         let at = (t0 + t) * stride + o0;
         let dst = out.get_mut(at..at + n).unwrap_or_default();
         match <&mut [f32; OUTPUT_BLOCK]>::try_from(&mut *dst) {
             Ok(full) => *full = *a,
             Err(_) => dst.iter_mut().zip(a).for_each(|(d, v)| *d = *v),
         }
+    }
+}
+
+/// Where a register block's sums start.
+#[derive(Clone, Copy)]
+enum Seed {
+    Zero,
+    Bias([f32; OUTPUT_BLOCK]),
+    /// Sums parked in the output by an earlier depth chunk (or the caller).
+    Parked,
+}
+
+/// One column block of one depth chunk, for every row block of a group.
+struct Block<'w, 'd, T> {
+    weights: &'w Rows<'d, T>,
+    /// The block's weights widened once for all row blocks, if they were.
+    wide: Option<&'w [[f32; OUTPUT_BLOCK]]>,
+    cols: usize,
+    o0: usize,
+    /// Valid columns of the block.
+    n: usize,
+    seed: Seed,
+    /// int8's per-column scales and bias, applied after the last depth chunk.
+    rescale: Option<([f32; OUTPUT_BLOCK], [f32; OUTPUT_BLOCK])>,
+    out_stride: usize,
+}
+
+impl<T: Element> Block<'_, '_, T> {
+    /// The `R` rows from `t0` on, their packed values `chunk`.
+    #[inline(always)]
+    fn run<const R: usize>(&self, chunk: &[[f32; TOKEN_BLOCK]], out: &mut [f32], t0: usize) {
+        let (stride, o0, n) = (self.out_stride, self.o0, self.n);
+        let mut acc: Acc<R> = match self.seed {
+            Seed::Zero => [[0.0; OUTPUT_BLOCK]; R],
+            Seed::Bias(bias) => [bias; R],
+            Seed::Parked => load_block(out, stride, t0, o0, n),
+        };
+        match self.wide {
+            Some(wide) => gemm_wide(chunk, wide, &mut acc),
+            None => gemm_packed(self.weights, self.cols, o0, chunk, &mut acc),
+        }
+        if let Some((scale, bias)) = &self.rescale {
+            for a in acc.iter_mut() {
+                for ((v, &s), &b) in a.iter_mut().zip(scale).zip(bias) {
+                    *v = b + s * *v;
+                }
+            }
+        }
+        save_block(&acc, out, stride, t0, o0, n);
     }
 }
 
@@ -283,11 +342,10 @@ fn gemm_as<T: Element>(
     }
     let out_stride = out.row_stride();
     let out = out.data();
-    // Stack: 2 × 128 × 4 row values, 128 × OB widened values and one 128-value row:
-    // 6.5 KiB on 32-bit ARM, 8.5 KiB on x86-64. Fixed, whatever the sizes.
+    // Stack: 2 × 128 × 4 row values and 128 × OB widened values: 6 KiB on 32-bit ARM,
+    // 8 KiB on x86-64. Fixed, whatever the sizes.
     let mut packed: [Packed; GROUP_BLOCKS] = [[[0.0; TOKEN_BLOCK]; K_CHUNK]; GROUP_BLOCKS];
     let mut wide = [[0.0f32; OUTPUT_BLOCK]; K_CHUNK];
-    let mut row = [0.0f32; K_CHUNK];
     for g0 in (0..rows).step_by(TOKEN_BLOCK * GROUP_BLOCKS) {
         let blocks = (rows - g0).div_ceil(TOKEN_BLOCK).min(GROUP_BLOCKS);
         let mut k0 = 0;
@@ -296,14 +354,13 @@ fn gemm_as<T: Element>(
             for (b, block) in packed.iter_mut().enumerate().take(blocks) {
                 let t0 = g0 + b * TOKEN_BLOCK;
                 let count = TOKEN_BLOCK.min(rows - t0);
-                for t in 0..TOKEN_BLOCK {
-                    // Missing rows of a short block repeat the last one; their sums are
-                    // dropped.
-                    let values = row.get_mut(..kn).unwrap_or_default();
-                    lhs.read(t0 + t.min(count - 1), k0, values);
-                    for (p, v) in block.iter_mut().zip(values.iter()) {
-                        p[t] = *v;
-                    }
+                for t in 0..count {
+                    // Rows past a short block's last are never read (see `Block::run`).
+                    lhs.each(t0 + t, k0, kn, |k, v| {
+                        if let Some(p) = block.get_mut(k) {
+                            p[t] = v;
+                        }
+                    });
                 }
             }
             let (first, last) = (k0 == 0, k0 + kn == depth);
@@ -328,28 +385,30 @@ fn gemm_as<T: Element>(
                 if widened {
                     widen_rows(&weights, cols, o0, wide);
                 }
+                let job = Block {
+                    weights: &weights,
+                    wide: if widened { Some(&*wide) } else { None },
+                    cols,
+                    o0,
+                    n,
+                    seed: match (first, start) {
+                        (true, Start::Bias(_)) if scales.is_none() => Seed::Bias(bias),
+                        (true, Start::Zero | Start::Bias(_)) => Seed::Zero,
+                        _ => Seed::Parked,
+                    },
+                    rescale: (last && scales.is_some()).then_some((scale, bias)),
+                    out_stride,
+                };
                 for (b, block) in packed.iter().enumerate().take(blocks) {
                     let t0 = g0 + b * TOKEN_BLOCK;
-                    let count = TOKEN_BLOCK.min(rows - t0);
                     let chunk = block.get(..kn).unwrap_or_default();
-                    let mut acc = match (first, start) {
-                        (true, Start::Bias(_)) if scales.is_none() => [bias; TOKEN_BLOCK],
-                        (true, Start::Zero | Start::Bias(_)) => [[0.0; OUTPUT_BLOCK]; TOKEN_BLOCK],
-                        _ => load_block(out, out_stride, t0, count, o0, n),
-                    };
-                    if widened {
-                        gemm_wide(chunk, wide, &mut acc);
-                    } else {
-                        gemm_packed(&weights, cols, o0, chunk, &mut acc);
+                    // A short last block computes only its rows.
+                    match rows - t0 {
+                        1 => job.run::<1>(chunk, out, t0),
+                        2 => job.run::<2>(chunk, out, t0),
+                        3 => job.run::<3>(chunk, out, t0),
+                        _ => job.run::<TOKEN_BLOCK>(chunk, out, t0),
                     }
-                    if last && scales.is_some() {
-                        for a in acc.iter_mut() {
-                            for ((v, &s), &b) in a.iter_mut().zip(&scale).zip(&bias) {
-                                *v = b + s * *v;
-                            }
-                        }
-                    }
-                    save_block(&acc, out, out_stride, t0, count, o0, n);
                 }
             }
             k0 += kn;
