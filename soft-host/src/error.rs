@@ -34,6 +34,8 @@ pub enum Error {
     Check(String),
     /// Command-line arguments that cannot work together.
     Usage(String),
+    /// A device log (what `soft crosscheck` reads) is malformed or incomplete.
+    DeviceLog(String),
     /// `source`, which happened while doing `context`.
     Context {
         /// What was being done.
@@ -77,7 +79,7 @@ impl fmt::Display for Error {
                 f.write_str(m)
             }
             Error::Engine(e) => write!(f, "{e}"),
-            Error::Check(m) | Error::Usage(m) => f.write_str(m),
+            Error::Check(m) | Error::Usage(m) | Error::DeviceLog(m) => f.write_str(m),
             Error::Context { context, source } => write!(f, "{context}: {source}"),
         }
     }

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod console;
 pub mod convert;
 pub mod cost;
+pub mod crosscheck;
 pub mod demo;
 pub mod error;
 pub mod eval;

@@ -1,7 +1,9 @@
 //! `cargo xtask crosscheck`: builds the Cortex-M4F firmware, runs it in QEMU
 //! (`mps2-an386`, `-icount shift=0`), and checks that every logit it prints has the same
-//! bits as the host build of `soft-core` computes for the same blob, digit and precision.
-//! It also reports the emulated instruction count per inference and per multiply-accumulate.
+//! bits as the host build of `soft-core` computes for the same blob, input and precision,
+//! with the code behind `soft crosscheck` (`soft_host::crosscheck`): on the defmt log and on
+//! the copy the firmware writes to its UART. It also reports the emulated instruction count
+//! per inference and per multiply-accumulate.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -10,8 +12,9 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use soft_core::{argmax, ChwImage, Model, ModelConfig, Precision, TestPattern};
-use soft_host::demo::{load_split, preprocess, SIDE};
+use soft_core::{Model, ModelConfig, Precision};
+use soft_host::crosscheck::{blob_crc32, check, BlobCheck, DeviceLog, Input};
+use soft_host::demo::{load_split, Split, SIDE};
 use soft_host::{AlignedBlob, WeightDtype};
 
 /// Blobs the firmware embeds, by the tag it prints.
@@ -20,7 +23,6 @@ const BLOBS: [(&str, &str); 3] = [
     ("int8", "soft_digits_int8.soft"),
     ("w8a8", "soft_digits_w8a8.soft"),
 ];
-const CLASSES: usize = 10;
 /// QEMU's mps2-an386 clocks the core (and SysTick) at 25 MHz.
 const CORE_HZ: u64 = 25_000_000;
 /// With `-icount shift=0` the virtual clock advances 1 ns per instruction.
@@ -70,14 +72,6 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-/// One `LOGITS` line of the firmware.
-struct FirmwareRun {
-    blob: String,
-    digit: usize,
-    ticks: u64,
-    logits: [u32; CLASSES],
-}
-
 fn crosscheck(timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let root = repo_root();
@@ -98,14 +92,15 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     let (output, uart) = run_qemu(&elf, &[], timeout)?;
     let Output {
         digits,
-        runs,
         kernels,
         calib,
         done,
     } = parse(&output)?;
     let ram = memory(&output)?;
+    let log = DeviceLog::parse(&output).context("the firmware's defmt log")?;
+    let uart_log = DeviceLog::parse(&uart).context("the firmware's UART")?;
 
-    // 4. Host reference and comparison.
+    // 4. Host reference and comparison: soft crosscheck's code, on both logs.
     let split = load_split(&models)?;
     let mut failures = Vec::new();
     let mut rows = Vec::new();
@@ -116,49 +111,15 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         let aligned = AlignedBlob::new(&bytes);
         let model = Model::from_blob(aligned.as_bytes())?;
         macs = soft_host::cost::macs(model.config(), SIDE, SIDE);
-        let need = model.plan(SIDE, SIDE, Precision::F16)?.peak_bytes;
-        let mine: Vec<&FirmwareRun> = runs.iter().filter(|r| r.blob == tag).collect();
-        let mut indices: Vec<usize> = mine.iter().map(|r| r.digit).collect();
-        indices.sort_unstable();
-        indices.dedup();
-        if mine.len() != digits || indices.len() != digits {
-            failures.push(format!(
-                "blob {tag}: {} LOGITS lines for digits {indices:?}, expected {digits} distinct digits",
-                mine.len()
-            ));
-        }
-        for fw in mine {
-            let digit = split
-                .images
-                .get(fw.digit)
-                .with_context(|| format!("digit {} is not in the test split", fw.digit))?;
-            let pixels = preprocess(digit);
-            let mut image = ChwImage::new(&pixels, SIDE, SIDE)?;
-            let mut arena = vec![0u8; need + soft_core::ARENA_ALIGN];
-            let mut logits = [0.0f32; CLASSES];
-            model.run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())?;
-            let host = logits.map(f32::to_bits);
-            let (equal, max_ulps) = compare(&host, &fw.logits);
-            if equal != CLASSES {
-                failures.push(format!(
-                    "{tag} digit {}: {equal}/{CLASSES} logits bit-identical, worst {max_ulps} ulp\n  host     {}\n  firmware {}",
-                    fw.digit,
-                    hex(&host),
-                    hex(&fw.logits)
-                ));
-            }
-            let instructions = fw.ticks * INSTRUCTIONS_PER_TICK;
-            rows.push(format!(
-                "| {tag:<5} | {:>5} | {:>5} | {:>4} | {:>4} | {:>8} | {:>12} | {:>9.2} |",
-                fw.digit,
-                split.labels.get(fw.digit).copied().unwrap_or(usize::MAX),
-                argmax(&logits),
-                argmax(&fw.logits.map(f32::from_bits)),
-                format!("{equal}/{CLASSES}"),
-                group(instructions),
-                instructions as f64 / macs as f64,
-            ));
-        }
+        let blob = FirmwareBlob {
+            tag,
+            model: &model,
+            crc32: blob_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?,
+            macs,
+        };
+        let (r, f) = compare_blob(&blob, [&log, &uart_log], &split, &models, digits)?;
+        rows.extend(r);
+        failures.extend(f);
     }
     if !done {
         failures.push("the firmware did not print DONE".into());
@@ -172,8 +133,8 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     }
 
     println!();
-    println!("| blob  | digit | label | host | fw   | bits     | instructions | instr/MAC |");
-    println!("|-------|------:|------:|-----:|-----:|---------:|-------------:|----------:|");
+    println!("| blob  | input              | label | host | fw   | bits     | instructions | instr/MAC |");
+    println!("|-------|--------------------|------:|-----:|-----:|---------:|-------------:|----------:|");
     for r in &rows {
         println!("{r}");
     }
@@ -233,6 +194,105 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     }
 }
 
+/// One blob the firmware embeds.
+struct FirmwareBlob<'a> {
+    tag: &'a str,
+    model: &'a Model<'a>,
+    crc32: u32,
+    /// Multiply-accumulates per inference.
+    macs: u64,
+}
+
+/// One blob's runs in the firmware's defmt log and UART copy (`logs`), each against the
+/// host with `soft crosscheck`'s code: table rows (from the defmt log) and failures. Each
+/// log must hold `digits` digit runs of the blob, and the two logs as many runs.
+fn compare_blob(
+    blob: &FirmwareBlob<'_>,
+    logs: [&DeviceLog; 2],
+    split: &Split,
+    models: &Path,
+    digits: usize,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let FirmwareBlob {
+        tag,
+        model,
+        crc32,
+        macs,
+    } = *blob;
+    let mut failures = Vec::new();
+    let [checked, uart] = logs.map(
+        |log| match &check(model, crc32, log, Some(tag), models)?[..] {
+            [one] => Ok(one.clone()),
+            _ => bail!("one blob tagged {tag} expected"),
+        },
+    );
+    let (checked, uart) = (checked?, uart.context("the UART")?);
+    let digit_runs = checked
+        .runs
+        .iter()
+        .filter(|r| matches!(r.input, Input::Digit(_)))
+        .count();
+    if digit_runs != digits {
+        failures.push(format!(
+            "blob {tag}: {digit_runs} digits run, expected {digits}"
+        ));
+    }
+    failures.extend(mismatches(&checked, "defmt log"));
+    failures.extend(mismatches(&uart, "UART"));
+    if uart.runs.len() != checked.runs.len() {
+        failures.push(format!(
+            "blob {tag}: {} runs on the UART, {} in the defmt log",
+            uart.runs.len(),
+            checked.runs.len()
+        ));
+    }
+    let rows = checked
+        .runs
+        .iter()
+        .map(|run| {
+            let label = match run.input {
+                Input::Digit(i) => split
+                    .labels
+                    .get(i)
+                    .map_or("?".to_string(), ToString::to_string),
+                Input::Pattern { .. } => "-".to_string(),
+            };
+            let instructions = run.ticks * INSTRUCTIONS_PER_TICK;
+            format!(
+                "| {tag:<5} | {:<18} | {label:>5} | {:>4} | {:>4} | {:>8} | {:>12} | {:>9.2} |",
+                run.input.to_string(),
+                run.host_top1(),
+                run.device_top1(),
+                format!("{}/{}", run.equal(), run.host.len()),
+                group(instructions),
+                instructions as f64 / macs as f64,
+            )
+        })
+        .collect();
+    Ok((rows, failures))
+}
+
+/// Every run of `c` whose bits differ from the host's, one failure each.
+fn mismatches(c: &BlobCheck, source: &str) -> Vec<String> {
+    c.runs
+        .iter()
+        .filter_map(|r| {
+            let d = r.first_difference()?;
+            Some(format!(
+                "{} {} ({source}, line {}): {}/{} logits bit-identical, worst {} ulp; first: {d}\n  host     {}\n  firmware {}",
+                c.blob.tag,
+                r.input,
+                r.line,
+                r.equal(),
+                r.host.len(),
+                r.max_ulps(),
+                hex(&r.host),
+                hex(&r.device)
+            ))
+        })
+        .collect()
+}
+
 /// The PSRAM check: where QEMU loads the blob (the MPS2 boards' 16 MiB PSRAM), the input
 /// and the seed of the random weights. `firmware/src/psram.rs` uses the same values.
 const PSRAM_BASE: u64 = 0x2100_0000;
@@ -288,12 +348,6 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
         "soft_tiny needs {} arena bytes, over the {PSRAM_ARENA_BUDGET}-byte budget",
         plan.peak_bytes
     );
-    eprintln!("== host run");
-    let mut arena = vec![0u8; plan.peak_bytes + soft_core::ARENA_ALIGN];
-    let mut host = vec![0.0f32; cfg.num_classes];
-    let mut image = TestPattern::new(PSRAM_SIDE, PSRAM_SIDE, PSRAM_IMAGE_SEED);
-    model.run(&mut image, &mut arena, Precision::F16, &mut host, &mut ())?;
-
     eprintln!(
         "== running {} in qemu-system-arm, blob in PSRAM",
         elf.display()
@@ -304,24 +358,11 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     );
     let (output, uart) = run_qemu(elf, &["-device".into(), loader], timeout)?;
 
-    let mut device = vec![None; cfg.num_classes];
-    let (mut ticks, mut device_plan, mut load_ticks) = (None, None, None);
+    let (mut device_plan, mut load_ticks) = (None, None);
     let mut steps = Vec::new();
     for line in output.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["LOGITS-PSRAM", first, count, t, hexes @ ..] => {
-                let (first, count): (usize, usize) = (first.parse()?, count.parse()?);
-                ticks = Some(t.parse::<u64>()?);
-                for (i, h) in hexes.iter().take(count).enumerate() {
-                    let bits = u32::from_str_radix(h, 16)
-                        .with_context(|| format!("malformed line: {line}"))?;
-                    let slot = device
-                        .get_mut(first + i)
-                        .with_context(|| format!("class {} out of range", first + i))?;
-                    *slot = Some(bits);
-                }
-            }
             ["PLAN", bytes] => device_plan = Some(bytes.parse::<usize>()?),
             ["STEP", _, _, stage, step, t] => {
                 steps.push((stage.parse::<u8>()?, step.to_string(), t.parse::<u64>()?));
@@ -330,18 +371,30 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
             _ => {}
         }
     }
-    let ticks = ticks.context("the firmware printed no LOGITS-PSRAM line")?;
-    let device: Vec<u32> = device
-        .iter()
-        .enumerate()
-        .map(|(i, b)| b.with_context(|| format!("the firmware printed no logit {i}")))
-        .collect::<Result<_>>()?;
-    let host_bits: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
-    let equal = host_bits
-        .iter()
-        .zip(&device)
-        .filter(|(a, b)| a == b)
-        .count();
+    // The host runs the same input and compares, as `soft crosscheck` does.
+    eprintln!("== host run");
+    let log = DeviceLog::parse(&output).context("the firmware's defmt log")?;
+    let crc = blob_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?;
+    let models = root.join("models").join("digits");
+    let checks = check(&model, crc, &log, Some("psram"), &models)?;
+    let [run] = &checks[0].runs[..] else {
+        bail!(
+            "the firmware logged {} runs, expected one",
+            checks[0].runs.len()
+        );
+    };
+    let expected = Input::Pattern {
+        seed: PSRAM_IMAGE_SEED,
+        height: PSRAM_SIDE,
+        width: PSRAM_SIDE,
+    };
+    ensure!(
+        run.input == expected,
+        "the firmware ran {}, expected {expected}",
+        run.input
+    );
+    let ticks = run.ticks;
+    let equal = run.equal();
     let macs = soft_host::cost::macs(&cfg, PSRAM_SIDE, PSRAM_SIDE);
     let instructions = ticks * INSTRUCTIONS_PER_TICK;
 
@@ -372,19 +425,14 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     );
     println!(
         "| top-1 host / device | {} / {} |",
-        argmax(&host),
-        argmax(
-            &device
-                .iter()
-                .map(|b| f32::from_bits(*b))
-                .collect::<Vec<_>>()
-        )
+        run.host_top1(),
+        run.device_top1()
     );
     let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
     print_memory(&ram);
     print_steps(&steps, ticks);
     ensure!(
-        uart.contains("soft psram: soft_tiny top-1 class"),
+        uart.contains("soft psram: pattern:"),
         "the firmware wrote no result line to the UART"
     );
     ensure!(
@@ -392,12 +440,13 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
         "the firmware planned {device_plan:?} arena bytes, the host {}",
         plan.peak_bytes
     );
-    ensure!(
-        equal == cfg.num_classes,
-        "{} of {} logits differ between the Cortex-M4F and the host",
-        cfg.num_classes - equal,
-        cfg.num_classes
-    );
+    if let Some(d) = run.first_difference() {
+        bail!(
+            "{} of {} logits differ between the Cortex-M4F and the host; first: {d}",
+            cfg.num_classes - equal,
+            cfg.num_classes
+        );
+    }
     println!("psram OK: soft_tiny {name} from PSRAM, arena in SRAM, every logit bit-identical");
     Ok(())
 }
@@ -555,8 +604,6 @@ fn decode_defmt(elf: &Path, frames: &[u8]) -> Result<String> {
 struct Output {
     /// Digits it runs through each blob.
     digits: usize,
-    /// Its `LOGITS` lines.
-    runs: Vec<FirmwareRun>,
     /// Its `KERNEL` lines: name, multiply-accumulates, ticks.
     kernels: Vec<(String, u64, u64)>,
     /// Delay-loop instructions and the SysTick ticks they took.
@@ -566,7 +613,6 @@ struct Output {
 }
 
 fn parse(output: &str) -> Result<Output> {
-    let mut runs = Vec::new();
     let mut kernels = Vec::new();
     let mut calib = None;
     let mut digits = None;
@@ -574,20 +620,6 @@ fn parse(output: &str) -> Result<Output> {
     for line in output.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["LOGITS", blob, digit, ticks, hexes @ ..] => {
-                ensure!(hexes.len() == CLASSES, "malformed line: {line}");
-                let mut logits = [0u32; CLASSES];
-                for (l, h) in logits.iter_mut().zip(hexes) {
-                    *l = u32::from_str_radix(h, 16)
-                        .with_context(|| format!("malformed line: {line}"))?;
-                }
-                runs.push(FirmwareRun {
-                    blob: (*blob).to_string(),
-                    digit: digit.parse()?,
-                    ticks: ticks.parse()?,
-                    logits,
-                });
-            }
             ["CALIB", iterations, ticks] => {
                 let iterations: u64 = iterations.parse()?;
                 calib = Some((
@@ -605,7 +637,6 @@ fn parse(output: &str) -> Result<Output> {
     }
     Ok(Output {
         digits: digits.context("the firmware printed no SOFT-FIRMWARE line")?,
-        runs,
         kernels,
         calib: calib.context("the firmware printed no CALIB line")?,
         done,
@@ -647,27 +678,6 @@ fn print_memory(m: &Memory) {
     );
 }
 
-/// How many of the bit patterns are identical, and the largest distance in ulps.
-fn compare(host: &[u32; CLASSES], firmware: &[u32; CLASSES]) -> (usize, u64) {
-    // f32 bits as integers that order like the floats (±0 both map to 0).
-    let ordered = |b: u32| {
-        let i = i64::from(b as i32);
-        if i < 0 {
-            i64::from(i32::MIN) - i
-        } else {
-            i
-        }
-    };
-    let equal = host.iter().zip(firmware).filter(|(a, b)| a == b).count();
-    let ulps = host
-        .iter()
-        .zip(firmware)
-        .map(|(&a, &b)| (ordered(a) - ordered(b)).unsigned_abs())
-        .max()
-        .unwrap_or(0);
-    (equal, ulps)
-}
-
 fn hex(bits: &[u32]) -> String {
     bits.iter()
         .map(|b| format!("{b:08x}"))
@@ -694,37 +704,130 @@ mod tests {
 
     #[test]
     fn parses_firmware_lines() {
-        let out = "SOFT-FIRMWARE 33632 4\nCALIB 4000000 200000\n\
+        let out = "SOFT-FIRMWARE 33632 4\nCLOCK 25000000 systick\nCALIB 4000000 200000\n\
                    KERNEL linear-f16 294912 22360 8d8b8e2c\n\
-                   LAYER f16 3 Stem 656947\n\
-                   LOGITS f16 3 2846193 bf1749e6 bf217a04 bf20bad7 bea45d89 bf4e4910 bf63fa60 \
-                   bf25118a 4075695a bf306489 bf621e8b\nDONE\n";
+                   BLOB f16 0badf00d 671560 f16 10\n\
+                   LAYER f16 digit:3 the stem 656947\n\
+                   LOGITS f16 digit:3 2846193 0 10 bf1749e6 bf217a04 bf20bad7 bea45d89 \
+                   bf4e4910 bf63fa60 bf25118a 4075695a bf306489 bf621e8b\n\
+                   STEP f16 digit:3 0 Stem 1234\nDONE\n";
         let Output {
             digits,
-            runs,
             kernels,
             calib,
             done,
         } = parse(out).unwrap();
         assert_eq!(kernels, vec![("linear-f16".to_string(), 294_912, 22_360)]);
         assert_eq!((digits, calib, done), (4, (8_000_002, 200_000), true));
-        assert_eq!(runs.len(), 1);
-        assert_eq!((runs[0].blob.as_str(), runs[0].digit), ("f16", 3));
-        assert_eq!(runs[0].ticks, 2_846_193);
-        assert_eq!(runs[0].logits[7], 0x4075_695a);
-        assert!(parse("SOFT-FIRMWARE 1 1\nLOGITS f16 0 1 3f800000\nCALIB 1 1\n").is_err());
+        let log = DeviceLog::parse(out).unwrap();
+        assert_eq!(log.runs.len(), 1);
+        assert_eq!(
+            (log.runs[0].tag.as_str(), log.runs[0].input),
+            ("f16", Input::Digit(3))
+        );
+        assert_eq!(log.runs[0].ticks, 2_846_193);
+        assert_eq!(log.runs[0].logits[7], 0x4075_695a);
+        assert_eq!(log.clock.unwrap().hz, CORE_HZ);
+        assert!(parse("SOFT-FIRMWARE 1 1\nDONE\n").is_err());
         assert!(parse("DONE\n").is_err());
     }
 
+    /// The path `cargo xtask crosscheck` takes for each blob, on logs made from the host's
+    /// own logits (a small random W8A8 model at 64×64): passes, then names a flipped bit.
     #[test]
-    fn compare_counts_bits_and_ulps() {
-        let a = [1.0f32.to_bits(); CLASSES];
-        assert_eq!(compare(&a, &a), (CLASSES, 0));
-        let mut b = a;
-        b[4] += 3;
-        assert_eq!(compare(&a, &b), (CLASSES - 1, 3));
-        let (z, nz) = ([0.0f32.to_bits(); CLASSES], [(-0.0f32).to_bits(); CLASSES]);
-        assert_eq!(compare(&z, &nz), (0, 0));
+    fn compare_blob_checks_both_logs_with_soft_crosscheck() {
+        let mut cfg = ModelConfig::preset("soft_tiny").unwrap();
+        cfg.embed_dims = [16, 32, 48, 64];
+        cfg.heads = [1, 2, 3, 4];
+        cfg.depths = [1, 1, 1, 1];
+        cfg.stage4_mlp_hidden = 256;
+        cfg.num_classes = 10;
+        cfg.pos_grids = [16, 8, 4, 2];
+        let checkpoint = soft_host::synthetic_checkpoint(&cfg, 11);
+        let blob =
+            AlignedBlob::new(&soft_host::build_blob(&checkpoint, &cfg, WeightDtype::W8A8).unwrap());
+        let model = Model::from_blob(blob.as_bytes()).unwrap();
+        let crc32 = blob_crc32(blob.as_bytes()).unwrap();
+        let models = repo_root().join("models").join("digits");
+        let split = load_split(&models).unwrap();
+        let fw = FirmwareBlob {
+            tag: "w8a8",
+            model: &model,
+            crc32,
+            macs: 1_000_000,
+        };
+        // What the firmware logs, from the host's logits.
+        let lines = |flip: Option<usize>| {
+            let mut text = format!("BLOB w8a8 {crc32:08x} 1 f16 10\n");
+            let seed = 2024;
+            let pattern = Input::Pattern {
+                seed,
+                height: 64,
+                width: 64,
+            };
+            for input in [Input::Digit(1), pattern] {
+                let pixels = soft_host::demo::preprocess(&split.images[1]);
+                let mut logits = [0.0f32; 10];
+                let mut arena = vec![0u8; 64 << 10];
+                match input {
+                    Input::Digit(_) => {
+                        let mut image = soft_core::ChwImage::new(&pixels, 64, 64).unwrap();
+                        model.run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())
+                    }
+                    _ => {
+                        let mut image = soft_core::TestPattern::new(64, 64, seed);
+                        model.run(&mut image, &mut arena, Precision::F16, &mut logits, &mut ())
+                    }
+                }
+                .unwrap();
+                let mut bits = logits.map(f32::to_bits);
+                if let Some(class) = flip {
+                    bits[class] ^= 0x10;
+                }
+                text += &format!("LOGITS w8a8 {input} 1000 0 10 {}\r\n", hex(&bits));
+            }
+            DeviceLog::parse(&text).unwrap()
+        };
+        let good = lines(None);
+        let (rows, failures) = compare_blob(&fw, [&good, &good], &split, &models, 1).unwrap();
+        assert_eq!(failures, Vec::<String>::new());
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].starts_with("| w8a8  | digit:1  "), "{}", rows[0]);
+        assert!(rows[0].contains(" 10/10 | "), "{}", rows[0]);
+        let cells: Vec<&str> = rows[1].split('|').map(str::trim).collect();
+        assert_eq!(cells[2..4], ["pattern:2024:64x64", "-"], "{}", rows[1]);
+        assert_eq!(cells[6..9], ["10/10", "40,000", "0.04"], "{}", rows[1]);
+
+        let bad = lines(Some(3));
+        let (_, failures) = compare_blob(&fw, [&good, &bad], &split, &models, 2).unwrap();
+        assert_eq!(failures.len(), 3, "{failures:?}");
+        assert!(
+            failures[0].contains("1 digits run, expected 2"),
+            "{}",
+            failures[0]
+        );
+        assert!(
+            failures[1].starts_with("w8a8 digit:1 (UART, line 2): 9/10 logits bit-identical"),
+            "{}",
+            failures[1]
+        );
+        assert!(
+            failures[1].contains("first: class 3: host "),
+            "{}",
+            failures[1]
+        );
+        assert!(
+            failures[2].starts_with("w8a8 pattern:2024:64x64 (UART, line 3)"),
+            "{}",
+            failures[2]
+        );
+
+        let other = FirmwareBlob {
+            crc32: crc32 ^ 1,
+            ..fw
+        };
+        let e = compare_blob(&other, [&good, &good], &split, &models, 1).unwrap_err();
+        assert!(e.to_string().contains("the device ran another blob"), "{e}");
     }
 
     #[test]

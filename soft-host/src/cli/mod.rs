@@ -7,6 +7,7 @@ mod bench;
 mod common;
 mod completions;
 mod convert;
+mod crosscheck;
 mod demo;
 mod eval;
 mod export;
@@ -43,6 +44,7 @@ enum Command {
     Eval(eval::Args),
     Demo(demo::Args),
     Export(export::Args),
+    Crosscheck(crosscheck::Args),
     Completions(completions::Args),
 }
 
@@ -74,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Eval(args) => eval::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Export(args) => export::run(args),
+        Command::Crosscheck(args) => crosscheck::run(args),
         Command::Completions(args) => completions::run(args),
     };
     match result {
