@@ -5,7 +5,11 @@
 //! - `DIGITS`: the first few 8×8 test digits of `models/digits/test_images.npy`, as exact
 //!   f32 bit patterns.
 //!
-//! It also puts `memory.x` on the linker's search path for cortex-m-rt's `link.x`.
+//! It also puts the board's memory map on the linker's search path as `memory.x` for
+//! cortex-m-rt's `link.x`: `memory-an386.x` (MPS2 AN386, Cortex-M4F) for `thumbv7em`
+//! targets, `memory-an505.x` (MPS2 AN505, Cortex-M33) for `thumbv8m.main`, which also sets
+//! the `mps2_an505` cfg for the code. (Neither is called `memory.x`: the linker looks in
+//! the crate's directory before the search path.)
 
 use std::path::PathBuf;
 
@@ -28,9 +32,17 @@ fn main() {
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap());
     let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap());
 
-    std::fs::copy(root.join("memory.x"), out.join("memory.x")).expect("copying memory.x");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    println!("cargo::rustc-check-cfg=cfg(mps2_an505)");
+    let memory = if target.starts_with("thumbv8m.main") {
+        println!("cargo::rustc-cfg=mps2_an505");
+        "memory-an505.x"
+    } else {
+        "memory-an386.x"
+    };
+    std::fs::copy(root.join(memory), out.join("memory.x")).expect("copying the memory map");
     println!("cargo:rustc-link-search={}", out.display());
-    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed={memory}");
     println!("cargo:rerun-if-changed={TEST_IMAGES}");
 
     let arena = BLOBS

@@ -1,13 +1,19 @@
-//! Everything specific to the MPS2 AN386 board as QEMU models it: its UART. Porting the
-//! firmware to another Cortex-M4F board means replacing this file (and `memory.x`) with
-//! the board's HAL: any UART implementing `embedded_io::Write` fits `report`.
-//! The clock is SysTick, part of every Cortex-M core, so it needs no porting.
+//! Everything specific to the MPS2 boards as QEMU models them: their UART. AN386
+//! (Cortex-M4F) and AN505 (Cortex-M33, `cfg(mps2_an505)`) have the same CMSDK UART at
+//! different addresses. Porting the firmware to another board means replacing this file
+//! (and the memory map) with the board's HAL: any UART implementing `embedded_io::Write`
+//! fits (`boards/nrf52840-dk` does that). The clock is SysTick, part of every Cortex-M
+//! core, so it needs no porting.
 
 use core::convert::Infallible;
 use core::ptr::{read_volatile, write_volatile};
 
-/// The CMSDK APB UART0 of the MPS2 FPGA images.
+/// The CMSDK APB UART0 of the MPS2 FPGA images: on the AN505 behind a peripheral
+/// protection controller, reached at its Secure alias (the core runs Secure).
+#[cfg(not(mps2_an505))]
 const UART0: usize = 0x4000_4000;
+#[cfg(mps2_an505)]
+const UART0: usize = 0x5020_0000;
 const DATA: usize = 0x000;
 const STATE: usize = 0x004;
 const CTRL: usize = 0x008;

@@ -1,4 +1,5 @@
-//! Runs the soft demo digits model on a Cortex-M4F (QEMU `mps2-an386`) and logs, with defmt
+//! Runs the soft demo digits model on a Cortex-M4F (QEMU `mps2-an386`; built for
+//! `thumbv8m.main-none-eabihf`, on a Cortex-M33, QEMU `mps2-an505`) and logs, with defmt
 //! over semihosting, the exact bits of every logit plus a deterministic instruction clock,
 //! for `cargo xtask crosscheck` to decode and compare with the host build.
 //!
@@ -58,8 +59,14 @@ const ARENA_SIZE: usize = psram::ARENA_BYTES;
 const CLASSES: usize = 10;
 /// The test pattern each blob also runs (at 64×64), besides the digits.
 const PATTERN_SEED: u32 = 2024;
-/// QEMU's mps2-an386 clocks the core, and so SysTick, at 25 MHz.
+/// QEMU's mps2-an386 clocks the core, and so SysTick, at 25 MHz; the mps2-an505 at 20 MHz.
+#[cfg(not(mps2_an505))]
 const CORE_HZ: u64 = 25_000_000;
+#[cfg(mps2_an505)]
+const CORE_HZ: u64 = 20_000_000;
+
+#[cfg(all(feature = "psram", mps2_an505))]
+compile_error!("the PSRAM image is for the MPS2 AN386 (thumbv7em-none-eabihf)");
 
 /// 16-byte alignment for an embedded blob, as [`Model::from_blob`] requires.
 #[repr(C, align(16))]

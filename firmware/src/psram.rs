@@ -36,8 +36,9 @@ const MAX_CLASSES: usize = 1000;
 /// ignores what follows, so the loader's file size need not be known here.
 fn psram() -> &'static [u8] {
     // SAFETY: PSRAM is plain RAM in the board's memory map, present for the whole run;
-    // `memory.x` gives the linker nothing there, so no Rust object aliases it, and nothing
-    // writes it while this shared borrow lives. Its contents were loaded before reset.
+    // the linker's memory map (`memory-an386.x`) has nothing there, so no Rust object
+    // aliases it, and nothing writes it while this shared borrow lives. Its contents were
+    // loaded before reset.
     unsafe { core::slice::from_raw_parts(PSRAM_BASE as *const u8, PSRAM_BYTES) }
 }
 

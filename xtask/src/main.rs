@@ -1,5 +1,6 @@
-//! `cargo xtask crosscheck`: builds the Cortex-M4F firmware, runs it in QEMU
-//! (`mps2-an386`, `-icount shift=0`), and checks that every logit it prints has the same
+//! `cargo xtask crosscheck [--core m4|m33]`: builds the firmware for a Cortex-M4F (QEMU
+//! `mps2-an386`, the default) or a Cortex-M33 (`mps2-an505`), runs it in QEMU with
+//! `-icount shift=0`, and checks that every logit it prints has the same
 //! bits as the host build of `soft-core` computes for the same blob, input and precision,
 //! with the code behind `soft crosscheck` (`soft_host::crosscheck`): on the defmt log and on
 //! the copy the firmware writes to its UART. It also reports the emulated instruction count
@@ -23,14 +24,52 @@ const BLOBS: [(&str, &str); 3] = [
     ("int8", "soft_digits_int8.soft"),
     ("w8a8", "soft_digits_w8a8.soft"),
 ];
-/// QEMU's mps2-an386 clocks the core (and SysTick) at 25 MHz.
-const CORE_HZ: u64 = 25_000_000;
-/// With `-icount shift=0` the virtual clock advances 1 ns per instruction.
-const INSTRUCTIONS_PER_TICK: u64 = 1_000_000_000 / CORE_HZ;
+/// A core the firmware runs on in QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Core {
+    /// For people: `Cortex-M4F`.
+    name: &'static str,
+    /// Rust target.
+    target: &'static str,
+    /// QEMU `-cpu`.
+    cpu: &'static str,
+    /// QEMU `-machine`.
+    machine: &'static str,
+    /// The core clock, which SysTick counts, in Hz.
+    hz: u64,
+}
+
+impl Core {
+    /// With `-icount shift=0` the virtual clock advances 1 ns per instruction.
+    const fn instructions_per_tick(&self) -> u64 {
+        1_000_000_000 / self.hz
+    }
+}
+
+/// The MPS2 AN386 (Cortex-M4F, ARMv7E-M with the DSP kernels), 25 MHz in QEMU.
+const M4: Core = Core {
+    name: "Cortex-M4F",
+    target: "thumbv7em-none-eabihf",
+    cpu: "cortex-m4",
+    machine: "mps2-an386",
+    hz: 25_000_000,
+};
+/// The MPS2 AN505 (Cortex-M33, ARMv8-M Mainline, Secure state, the generic kernels),
+/// 20 MHz in QEMU.
+const M33: Core = Core {
+    name: "Cortex-M33",
+    target: "thumbv8m.main-none-eabihf",
+    cpu: "cortex-m33",
+    machine: "mps2-an505",
+    hz: 20_000_000,
+};
+/// The PSRAM check's core.
+const INSTRUCTIONS_PER_TICK: u64 = M4.instructions_per_tick();
 /// `cortex_m::asm::delay(n)` (cortex-m 0.7.10) spins `n + 1` times round `subs; bne`.
 const DELAY_INSTRUCTIONS_PER_ITERATION: u64 = 2;
 
-const USAGE: &str = "usage: cargo xtask crosscheck|psram [--timeout SECONDS]";
+const USAGE: &str =
+    "usage: cargo xtask crosscheck [--core m4|m33] [--timeout SECONDS] | psram [--timeout SECONDS]";
 
 fn main() -> ExitCode {
     match run() {
@@ -44,21 +83,38 @@ fn main() -> ExitCode {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // Each command's QEMU timeout when --timeout is not given.
-    let (command, default_timeout): (fn(Duration) -> Result<()>, u64) =
-        match args.first().map(String::as_str) {
-            Some("crosscheck") => (crosscheck, 600),
-            Some("psram") => (psram, 900),
+    let (mut timeout, mut core) = (None, None);
+    let mut flags = args.get(1..).unwrap_or_default().iter();
+    while let Some(flag) = flags.next() {
+        let value = flags
+            .next()
+            .with_context(|| format!("{flag} takes a value; {USAGE}"))?;
+        match flag.as_str() {
+            "--timeout" => {
+                timeout = Some(value.parse().context("--timeout takes whole seconds")?);
+            }
+            "--core" => {
+                core = Some(match value.as_str() {
+                    "m4" => M4,
+                    "m33" => M33,
+                    _ => bail!("--core takes m4 or m33; {USAGE}"),
+                });
+            }
             _ => bail!("{USAGE}"),
-        };
-    let timeout = match args.get(1..) {
-        Some([flag, secs]) if flag == "--timeout" => {
-            secs.parse().context("--timeout takes whole seconds")?
         }
-        Some([]) => default_timeout,
+    }
+    // Each command's QEMU timeout when --timeout is not given.
+    match args.first().map(String::as_str) {
+        Some("crosscheck") => crosscheck(
+            core.unwrap_or(M4),
+            Duration::from_secs(timeout.unwrap_or(600)),
+        ),
+        Some("psram") if core.is_none_or(|c| c == M4) => {
+            psram(Duration::from_secs(timeout.unwrap_or(900)))
+        }
+        Some("psram") => bail!("the PSRAM check runs on the Cortex-M4F (mps2-an386) only"),
         _ => bail!("{USAGE}"),
-    };
-    command(Duration::from_secs(timeout))
+    }
 }
 
 fn repo_root() -> PathBuf {
@@ -72,7 +128,7 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
-fn crosscheck(timeout: Duration) -> Result<()> {
+fn crosscheck(core: Core, timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let root = repo_root();
     let demo_dir = root.join("target").join("demo");
@@ -83,13 +139,13 @@ fn crosscheck(timeout: Duration) -> Result<()> {
 
     // 2. Firmware. Run cargo from inside firmware/ so that firmware/.cargo/config.toml
     //    (target, linker script, runner) applies.
-    eprintln!("== building firmware (thumbv7em-none-eabihf, release)");
+    eprintln!("== building firmware ({}, release)", core.target);
     let firmware = root.join("firmware");
-    let elf = build_firmware(&firmware, &[])?;
+    let elf = build_firmware(&firmware, core.target, &[])?;
 
     // 3. QEMU.
     eprintln!("== running {} in qemu-system-arm", elf.display());
-    let (output, uart) = run_qemu(&elf, &[], timeout)?;
+    let (output, uart) = run_qemu(core, &elf, &[], timeout)?;
     let Output {
         digits,
         kernels,
@@ -116,6 +172,7 @@ fn crosscheck(timeout: Duration) -> Result<()> {
             model: &model,
             crc32: blob_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?,
             macs,
+            instructions_per_tick: core.instructions_per_tick(),
         };
         let (r, f) = compare_blob(&blob, [&log, &uart_log], &split, &models, digits)?;
         rows.extend(r);
@@ -146,8 +203,9 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     println!();
     println!("| kernel (one call, synthetic weights) | MACs    | instructions | instr/MAC |");
     println!("|--------------------------------------|--------:|-------------:|----------:|");
+    let per_tick = core.instructions_per_tick();
     for (name, kmacs, ticks) in &kernels {
-        let instructions = ticks * INSTRUCTIONS_PER_TICK;
+        let instructions = ticks * per_tick;
         println!(
             "| {name:<36} | {:>7} | {:>12} | {:>9.2} |",
             group(*kmacs),
@@ -159,17 +217,24 @@ fn crosscheck(timeout: Duration) -> Result<()> {
         failures.push("the firmware printed no KERNEL lines".into());
     }
     println!(
-        "clock: SysTick at {} MHz under -icount shift=0 = {INSTRUCTIONS_PER_TICK} instructions per tick (±{INSTRUCTIONS_PER_TICK}); calibration: {} delay-loop instructions took {} ticks = {:.3} instructions/tick",
-        CORE_HZ / 1_000_000,
+        "clock: SysTick at {} MHz under -icount shift=0 = {per_tick} instructions per tick (±{per_tick}); calibration: {} delay-loop instructions took {} ticks = {:.3} instructions/tick",
+        core.hz / 1_000_000,
         calib.0,
         calib.1,
         calib.0 as f64 / calib.1 as f64
     );
     let calibrated = calib.0 as f64 / calib.1 as f64;
-    if (calibrated - INSTRUCTIONS_PER_TICK as f64).abs() > 0.01 * INSTRUCTIONS_PER_TICK as f64 {
+    if (calibrated - per_tick as f64).abs() > 0.01 * per_tick as f64 {
         failures.push(format!(
-            "clock calibration off: {calibrated:.3} instructions per tick, expected {INSTRUCTIONS_PER_TICK}"
+            "clock calibration off: {calibrated:.3} instructions per tick, expected {per_tick}"
         ));
+    }
+    match &log.clock {
+        Some(c) if c.hz == core.hz => {}
+        other => failures.push(format!(
+            "the firmware's CLOCK line says {other:?}, expected {} Hz",
+            core.hz
+        )),
     }
     match &ram {
         Some(m) => print_memory(m),
@@ -182,8 +247,10 @@ fn crosscheck(timeout: Duration) -> Result<()> {
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     if failures.is_empty() {
         println!(
-            "crosscheck OK: {} inferences, every logit bit-identical between Cortex-M4F (QEMU) and host",
-            rows.len()
+            "crosscheck OK: {} inferences, every logit bit-identical between {} (QEMU {}) and host",
+            rows.len(),
+            core.name,
+            core.machine
         );
         Ok(())
     } else {
@@ -201,6 +268,8 @@ struct FirmwareBlob<'a> {
     crc32: u32,
     /// Multiply-accumulates per inference.
     macs: u64,
+    /// The core's clock.
+    instructions_per_tick: u64,
 }
 
 /// One blob's runs in the firmware's defmt log and UART copy (`logs`), each against the
@@ -218,6 +287,7 @@ fn compare_blob(
         model,
         crc32,
         macs,
+        instructions_per_tick,
     } = *blob;
     let mut failures = Vec::new();
     let [checked, uart] = logs.map(
@@ -257,7 +327,7 @@ fn compare_blob(
                     .map_or("?".to_string(), ToString::to_string),
                 Input::Pattern { .. } => "-".to_string(),
             };
-            let instructions = run.ticks * INSTRUCTIONS_PER_TICK;
+            let instructions = run.ticks * instructions_per_tick;
             format!(
                 "| {tag:<5} | {:<18} | {label:>5} | {:>4} | {:>4} | {:>8} | {:>12} | {:>9.2} |",
                 run.input.to_string(),
@@ -310,7 +380,7 @@ fn psram(timeout: Duration) -> Result<()> {
     let root = repo_root();
     ensure_demo_blobs(&root)?;
     eprintln!("== building firmware (thumbv7em-none-eabihf, release, --features psram)");
-    let elf = build_firmware(&root.join("firmware"), &["psram"])?;
+    let elf = build_firmware(&root.join("firmware"), M4.target, &["psram"])?;
     for dtype in [WeightDtype::I8, WeightDtype::W8A8] {
         psram_model(&root, &elf, dtype, timeout)?;
     }
@@ -356,7 +426,7 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
         "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
         blob_path.display()
     );
-    let (output, uart) = run_qemu(elf, &["-device".into(), loader], timeout)?;
+    let (output, uart) = run_qemu(M4, elf, &["-device".into(), loader], timeout)?;
 
     let (mut device_plan, mut load_ticks) = (None, None);
     let mut steps = Vec::new();
@@ -490,13 +560,15 @@ fn ensure_demo_blobs(root: &Path) -> Result<()> {
 }
 
 /// `cargo build --release` in `firmware/`; returns the path of the ELF it produced.
-fn build_firmware(firmware: &Path, features: &[&str]) -> Result<PathBuf> {
+fn build_firmware(firmware: &Path, target: &str, features: &[&str]) -> Result<PathBuf> {
     let out = cargo()
         .current_dir(firmware)
         .args([
             "build",
             "--release",
             "--message-format=json-render-diagnostics",
+            "--target",
+            target,
         ])
         .arg("--manifest-path")
         .arg(firmware.join("Cargo.toml"))
@@ -529,11 +601,16 @@ fn build_firmware(firmware: &Path, features: &[&str]) -> Result<PathBuf> {
 
 /// Runs the ELF in QEMU with a deterministic instruction clock; echoes and returns its
 /// decoded defmt log and what it wrote to the board's UART.
-fn run_qemu(elf: &Path, extra: &[String], timeout: Duration) -> Result<(String, String)> {
+fn run_qemu(
+    core: Core,
+    elf: &Path,
+    extra: &[String],
+    timeout: Duration,
+) -> Result<(String, String)> {
     let serial = elf.with_extension("uart.txt");
     let _ = std::fs::remove_file(&serial);
     let mut child = Command::new("qemu-system-arm")
-        .args(["-cpu", "cortex-m4", "-machine", "mps2-an386", "-nographic"])
+        .args(["-cpu", core.cpu, "-machine", core.machine, "-nographic"])
         .args(["-semihosting-config", "enable=on,target=native"])
         .args(["-icount", "shift=0"])
         // stdout carries only the semihosting defmt frames: UART to a file, no monitor.
@@ -727,7 +804,7 @@ mod tests {
         );
         assert_eq!(log.runs[0].ticks, 2_846_193);
         assert_eq!(log.runs[0].logits[7], 0x4075_695a);
-        assert_eq!(log.clock.unwrap().hz, CORE_HZ);
+        assert_eq!(log.clock.unwrap().hz, M4.hz);
         assert!(parse("SOFT-FIRMWARE 1 1\nDONE\n").is_err());
         assert!(parse("DONE\n").is_err());
     }
@@ -755,6 +832,7 @@ mod tests {
             model: &model,
             crc32,
             macs: 1_000_000,
+            instructions_per_tick: M4.instructions_per_tick(),
         };
         // What the firmware logs, from the host's logits.
         let lines = |flip: Option<usize>| {
