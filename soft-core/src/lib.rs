@@ -30,7 +30,9 @@ pub use exec::{Executor, Inline, Schedule};
 pub use format::Blob;
 pub use input::{ChwImage, ImageSource, TestPattern};
 pub use logits::argmax;
-pub use model::{plan, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions, RunReport};
+pub use model::{
+    plan, plan_buffers, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions, RunReport,
+};
 pub use probe::{Activity, Checkpoint, Probe, Step, Tokens};
 pub use scratch::Buffer;
 pub use soft_kernels::Kernels;

@@ -19,7 +19,7 @@ use crate::input::ImageSource;
 use crate::linear::{apply, quant_len, Weight};
 use crate::newton::InverseConfig;
 use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step, Tokens};
-use crate::scratch::scratch;
+use crate::scratch::{emit_copies, scratch, Buffer, Emit};
 use crate::soft_block::{soft_block, SoftBlockWeights, SoftDims};
 use crate::stage4::{stage4_block, Stage4Dims, Stage4Weights, STAGE4_EPS};
 use crate::weights::{Vector, Weights};
@@ -360,21 +360,25 @@ fn band_workers(s: &Schedule, rows: usize) -> usize {
     }
 }
 
-/// Arena bytes of the stem above its output map.
-fn stem_bytes<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule) -> usize {
-    let image = if s.whole_maps {
-        WholeImage::<E>::bytes(geo)
+/// The stem's buffers above its output map.
+fn stem_buffers<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule, emit: Emit<'_>) {
+    if s.whole_maps {
+        emit_copies(emit, 1, &WholeImage::<E>::layout(geo));
     } else {
-        ImageRing::<E>::bytes(geo)
-    };
-    let workers = band_workers(s, geo.stage[0].0);
-    image + workers * (StemLines::<E>::bytes(geo, cfg) + conv_bytes::<E>(&geo.stem_shapes(cfg), s))
+        emit_copies(emit, 1, &ImageRing::<E>::layout(geo));
+    }
+    let lens = ConvLens::of(&geo.stem_shapes(cfg), s.chunk);
+    for _ in 0..band_workers(s, geo.stage[0].0) {
+        emit_copies(emit, 1, &StemLines::<E>::layout(geo, cfg));
+        emit_copies(emit, 1, &ConvScratch::<E>::layout(lens));
+    }
 }
 
-/// Arena bytes of a patch embedding above its map.
-fn embed_bytes<E: TokenElem>(dims: &EmbedDims, s: &Schedule) -> usize {
-    let workers = band_workers(s, dims.rows_out);
-    EmbedScratch::<E>::bytes(dims, s.whole_maps) + workers * conv_bytes::<E>(&[dims.shape()], s)
+/// A patch embedding's buffers above its map.
+fn embed_buffers<E: TokenElem>(dims: &EmbedDims, s: &Schedule, emit: Emit<'_>) {
+    emit_copies(emit, 1, &EmbedScratch::<E>::layout(dims, s.whole_maps));
+    let layout = ConvScratch::<E>::layout(ConvLens::of(&[dims.shape()], s.chunk));
+    emit_copies(emit, band_workers(s, dims.rows_out), &layout);
 }
 
 /// Where the stem reads image rows.
@@ -449,11 +453,6 @@ scratch! {
         /// The four grid rows its bilinear resampling reads.
         taps: [f32; 4 * c],
     }
-}
-
-/// Arena bytes of the convolution scratch for `shapes`.
-fn conv_bytes<E: TokenElem>(shapes: &[ConvShape], s: &Schedule) -> usize {
-    ConvScratch::<E>::bytes(ConvLens::of(shapes, s.chunk))
 }
 
 /// A convolution's weights.
@@ -1128,6 +1127,76 @@ pub fn plan_with(
     }
 }
 
+/// Every buffer in the arena at each phase's peak, in run order: the phase, then its
+/// buffers from the arena's start (the token map first). The plan's bytes are their sums,
+/// so the two cannot differ.
+pub fn plan_buffers(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    precision: Precision,
+    schedule: &Schedule,
+    visit: &mut dyn FnMut(Phase, Buffer),
+) -> Result<()> {
+    cfg.validate()?;
+    schedule.validate()?;
+    let geo = Geometry::new(cfg, height, width)?;
+    match precision {
+        Precision::F16 => phase_buffers::<f16>(cfg, &geo, schedule, visit),
+        Precision::F32 => phase_buffers::<f32>(cfg, &geo, schedule, visit),
+    }
+    Ok(())
+}
+
+fn phase_buffers<E: TokenElem>(
+    cfg: &ModelConfig,
+    geo: &Geometry,
+    schedule: &Schedule,
+    visit: &mut dyn FnMut(Phase, Buffer),
+) {
+    let map = |elems: usize| Buffer {
+        group: "map",
+        name: "token map",
+        bytes: bytes_for::<E>(elems),
+    };
+    let mut phase = |p: Phase, buffers: &dyn Fn(Emit<'_>)| buffers(&mut |b| visit(p, b));
+    phase(Phase::Stem, &|e| {
+        e(map(geo.map_elems(cfg, 0)));
+        stem_buffers::<E>(geo, cfg, schedule, e);
+    });
+    for s in 0..STAGES {
+        let stage = s as u8 + 1;
+        if s > 0 {
+            let dims = geo.embed(cfg, s);
+            phase(Phase::Embed(stage), &|e| {
+                e(map(dims.map_elems()));
+                embed_buffers::<E>(&dims, schedule, e);
+            });
+        }
+        let c = cfg.embed_dims[s];
+        phase(Phase::Position(stage), &|e| {
+            e(map(geo.map_elems(cfg, s)));
+            emit_copies(e, 1, &PositionScratch::<E>::layout(c));
+        });
+        phase(Phase::Blocks(stage), &|e| {
+            e(map(geo.map_elems(cfg, s)));
+            match (cfg.depths[s], s) {
+                (0, _) => {}
+                (_, 0..=2) => geo.soft_dims(cfg, s).block_buffers::<E>(schedule, e),
+                _ => geo.stage4_dims(cfg).block_buffers::<E>(schedule, e),
+            }
+        });
+    }
+    phase(Phase::Head, &|e| {
+        e(map(geo.map_elems(cfg, 3)));
+        emit_copies(
+            e,
+            1,
+            &TokenScratch::<E>::layout(cfg.embed_dims[3], cfg.w8a8),
+        );
+    });
+}
+
 fn plan_as<E: TokenElem>(
     cfg: &ModelConfig,
     height: usize,
@@ -1135,39 +1204,19 @@ fn plan_as<E: TokenElem>(
     schedule: &Schedule,
 ) -> Result<MemoryPlan> {
     let geo = Geometry::new(cfg, height, width)?;
-    let map = |s: usize| bytes_for::<E>(geo.map_elems(cfg, s));
-    let stem = map(0) + stem_bytes::<E>(&geo, cfg, schedule);
-    let mut phases = [(Phase::Stem, stem); PHASES];
-    let mut i = 1;
-    for s in 0..STAGES {
-        let stage = s as u8 + 1;
-        if s > 0 {
-            let dims = geo.embed(cfg, s);
-            phases[i] = (
-                Phase::Embed(stage),
-                bytes_for::<E>(dims.map_elems()) + embed_bytes::<E>(&dims, schedule),
-            );
-            i += 1;
+    let mut phases = [(Phase::Stem, 0usize); PHASES];
+    let mut count = 0;
+    phase_buffers::<E>(cfg, &geo, schedule, &mut |p, b| {
+        if count == 0 || phases.get(count - 1).map(|x| x.0) != Some(p) {
+            count += 1;
+            if let Some(slot) = phases.get_mut(count - 1) {
+                *slot = (p, 0);
+            }
         }
-        let c = cfg.embed_dims[s];
-        phases[i] = (
-            Phase::Position(stage),
-            map(s) + PositionScratch::<E>::bytes(c),
-        );
-        let blocks = if cfg.depths[s] == 0 {
-            0
-        } else if s < 3 {
-            geo.soft_dims(cfg, s).block_bytes::<E>(schedule)
-        } else {
-            geo.stage4_dims(cfg).block_bytes::<E>(schedule)
-        };
-        phases[i + 1] = (Phase::Blocks(stage), map(s) + blocks);
-        i += 2;
-    }
-    phases[PHASES - 1] = (
-        Phase::Head,
-        map(3) + TokenScratch::<E>::bytes(cfg.embed_dims[3], cfg.w8a8),
-    );
+        if let Some(slot) = phases.get_mut(count - 1) {
+            slot.1 += b.bytes;
+        }
+    });
     let peak_bytes = phases.iter().map(|p| p.1).max().unwrap_or(0);
     Ok(MemoryPlan { peak_bytes, phases })
 }

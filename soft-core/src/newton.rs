@@ -14,7 +14,7 @@ use soft_kernels::{Lhs, Out, Rhs, Start, Strided};
 use crate::arena::{bytes_for, Arena};
 use crate::error::{Error, Result};
 use crate::exec::{carve, carve_ref, per_worker, split, Parts, Run, Schedule};
-use crate::scratch::scratch;
+use crate::scratch::{emit_copies, scratch, Emit};
 use crate::soft_block::SoftDims;
 
 /// Most rows of the second product per kernel call (each worker's block scratch).
@@ -74,10 +74,11 @@ fn work_len(m: usize, d: usize, row_workers: usize, s: &Schedule) -> usize {
     (m * d).max(row_workers * block_rows(s) * m)
 }
 
-/// Arena bytes of the pseudo-inverse step of a block with `heads` heads.
-pub(crate) fn scratch_bytes(m: usize, d: usize, heads: usize, s: &Schedule) -> usize {
+/// The scratch of the pseudo-inverse step of a block with `heads` heads.
+pub(crate) fn scratch_buffers(m: usize, d: usize, heads: usize, s: &Schedule, emit: Emit<'_>) {
     let split = Split::of(heads, m, s);
-    split.copies() * NewtonScratch::<f32>::bytes(m, work_len(m, d, split.row_workers(), s))
+    let layout = NewtonScratch::<f32>::layout(m, work_len(m, d, split.row_workers(), s));
+    emit_copies(emit, split.copies(), &layout);
 }
 
 /// Bytes of the three `m×m` matrices.

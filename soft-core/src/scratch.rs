@@ -6,10 +6,48 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Buffer {
-    /// What it holds.
+    /// The declaration it belongs to (`EmitScratch`, `NewtonScratch`, …), or `map` for
+    /// the token map.
+    pub group: &'static str,
+    /// What it holds (the declaration's field).
     pub name: &'static str,
     /// Arena bytes (16-byte granules).
     pub bytes: usize,
+}
+
+/// Where the planner hands each buffer it counts.
+pub(crate) type Emit<'e> = &'e mut dyn FnMut(Buffer);
+
+/// A step of a phase, emitting its buffers.
+pub(crate) type Step<'s> = &'s dyn Fn(Emit<'_>);
+
+/// `copies` copies of the buffers of one declaration (one per worker).
+pub(crate) fn emit_copies(emit: Emit<'_>, copies: usize, layout: &[Buffer]) {
+    for _ in 0..copies {
+        layout.iter().for_each(|b| emit(*b));
+    }
+}
+
+/// Bytes of what `step` emits.
+pub(crate) fn total(step: Step<'_>) -> usize {
+    let mut bytes = 0;
+    step(&mut |b| bytes += b.bytes);
+    bytes
+}
+
+/// Emits the buffers of the largest of `steps` (the first of equals): steps that run one
+/// after another reuse the same bytes, so only the largest counts.
+pub(crate) fn largest(steps: &[Step<'_>], emit: Emit<'_>) {
+    let mut best: Option<(usize, Step<'_>)> = None;
+    for &step in steps {
+        let bytes = total(step);
+        if best.is_none_or(|(b, _)| bytes > b) {
+            best = Some((bytes, step));
+        }
+    }
+    if let Some((_, step)) = best {
+        step(emit);
+    }
 }
 
 /// Declares a step's scratch buffers:
@@ -50,6 +88,7 @@ macro_rules! scratch {
             /// Each buffer's name and arena bytes, in allocation order.
             pub fn layout($($arg: $ty),*) -> [crate::scratch::Buffer; [$(stringify!($field)),*].len()] {
                 [$(crate::scratch::Buffer {
+                    group: stringify!($name),
                     name: stringify!($field),
                     bytes: crate::arena::bytes_for::<$elem>($count),
                 }),*]

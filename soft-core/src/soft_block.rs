@@ -19,7 +19,7 @@ use crate::format::{TensorId, TensorKind as K};
 use crate::linear::{apply, linear, quant_len, Weight};
 use crate::newton::{self, InverseConfig};
 use crate::probe::{Activity, Probe, Step};
-use crate::scratch::scratch;
+use crate::scratch::{emit_copies, largest, scratch, Emit};
 use crate::weights::{Vector, Weights};
 
 /// LayerNorm epsilon of the SOFT blocks (PyTorch's default).
@@ -114,42 +114,62 @@ impl SoftDims {
         (chunk * self.hidden_width()).max((chunk + self.k - 1) * self.c)
     }
 
-    /// Arena bytes of one block above the token map: the block's state plus the largest
-    /// step's scratch.
-    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
+    /// The buffers of one block above the token map at its peak: the block's state plus
+    /// the largest step's scratch.
+    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_>) {
         let chunk = self.chunk(s);
-        let n = |w: usize, bytes: usize| w * bytes;
         let (emit_workers, emit_tokens) = self.emit_split(s);
-        let emit = n(emit_workers, EmitScratch::<E>::bytes(self, emit_tokens));
-        let steps = if s.whole_maps {
-            [
-                n(
-                    self.workers(s, self.n()),
-                    TokenScratch::<E>::bytes(self, chunk),
-                ),
-                LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), true),
-                n(
-                    self.workers(s, self.heads),
-                    HeadKernelScratch::<E>::bytes(self, chunk),
-                ),
-                newton::scratch_bytes(self.m, self.d, self.heads, s),
-                n(
-                    self.workers(s, self.n()),
-                    RoundScratch::<E>::bytes(self.c, chunk),
-                ),
-                emit,
-            ]
-        } else {
-            [
-                LandmarkScratch::<E>::bytes(self, self.workers(s, self.m), false),
-                KeyValueScratch::<E>::bytes(self, chunk, s.workers),
-                newton::scratch_bytes(self.m, self.d, self.heads, s),
-                RingScratch::<E>::bytes(self) + emit,
-                0,
-                0,
-            ]
+        let tokens = self.workers(s, self.n());
+        BlockState::<E>::layout(self, s.whole_maps)
+            .iter()
+            .for_each(|b| emit(*b));
+        let pass2 = |e: Emit<'_>| {
+            if !s.whole_maps {
+                emit_copies(e, 1, &RingScratch::<E>::layout(self));
+            }
+            emit_copies(
+                e,
+                emit_workers,
+                &EmitScratch::<E>::layout(self, emit_tokens),
+            );
         };
-        BlockState::<E>::bytes(self, s.whole_maps) + steps.into_iter().max().unwrap_or(0)
+        let landmarks = |e: Emit<'_>| {
+            let layout = LandmarkScratch::<E>::layout(self, self.workers(s, self.m), s.whole_maps);
+            emit_copies(e, 1, &layout);
+        };
+        let newton = |e: Emit<'_>| newton::scratch_buffers(self.m, self.d, self.heads, s, e);
+        if s.whole_maps {
+            let projections =
+                |e: Emit<'_>| emit_copies(e, tokens, &TokenScratch::<E>::layout(self, chunk));
+            let key_value = |e: Emit<'_>| {
+                let layout = HeadKernelScratch::<E>::layout(self, chunk);
+                emit_copies(e, self.workers(s, self.heads), &layout);
+            };
+            let round =
+                |e: Emit<'_>| emit_copies(e, tokens, &RoundScratch::<E>::layout(self.c, chunk));
+            largest(
+                &[
+                    &projections,
+                    &landmarks,
+                    &key_value,
+                    &newton,
+                    &round,
+                    &pass2,
+                ],
+                emit,
+            );
+        } else {
+            let key_value = |e: Emit<'_>| {
+                emit_copies(e, 1, &KeyValueScratch::<E>::layout(self, chunk, s.workers));
+            };
+            largest(&[&landmarks, &key_value, &newton, &pass2], emit);
+        }
+    }
+
+    /// Arena bytes of one block above the token map ([`SoftDims::block_buffers`]).
+    #[cfg(test)]
+    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
+        crate::scratch::total(&|e| self.block_buffers::<E>(s, e))
     }
 
     /// Bytes of the `m×m` Newton–Schulz buffers, the only part that grows faster than `N`.

@@ -10,7 +10,7 @@ use crate::exec::{carve, carve_ref, Parts, Run, Schedule};
 use crate::format::{TensorId, TensorKind as K};
 use crate::linear::{apply, linear, quant_len, Weight};
 use crate::probe::{Activity, Probe, Step};
-use crate::scratch::scratch;
+use crate::scratch::{emit_copies, scratch, Emit};
 use crate::weights::{Vector, Weights};
 
 /// LayerNorm epsilon of the stage-4 blocks and the final norm.
@@ -43,9 +43,10 @@ impl Stage4Dims {
         quant_len(self.w8a8, chunk, self.c.max(self.hidden))
     }
 
-    /// Arena bytes of one block above the token map.
-    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
-        Stage4Scratch::<E>::bytes(self, self.chunk(s), self.workers(s))
+    /// The buffers of one block above the token map.
+    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_>) {
+        let layout = Stage4Scratch::<E>::layout(self, self.chunk(s), self.workers(s));
+        emit_copies(emit, 1, &layout);
     }
 }
 

@@ -15,6 +15,7 @@ pub mod inference;
 pub mod io;
 pub mod npy;
 pub mod pickle;
+pub mod plan;
 pub mod pth;
 pub mod svg;
 pub mod threads;

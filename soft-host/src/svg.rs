@@ -1,7 +1,9 @@
-//! Charts as standalone SVG documents: the memory plan as a bar chart (arena bytes in
-//! use in each phase), and `soft eval`'s confusion matrix.
+//! Charts as standalone SVG documents: the memory plan as stacked bars (what occupies
+//! the arena in each phase), and `soft eval`'s confusion matrix.
 
-use soft_core::{MemoryPlan, Phase};
+use soft_core::Phase;
+
+use crate::plan::{PhaseParts, CATEGORIES};
 
 /// Short label of a phase.
 pub fn phase_name(p: Phase) -> String {
@@ -15,33 +17,71 @@ pub fn phase_name(p: Phase) -> String {
     }
 }
 
-/// A standalone SVG document.
-pub fn plan_svg(plan: &MemoryPlan, title: &str) -> String {
+/// The memory plan as a standalone SVG document: one bar per phase, stacked from the
+/// arena's start by what occupies it (the categories of [`crate::plan`], each with its own
+/// colour and a legend; every segment's tooltip names the buffer and its bytes). The
+/// peak phase's label is bold.
+pub fn plan_svg(phases: &[PhaseParts], title: &str) -> String {
+    const COLOURS: [&str; 8] = [
+        "#4e79a7", "#9c755f", "#f28e2b", "#59a14f", "#edc948", "#e15759", "#b07aa1", "#bab0ac",
+    ];
+    let colour = |category: &str| {
+        CATEGORIES
+            .iter()
+            .position(|c| *c == category)
+            .and_then(|i| COLOURS.get(i))
+            .copied()
+            .unwrap_or("#888888")
+    };
     let (bar, gap, left, top, width) = (22.0, 6.0, 90.0, 40.0, 480.0);
-    let max = plan.peak_bytes.max(1) as f64;
-    let height = top + plan.phases.len() as f64 * (bar + gap) + 20.0;
+    let peak = phases.iter().map(PhaseParts::bytes).max().unwrap_or(0);
+    let max = peak.max(1) as f64;
+    let legend_top = top + phases.len() as f64 * (bar + gap) + 10.0;
+    let height = legend_top + CATEGORIES.len().div_ceil(2) as f64 * 18.0 + 10.0;
     let mut s = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
          <text x=\"10\" y=\"20\" font-size=\"14\">{}</text>\n",
         left + width + 120.0,
         escape(title)
     );
-    for (i, (phase, bytes)) in plan.phases.iter().enumerate() {
+    for (i, phase) in phases.iter().enumerate() {
         let y = top + i as f64 * (bar + gap);
-        let w = *bytes as f64 / max * width;
-        let fill = if *bytes == plan.peak_bytes {
-            "#d9534f"
-        } else {
-            "#5b8def"
-        };
+        let bytes = phase.bytes();
+        let weight = if bytes == peak { "bold" } else { "normal" };
         s += &format!(
-            "<text x=\"10\" y=\"{}\">{}</text><rect x=\"{left}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar}\" fill=\"{fill}\"/>\
-             <text x=\"{}\" y=\"{}\">{:.1} KiB</text>\n",
+            "<text x=\"10\" y=\"{}\" font-weight=\"{weight}\">{}</text>\n",
             y + 15.0,
-            phase_name(*phase),
-            left + w + 6.0,
+            phase_name(phase.phase)
+        );
+        let mut x = left;
+        for part in &phase.parts {
+            let w = part.bytes as f64 / max * width;
+            s += &format!(
+                "<rect x=\"{x:.1}\" y=\"{y}\" width=\"{w:.1}\" height=\"{bar}\" fill=\"{}\" stroke=\"white\" stroke-width=\"0.5\"><title>{}: {} bytes ({})</title></rect>\n",
+                colour(part.category),
+                escape(&part.name),
+                part.bytes,
+                part.category
+            );
+            x += w;
+        }
+        s += &format!(
+            "<text x=\"{:.1}\" y=\"{}\">{:.1} KiB</text>\n",
+            x + 6.0,
             y + 15.0,
-            *bytes as f64 / 1024.0
+            bytes as f64 / 1024.0
+        );
+    }
+    for (i, category) in CATEGORIES.iter().enumerate() {
+        let (x, y) = (
+            10.0 + (i % 2) as f64 * 260.0,
+            legend_top + (i / 2) as f64 * 18.0,
+        );
+        s += &format!(
+            "<rect x=\"{x}\" y=\"{y}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{category}</text>\n",
+            colour(category),
+            x + 18.0,
+            y + 10.0
         );
     }
     s + "</svg>\n"

@@ -321,6 +321,62 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         );
     let svg = std::fs::read_to_string(dir.path().join("p.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("stage 1"));
+    // Stacked bars: each buffer a segment named in its tooltip, a legend per category.
+    for part in [
+        "RingScratch.ring: 64512 bytes (V ring)",
+        "token map: 401408 bytes (token map)",
+        ">Newton-Schulz matrices</text>",
+    ] {
+        assert!(svg.contains(part), "{part}");
+    }
+    // The JSON names every buffer of every phase; they add up to the phase.
+    let out = soft()
+        .args(["plan", "--arch", "soft_tiny", "--json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for phase in v["phases"].as_array().unwrap() {
+        let buffers = phase["buffers"].as_array().unwrap();
+        let sum: u64 = buffers.iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
+        assert_eq!(sum, phase["bytes"].as_u64().unwrap(), "{phase}");
+        assert_eq!(buffers[0]["name"], "token map");
+    }
+    // At 448² stage 3's largest step is the pseudo-inverse: its m×m matrices show.
+    let out = soft()
+        .args([
+            "plan",
+            "--arch",
+            "soft_tiny",
+            "--image-size",
+            "448",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stage3 = v["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "stage 3")
+        .unwrap();
+    let newton: Vec<_> = stage3["buffers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["category"] == "Newton-Schulz matrices")
+        .map(|b| b["bytes"].as_u64().unwrap())
+        .collect();
+    assert_eq!(&newton[..3], &[196 * 196 * 4; 3]);
+    // W8A8 presets plan their quantisation scratch.
+    soft()
+        .args(["plan", "--arch", "soft_tiny", "--w8a8"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("arena 509552 B")
+                .and(predicate::str::contains("EmitScratch.quant")),
+        );
     soft()
         .args([
             "plan",

@@ -21,6 +21,10 @@ pub struct Args {
     /// Plan a published preset instead of a blob.
     #[arg(long, conflicts_with = "model")]
     arch: Option<String>,
+    /// With --arch: plan the preset converted with --dtype w8a8 (its linear layers
+    /// quantise their inputs into scratch the plan counts).
+    #[arg(long, requires = "arch")]
+    w8a8: bool,
     /// Input size: 224 or HxW.
     #[arg(long, default_value = "224")]
     image_size: String,
@@ -31,11 +35,13 @@ pub struct Args {
     /// `soft bench` use); without it, the compact schedule a microcontroller runs.
     #[arg(long)]
     threads: Option<usize>,
-    /// Also draw the plan as an SVG bar chart.
+    /// Also draw the plan as an SVG chart: a bar per phase, stacked by what occupies
+    /// the arena (token map, V ring, landmarks, Newton–Schulz matrices, tiles, …).
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Print one JSON object: model, image_size, activations, schedule, threads,
-    /// arena_bytes, phases (phase, bytes, peak), config.
+    /// arena_bytes, phases (phase, bytes, peak, buffers: name, category, bytes, copies),
+    /// config.
     #[arg(long)]
     json: bool,
 }
@@ -44,7 +50,7 @@ pub struct Args {
 pub fn run(args: Args) -> Result<()> {
     plan(
         args.model.as_deref(),
-        args.arch.as_deref(),
+        args.arch.as_deref().map(|a| (a, args.w8a8)),
         &args.image_size,
         args.activations.into(),
         args.threads.map(Threads::new).transpose()?.as_ref(),
@@ -55,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
 
 fn plan(
     model: Option<&Path>,
-    arch: Option<&str>,
+    arch: Option<(&str, bool)>,
     size: &str,
     p: Precision,
     threads: Option<&Threads>,
@@ -72,20 +78,32 @@ fn plan(
             let model = open_model(&blob, m)?;
             (*model.config(), m.display().to_string())
         }
-        (None, Some(a)) => (preset(a)?, a.to_string()),
+        (None, Some((a, w8a8))) => {
+            let cfg = soft_core::ModelConfig { w8a8, ..preset(a)? };
+            let name = if w8a8 {
+                format!("{a} (w8a8)")
+            } else {
+                a.to_string()
+            };
+            (cfg, name)
+        }
         (None, None) => fail!(Usage, "give a model blob or --arch NAME"),
     };
-    let (plan, schedule) = match threads {
+    let (schedule, described) = match threads {
         Some(t) => {
-            let options = t.options(p);
-            let plan = soft_core::plan_with(&cfg, h, w, p, &options.schedule)?;
             let n = t.count();
-            (plan, format!(", whole maps on {n} thread{}", plural(n)))
+            (
+                t.options(p).schedule,
+                format!(", whole maps on {n} thread{}", plural(n)),
+            )
         }
-        None => (soft_core::plan(&cfg, h, w, p)?, String::new()),
+        None => (soft_core::Schedule::COMPACT, String::new()),
     };
+    let plan = soft_core::plan_with(&cfg, h, w, p, &schedule)?;
+    let phases = crate::plan::breakdown(&cfg, (h, w), p, &schedule)?;
     if let Some(output) = &svg_out {
-        output.write(svg::plan_svg(&plan, &format!("{name} {h}x{w} {p:?}")).as_bytes())?;
+        let title = format!("{name} {h}x{w} {p:?}{described}");
+        output.write(svg::plan_svg(&phases, &title).as_bytes())?;
     }
     if json {
         let v = serde_json::json!({
@@ -95,17 +113,20 @@ fn plan(
             "schedule": if threads.is_some() { "whole maps" } else { "compact" },
             "threads": threads.map(Threads::count),
             "arena_bytes": plan.peak_bytes,
-            "phases": plan.phases.iter().map(|&(phase, bytes)| serde_json::json!({
-                "phase": svg::phase_name(phase),
-                "bytes": bytes,
-                "peak": bytes == plan.peak_bytes,
+            "phases": phases.iter().map(|ph| serde_json::json!({
+                "phase": svg::phase_name(ph.phase),
+                "bytes": ph.bytes(),
+                "peak": ph.bytes() == plan.peak_bytes,
+                "buffers": ph.parts.iter().map(|b| serde_json::json!({
+                    "name": b.name, "category": b.category, "bytes": b.bytes, "copies": b.copies,
+                })).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "config": config_json(&cfg),
         });
         return outln!("{v}");
     }
     outln!(
-        "{name} at {h}x{w}, {p:?} activations{schedule}: arena {}",
+        "{name} at {h}x{w}, {p:?} activations{described}: arena {}",
         kib(plan.peak_bytes)
     )?;
     for (phase, bytes) in plan.phases {
@@ -115,6 +136,24 @@ fn plan(
             ""
         };
         outln!("  {:<10} {:>12}{mark}", svg::phase_name(phase), kib(bytes))?;
+    }
+    if let Some(peak) = phases.iter().find(|ph| ph.bytes() == plan.peak_bytes) {
+        outln!(
+            "at the peak ({}), from the arena's start:",
+            svg::phase_name(peak.phase)
+        )?;
+        for b in &peak.parts {
+            let copies = match b.copies {
+                1 => String::new(),
+                n => format!(" ({n} copies)"),
+            };
+            outln!(
+                "  {:<28} {:>12}  {}{copies}",
+                b.name,
+                kib(b.bytes),
+                b.category
+            )?;
+        }
     }
     if let Some(output) = svg_out {
         outln!("wrote {}", output.path().display())?;
