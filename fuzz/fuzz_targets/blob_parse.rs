@@ -1,5 +1,6 @@
-//! Arbitrary bytes into the blob reader: `Model::from_blob`, `Blob::parse` and every
-//! `Blob::tensor_at` must return `Ok` or `Err`, never panic, for any input.
+//! Arbitrary bytes into the blob reader: `Model::from_blob`, `Blob::parse`, every
+//! `Blob::tensor_at` and the metadata's labels must return `Ok` or `Err`, never panic,
+//! for any input.
 //!
 //! Each input is tried three ways:
 //! 1. as given, from a 4-byte aligned buffer (blobs must be 4-byte aligned, so this
@@ -47,6 +48,20 @@ fn exercise(bytes: &[u8]) {
             }
             // One past the end must be an error, not a panic.
             let _ = blob.tensor_at(blob.tensor_count());
+            // Metadata checked at parse: reading it again, and every label, cannot fail
+            // except for a newer metadata version.
+            match blob.metadata() {
+                Ok(Some(m)) => {
+                    for i in 0..=blob.config().num_classes {
+                        let _ = m.label(i);
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => assert!(
+                    matches!(e, soft_core::Error::UnsupportedMetadataVersion(_)),
+                    "metadata of a parsed blob failed: {e:?}"
+                ),
+            }
         }
         Err(e) => assert!(
             !model_ok,

@@ -34,6 +34,19 @@ pub enum Error {
     CorruptBlob(&'static str),
     /// The blob's bytes are not 4-byte aligned, so tensors cannot be read in place.
     BlobMisaligned,
+    /// The blob's metadata section is malformed (a record out of range, text that is not
+    /// UTF-8, a value out of range). The checksum matched: the writer made it so.
+    CorruptMetadata(&'static str),
+    /// A class label in the blob's metadata is malformed.
+    CorruptLabel {
+        /// Class index.
+        index: u32,
+        /// What is wrong with it.
+        what: &'static str,
+    },
+    /// The blob's metadata section has a version this build does not read. The model
+    /// itself loads; only its metadata cannot be read.
+    UnsupportedMetadataVersion(u32),
     /// A tensor the model needs is absent from the blob.
     MissingTensor(TensorId),
     /// A tensor has the wrong shape or element type for the model's config.
@@ -99,6 +112,13 @@ impl fmt::Display for Error {
                 "model blob checksum mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ),
             Error::CorruptBlob(what) => write!(f, "corrupt model blob: {what}"),
+            Error::CorruptMetadata(what) => write!(f, "corrupt model metadata: {what}"),
+            Error::CorruptLabel { index, what } => {
+                write!(f, "corrupt model metadata: label {index} {what}")
+            }
+            Error::UnsupportedMetadataVersion(v) => {
+                write!(f, "unsupported model metadata version {v}")
+            }
             Error::BlobMisaligned => {
                 f.write_str("model blob must start at a 4-byte aligned address")
             }

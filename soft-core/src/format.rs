@@ -8,6 +8,7 @@
 //! | config | [`ModelConfig`] as 27 `u32` words |
 //! | table | one 40-byte entry per tensor: id, dtype, shape, offset, size, scale offset |
 //! | data | tensor bytes, each tensor 16-byte aligned |
+//! | metadata | optional: name, variant, preprocessing, labels ([`crate::metadata`]) |
 //! | last 4 | CRC-32 (IEEE) of every byte before it |
 //!
 //! Parsing never copies: tensors are borrowed from the blob, every offset and size is
@@ -17,6 +18,7 @@ use core::fmt;
 
 use crate::config::{ModelConfig, CONFIG_WORDS};
 use crate::error::{Error, Result};
+use crate::metadata::Metadata;
 
 /// First eight bytes of every blob.
 pub const MAGIC: [u8; 8] = *b"SOFTMDL\0";
@@ -28,6 +30,10 @@ pub const VERSION: u32 = 2;
 pub const FIRST_VERSION: u32 = 1;
 /// Header bytes.
 pub const HEADER_BYTES: usize = 64;
+/// Header offsets of the metadata section's offset and length (0 and 0: none). Builds
+/// before the metadata wrote these words zero and never read them, so they load a blob
+/// with metadata as one without.
+const METADATA_FIELDS: (usize, usize) = (44, 48);
 /// Bytes of one tensor-table entry.
 pub const ENTRY_BYTES: usize = 40;
 /// Alignment of every tensor's data.
@@ -295,6 +301,8 @@ pub struct Blob<'a> {
     table: &'a [u8],
     data_start: usize,
     data_end: usize,
+    /// The metadata section, empty if there is none.
+    metadata: &'a [u8],
 }
 
 fn u32_at(bytes: &[u8], at: usize) -> Result<u32> {
@@ -385,6 +393,23 @@ impl<'a> Blob<'a> {
             .checked_add(data_len)
             .filter(|&end| end <= body.len())
             .ok_or(Error::CorruptBlob("data section out of range"))?;
+        let metadata = metadata_section(
+            body,
+            &[
+                (0, HEADER_BYTES),
+                (config_at, config_len),
+                (table_at, table_len),
+                (data_start, data_len),
+            ],
+        )?;
+        // Checked now like the tensors; a metadata version this build does not know
+        // leaves the model loadable (`metadata()` reports it).
+        if !metadata.is_empty() {
+            match Metadata::parse(metadata, &config) {
+                Ok(_) | Err(Error::UnsupportedMetadataVersion(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
         let blob = Blob {
             bytes: body,
             version,
@@ -392,6 +417,7 @@ impl<'a> Blob<'a> {
             table,
             data_start,
             data_end,
+            metadata,
         };
         // Check every entry now, so a corrupt table fails the load rather than a run, and
         // the kernels may assume finite weights (see `weights::widen_finite`).
@@ -408,6 +434,15 @@ impl<'a> Blob<'a> {
             }
         }
         Ok(blob)
+    }
+
+    /// The blob's metadata: `Ok(None)` if it has none, an error if its metadata version
+    /// is newer than this build reads. The section was checked when the blob was parsed.
+    pub fn metadata(&self) -> Result<Option<Metadata<'a>>> {
+        if self.metadata.is_empty() {
+            return Ok(None);
+        }
+        Metadata::parse(self.metadata, &self.config).map(Some)
     }
 
     /// The format version the blob was written in.
@@ -515,6 +550,43 @@ impl<'a> Blob<'a> {
     }
 }
 
+/// The metadata section the header locates: empty if it has none; otherwise it must
+/// be 4-byte aligned, inside `body` and clear of every range of `taken` (start, length).
+fn metadata_section<'a>(body: &'a [u8], taken: &[(usize, usize)]) -> Result<&'a [u8]> {
+    let (at, len) = (
+        u32_at(body, METADATA_FIELDS.0)? as usize,
+        u32_at(body, METADATA_FIELDS.1)? as usize,
+    );
+    match (at, len) {
+        (0, 0) => return Ok(&[]),
+        (0, _) | (_, 0) => {
+            return Err(Error::CorruptMetadata(
+                "header gives a metadata offset or length without the other",
+            ))
+        }
+        _ => {}
+    }
+    if !at.is_multiple_of(4) {
+        return Err(Error::CorruptMetadata("section misaligned"));
+    }
+    let end =
+        at.checked_add(len)
+            .filter(|&end| end <= body.len())
+            .ok_or(Error::CorruptMetadata(
+                "section runs past the end of the blob",
+            ))?;
+    let overlaps = taken
+        .iter()
+        .any(|&(start, n)| n > 0 && start < end && at < start.saturating_add(n));
+    if overlaps {
+        return Err(Error::CorruptMetadata(
+            "section overlaps the header, config, tensor table or data",
+        ));
+    }
+    body.get(at..end)
+        .ok_or(Error::CorruptMetadata("section out of range"))
+}
+
 /// One tensor to encode with [`encode`].
 #[derive(Debug, Clone, Copy)]
 pub struct TensorSpec<'a> {
@@ -534,6 +606,7 @@ const fn align_up(n: usize) -> usize {
     n.div_ceil(TENSOR_ALIGN) * TENSOR_ALIGN
 }
 
+/// Offsets of the table and the data, and the end of the data.
 fn layout(tensors: &[TensorSpec<'_>]) -> (usize, usize, usize) {
     let table_at = HEADER_BYTES + CONFIG_BYTES;
     let data_at = align_up(table_at + tensors.len() * ENTRY_BYTES);
@@ -552,11 +625,50 @@ pub fn encoded_len(tensors: &[TensorSpec<'_>]) -> usize {
     layout(tensors).2 + 4
 }
 
-/// Writes a blob into `out` (which must be exactly [`encoded_len`] bytes).
+/// Where [`encode_with_metadata`] puts the metadata section (after the data, 16-byte
+/// aligned) and the blob's total bytes; `None` if the metadata is too long.
+fn metadata_layout(
+    tensors: &[TensorSpec<'_>],
+    metadata: Option<&Metadata<'_>>,
+) -> Option<(usize, usize, usize)> {
+    let end = layout(tensors).2;
+    match metadata {
+        None => Some((0, 0, end + 4)),
+        Some(m) => {
+            let at = align_up(end);
+            let len = m.encoded_len()?;
+            Some((at, len, at.checked_add(len)?.checked_add(4)?))
+        }
+    }
+}
+
+/// Bytes [`encode_with_metadata`] writes, or `None` if the metadata is too long.
+pub fn encoded_len_with_metadata(
+    tensors: &[TensorSpec<'_>],
+    metadata: Option<&Metadata<'_>>,
+) -> Option<usize> {
+    metadata_layout(tensors, metadata).map(|(.., total)| total)
+}
+
+/// Writes a blob into `out` (which must be exactly [`encoded_len`] bytes). Without
+/// metadata: the blob [`encode_with_metadata`] writes given `None`.
 pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) -> Result<()> {
+    encode_with_metadata(config, tensors, None, out)
+}
+
+/// Writes a blob with an optional metadata section into `out` (which must be exactly
+/// [`encoded_len_with_metadata`] bytes). The tensors lie where [`encode`] puts them; the
+/// metadata follows the data, and with `None` the blob is byte for byte [`encode`]'s.
+pub fn encode_with_metadata(
+    config: &ModelConfig,
+    tensors: &[TensorSpec<'_>],
+    metadata: Option<&Metadata<'_>>,
+    out: &mut [u8],
+) -> Result<()> {
     config.validate()?;
     let (table_at, data_at, end) = layout(tensors);
-    let total = end + 4;
+    let (meta_at, meta_len, total) = metadata_layout(tensors, metadata)
+        .ok_or(Error::CorruptBlob("output buffer size or blob over 4 GiB"))?;
     if out.len() != total || u32::try_from(total).is_err() {
         return Err(Error::CorruptBlob("output buffer size or blob over 4 GiB"));
     }
@@ -579,6 +691,8 @@ pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) 
         (32, data_at as u32),
         (36, (end - data_at) as u32),
         (40, total as u32),
+        (METADATA_FIELDS.0, meta_at as u32),
+        (METADATA_FIELDS.1, meta_len as u32),
     ];
     for (at, v) in header {
         put(out, at, v);
@@ -628,7 +742,150 @@ pub fn encode(config: &ModelConfig, tensors: &[TensorSpec<'_>], out: &mut [u8]) 
             cursor += s.len();
         }
     }
-    let crc = crc32fast::hash(out.get(..end).unwrap_or(&[]));
-    put(out, end, crc);
+    if let Some(m) = metadata {
+        let section = out
+            .get_mut(meta_at..meta_at + meta_len)
+            .ok_or(Error::CorruptBlob("output buffer size"))?;
+        m.encode(config, section)?;
+    }
+    let crc = crc32fast::hash(out.get(..total - 4).unwrap_or(&[]));
+    put(out, total - 4, crc);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::{Labels, Resize};
+
+    fn config() -> ModelConfig {
+        ModelConfig {
+            num_classes: 2,
+            ..ModelConfig::preset("soft_tiny").unwrap()
+        }
+    }
+
+    const ONE: [u8; 4] = 1.0f32.to_le_bytes();
+
+    fn tensors() -> [TensorSpec<'static>; 1] {
+        [TensorSpec {
+            id: TensorId::new(TensorKind::HeadBias, 0, 0),
+            dtype: Dtype::F32,
+            shape: &[1],
+            data: &ONE,
+            scales: None,
+        }]
+    }
+
+    fn blob(metadata: Option<&Metadata<'_>>) -> Vec<u32> {
+        let t = tensors();
+        let len = encoded_len_with_metadata(&t, metadata).unwrap();
+        let mut words = vec![0u32; len.div_ceil(4)];
+        let out = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..len];
+        encode_with_metadata(&config(), &t, metadata, out).unwrap();
+        words
+    }
+
+    fn bytes(words: &[u32]) -> &[u8] {
+        let b: &[u8] = bytemuck::cast_slice(words);
+        let total = u32::from_le_bytes(b[40..44].try_into().unwrap()) as usize;
+        &b[..total]
+    }
+
+    /// Rewrites header word `at` and the CRC, as a hostile writer would.
+    fn patched(words: &[u32], at: usize, value: u32) -> Vec<u32> {
+        let mut w = words.to_vec();
+        let len = bytes(words).len();
+        let b = bytemuck::cast_slice_mut::<u32, u8>(&mut w);
+        b[at..at + 4].copy_from_slice(&value.to_le_bytes());
+        let crc = crc32fast::hash(&b[..len - 4]);
+        b[len - 4..len].copy_from_slice(&crc.to_le_bytes());
+        w
+    }
+
+    const LABELS: [&str; 2] = ["cat", "dog"];
+
+    fn meta() -> Metadata<'static> {
+        Metadata {
+            name: Some("pets"),
+            resize: Some(Resize::ShorterSide { crop_pct: 0.875 }),
+            labels: Some(Labels::from_strs(&LABELS)),
+            ..Metadata::default()
+        }
+    }
+
+    #[test]
+    fn without_metadata_the_blob_is_encode_s_and_has_none() {
+        let t = tensors();
+        let mut plain = vec![0u8; encoded_len(&t)];
+        encode(&config(), &t, &mut plain).unwrap();
+        let words = blob(None);
+        assert_eq!(bytes(&words), &plain[..]);
+        assert!(plain[44..64].iter().all(|&b| b == 0));
+        assert_eq!(Blob::parse(bytes(&words)).unwrap().metadata(), Ok(None));
+    }
+
+    #[test]
+    fn metadata_follows_the_data_and_leaves_the_tensors_in_place() {
+        let with = blob(Some(&meta()));
+        let without = blob(None);
+        let parsed = Blob::parse(bytes(&with)).unwrap();
+        let m = parsed.metadata().unwrap().unwrap();
+        assert_eq!(m.name, Some("pets"));
+        assert_eq!(m.label(1), Some("dog"));
+        assert_eq!(m.label(2), None);
+        let old = Blob::parse(bytes(&without)).unwrap();
+        assert_eq!(
+            parsed.tensor_at(0).unwrap().data,
+            old.tensor_at(0).unwrap().data
+        );
+        // Everything before the metadata is the blob without it, but for the header's
+        // metadata words and total length: what an older reader reads is unchanged.
+        let (a, b) = (bytes(&with), bytes(&without));
+        let data_end = b.len() - 4;
+        assert_eq!(a[..40], b[..40]);
+        assert_eq!(a[64..data_end], b[64..data_end]);
+        assert_eq!(
+            &a[44..48],
+            &(data_end.next_multiple_of(16) as u32).to_le_bytes()
+        );
+    }
+
+    #[test]
+    fn a_misplaced_metadata_section_is_one_error() {
+        let words = blob(Some(&meta()));
+        let total = bytes(&words).len() as u32;
+        let at = u32::from_le_bytes(bytes(&words)[44..48].try_into().unwrap());
+        let meta_len = u32::from_le_bytes(bytes(&words)[48..52].try_into().unwrap());
+        let cases = [
+            (44, 0, "offset or length without the other"),
+            (48, 0, "offset or length without the other"),
+            (44, at + 2, "misaligned"),
+            (48, total, "runs past the end of the blob"),
+            (44, 64, "overlaps"),
+            (44, 48, "overlaps"),
+            (44, at - 16, "overlaps"),
+            (48, meta_len - 8, "record runs past the end of the section"),
+        ];
+        for (field, value, want) in cases {
+            let e = Blob::parse(bytes(&patched(&words, field, value))).unwrap_err();
+            assert!(
+                e.to_string().contains(want),
+                "word {field} = {value}: {e} lacks {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_newer_metadata_version_leaves_the_model_loadable() {
+        let words = blob(Some(&meta()));
+        let at = u32::from_le_bytes(bytes(&words)[44..48].try_into().unwrap()) as usize;
+        let newer = patched(&words, at + 4, 7);
+        let parsed = Blob::parse(bytes(&newer)).unwrap();
+        assert_eq!(parsed.metadata(), Err(Error::UnsupportedMetadataVersion(7)));
+        // A malformed section of a known version fails the load.
+        let fewer = patched(&words, at + 4, 1 | 2 << 16);
+        let e = Blob::parse(bytes(&fewer)).unwrap_err();
+        assert_eq!(e, Error::CorruptMetadata("bytes after the last record"));
+    }
 }

@@ -12,6 +12,7 @@ pub mod format;
 pub mod input;
 mod linear;
 pub mod logits;
+pub mod metadata;
 pub mod model;
 mod newton;
 pub mod probe;
@@ -30,6 +31,7 @@ pub use exec::{Executor, Inline, Schedule};
 pub use format::Blob;
 pub use input::{ChwImage, ImageSource, TestPattern};
 pub use logits::argmax;
+pub use metadata::Metadata;
 pub use model::{
     plan, plan_buffers, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions, RunReport,
 };

@@ -125,6 +125,16 @@ pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap> {
     Ok(map.finish())
 }
 
+/// What a safetensors file's `__metadata__` says about its model (nothing if the header
+/// does not parse; the tensors have been read from it by then).
+fn safetensors_info(bytes: &[u8]) -> crate::model_info::TrainingInfo {
+    SafeTensors::read_metadata(bytes)
+        .ok()
+        .and_then(|(_, m)| m.metadata().clone())
+        .map(|m| crate::model_info::from_safetensors_metadata(&m))
+        .unwrap_or_default()
+}
+
 /// Reads a checkpoint of either kind, by content: a zip archive is a `torch.save` file,
 /// anything else must be safetensors.
 pub fn read_checkpoint(path: &Path, prefer: crate::pth::Prefer) -> Result<crate::pth::Loaded> {
@@ -135,6 +145,7 @@ pub fn read_checkpoint(path: &Path, prefer: crate::pth::Prefer) -> Result<crate:
         parse_safetensors(&bytes).map(|tensors| crate::pth::Loaded {
             tensors,
             notes: Vec::new(),
+            info: safetensors_info(&bytes),
         })
     };
     loaded.with_context(|| format!("reading checkpoint {}", path.display()))

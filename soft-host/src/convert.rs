@@ -644,6 +644,17 @@ impl AlignedBlob {
 /// Converts a checkpoint into blob bytes. The blob's config is `cfg` with W8A8 set for
 /// [`WeightDtype::W8A8`].
 pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Result<Vec<u8>> {
+    build_blob_with(map, cfg, dtype, None)
+}
+
+/// [`build_blob`] with a metadata section (which must suit `cfg`: a label per class,
+/// its variant).
+pub fn build_blob_with(
+    map: &TensorMap,
+    cfg: &ModelConfig,
+    dtype: WeightDtype,
+    metadata: Option<&soft_core::Metadata<'_>>,
+) -> Result<Vec<u8>> {
     let cfg = &ModelConfig {
         w8a8: dtype == WeightDtype::W8A8,
         ..*cfg
@@ -716,8 +727,10 @@ pub fn build_blob(map: &TensorMap, cfg: &ModelConfig, dtype: WeightDtype) -> Res
             scales: s.scales.as_deref(),
         })
         .collect();
-    let mut out = vec![0u8; format::encoded_len(&specs)];
-    format::encode(cfg, &specs, &mut out).context("encoding the blob")?;
+    let len = format::encoded_len_with_metadata(&specs, metadata)
+        .or_fail(Error::Architecture, "the metadata is too long")?;
+    let mut out = vec![0u8; len];
+    format::encode_with_metadata(cfg, &specs, metadata, &mut out).context("encoding the blob")?;
     Ok(out)
 }
 

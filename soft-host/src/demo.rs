@@ -7,11 +7,14 @@ use crate::error::{Error, Result};
 use crate::eval;
 use crate::io::Output;
 use crate::{fail, require};
+use soft_core::metadata::{
+    Channels, Interpolation, Labels, Metadata, Origin, Resize, Variant, VariantNote,
+};
 use soft_core::{argmax, Model, Precision, Schedule};
 
 use crate::checkpoint::read_checkpoint;
 use crate::pth::Prefer;
-use crate::{build_blob, infer_config, npy, AlignedBlob, ArchOptions, WeightDtype};
+use crate::{build_blob_with, infer_config, npy, AlignedBlob, ArchOptions, WeightDtype};
 
 /// The configurations the demo converts, runs and writes, in this order.
 pub const CONFIGURATIONS: [(WeightDtype, Precision); 4] = [
@@ -77,6 +80,35 @@ pub fn load_split(dir: &Path) -> Result<Split> {
     })
 }
 
+/// The class names: the digits.
+pub const LABELS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
+/// What the demo's blobs say about themselves: the digits' labels and [`preprocess`] as
+/// an image path does it. An 8×8 (or 64×64) grey PNG of a digit, its 0..16 levels stored
+/// as `round(v · 255 / 16)`, goes nearest ×8 to 64×64, `v / 255` (so within 0.002 of
+/// `v / 16`), `(x − 0.5) / 0.5`, in all three channels; a colour image is taken as its
+/// luminance.
+pub fn metadata() -> Metadata<'static> {
+    Metadata {
+        name: Some("SOFT digits demo"),
+        licence: Some("MIT OR Apache-2.0"),
+        source: Some("models/train_digits.py, on scikit-learn's 8x8 handwritten digits"),
+        variant: Some(VariantNote {
+            variant: Variant::Plain,
+            origin: Origin::Writer,
+            detail: "models/train_digits.py trains plain SOFT",
+        }),
+        input_size: Some([SIDE as u32; 2]),
+        resize: Some(Resize::ShorterSide { crop_pct: 1.0 }),
+        interpolation: Some(Interpolation::Nearest),
+        channels: Some(Channels::Grey),
+        value_range: Some(1.0),
+        mean: Some([0.5; 3]),
+        std: Some([0.5; 3]),
+        labels: Some(Labels::from_strs(&LABELS)),
+    }
+}
+
 /// 8×8 digit → normalised `[3, 64, 64]`: `/16`, nearest ×8, `(x - 0.5) / 0.5`, as in training.
 pub fn preprocess(digit: &[f32]) -> Vec<f32> {
     let plane: Vec<f32> = (0..SIDE * SIDE)
@@ -124,7 +156,7 @@ pub fn evaluate(dir: &Path, mut progress: impl FnMut()) -> Result<Vec<Row>> {
     require!(images > 0, Npy, "the test split is empty");
     let mut rows: Vec<Row> = Vec::new();
     for (weights, activations) in CONFIGURATIONS {
-        let blob = build_blob(&loaded.tensors, &cfg, weights)?;
+        let blob = build_blob_with(&loaded.tensors, &cfg, weights, Some(&metadata()))?;
         let aligned = AlignedBlob::new(&blob);
         let model = Model::from_blob(aligned.as_bytes())?;
         let options = eval::Options {

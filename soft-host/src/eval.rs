@@ -66,13 +66,19 @@ pub struct ImageFolder {
     classes: Vec<String>,
     files: Vec<(PathBuf, usize)>,
     skipped: Vec<PathBuf>,
-    side: usize,
+    preprocess: image_input::Preprocess,
 }
 
 impl ImageFolder {
     /// Lists `root`; its images will be resized and centre-cropped to `side × side`
-    /// ([`image_input::load`]).
+    /// as torchvision's ImageNet evaluation does ([`image_input::load`]).
     pub fn open(root: &Path, side: usize) -> Result<ImageFolder> {
+        ImageFolder::open_with(root, image_input::Preprocess::imagenet(side))
+    }
+
+    /// Lists `root`; its images will be preprocessed as `preprocess` says
+    /// ([`image_input::load_with`]).
+    pub fn open_with(root: &Path, preprocess: image_input::Preprocess) -> Result<ImageFolder> {
         let mut class_dirs: Vec<(OsString, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(root).map_err(|e| Error::io("reading", root, e))? {
             let entry = entry.map_err(|e| Error::io("reading", root, e))?;
@@ -111,13 +117,18 @@ impl ImageFolder {
             classes,
             files,
             skipped,
-            side,
+            preprocess,
         })
     }
 
     /// The class names: the folder names in class order.
     pub fn classes(&self) -> &[String] {
         &self.classes
+    }
+
+    /// How each image becomes an input.
+    pub fn preprocess(&self) -> &image_input::Preprocess {
+        &self.preprocess
     }
 
     /// Files in the class folders that are not images by their extension, in path order.
@@ -176,8 +187,8 @@ impl Dataset for ImageFolder {
             fail!(Usage, "no sample {index} in the image folder");
         };
         Ok(Sample {
-            input: image_input::load(path, self.side)?,
-            size: (self.side, self.side),
+            input: image_input::load_with(path, &self.preprocess)?,
+            size: (self.preprocess.size, self.preprocess.size),
             label: *label,
         })
     }

@@ -22,6 +22,12 @@
 //! `scripts/make_resize_cases.py` made with torchvision 0.29 and Pillow 13
 //! (`tests/resize/`).
 //!
+//! A blob's metadata may ask for other preprocessing ([`Preprocess`]): Pillow's nearest
+//! and bicubic filters, both sides resized (timm's `crop_mode 'squash'`), any crop
+//! fraction, luminance or BGR channels, another value range, mean and std.
+//! `soft-host/tests/resample_pillow.rs` checks those against Pillow 13 on the cases
+//! `scripts/make_resample_cases.py` made (`tests/resample/`).
+//!
 //! Decoding is the `image` crate's, not Pillow's: PNGs decode to the same pixels, but
 //! JPEGs can differ by a few levels per sample (another IDCT and chroma upsampling than
 //! libjpeg-turbo's), and 16-bit PNGs are scaled to 8 bits where Pillow truncates or clips.
@@ -38,6 +44,7 @@ use std::path::Path;
 use crate::error::{Error, OrFail, Result};
 use crate::require;
 use image::{DynamicImage, GenericImageView, ImageReader};
+use soft_core::metadata::{Channels, Interpolation, Resize};
 
 /// ImageNet channel means.
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -68,17 +75,73 @@ impl Default for DecodeLimits {
     }
 }
 
+/// How an image becomes a model's input: what a blob's metadata records, or the
+/// ImageNet default ([`Preprocess::imagenet`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    /// Side of the square input (the crop).
+    pub size: usize,
+    /// Resize rule and crop fraction.
+    pub resize: Resize,
+    /// Resampling filter.
+    pub interpolation: Interpolation,
+    /// Channel order.
+    pub channels: Channels,
+    /// What an 8-bit sample of 255 becomes before the mean and std (1: `ToTensor`).
+    pub value_range: f32,
+    /// Per-channel mean, in the input's channel order.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation.
+    pub std: [f32; 3],
+}
+
+/// The crop fraction of torchvision's and timm's ImageNet evaluation (224 of 256).
+pub const DEFAULT_CROP_PCT: f64 = 0.875;
+
+impl Preprocess {
+    /// torchvision's ImageNet evaluation at `size`: shorter side to `⌊size / 0.875⌋`,
+    /// centre crop, bilinear, RGB, `ToTensor`, ImageNet mean and std.
+    pub fn imagenet(size: usize) -> Preprocess {
+        Preprocess {
+            size,
+            resize: Resize::ShorterSide {
+                crop_pct: DEFAULT_CROP_PCT,
+            },
+            interpolation: Interpolation::Bilinear,
+            channels: Channels::Rgb,
+            value_range: 1.0,
+            mean: MEAN,
+            std: STD,
+        }
+    }
+
+    /// The side resized to before the crop: `⌊size / crop_pct⌋`, as timm computes it.
+    pub fn resize_side(&self) -> usize {
+        let side = (self.size as f64 / self.resize.crop_pct()).floor();
+        if side.is_finite() && side >= 0.0 {
+            side.min(usize::MAX as f64) as usize
+        } else {
+            usize::MAX
+        }
+    }
+}
+
 /// Loads `path` and returns a `crop × crop` CHW tensor: shorter side resized to
 /// [`resize_side`]`(crop)` (256 for 224), centre crop, ImageNet normalisation, as
 /// torchvision's eval transform does (see the module documentation).
 pub fn load(path: &Path, crop: usize) -> Result<Vec<f32>> {
-    check_crop(crop)?;
+    load_with(path, &Preprocess::imagenet(crop))
+}
+
+/// Loads `path` as `pre` says: a `pre.size × pre.size` CHW tensor.
+pub fn load_with(path: &Path, pre: &Preprocess) -> Result<Vec<f32>> {
+    check_crop(pre.size)?;
     let context = || format!("reading image {}", path.display());
     let reader = ImageReader::open(path)
         .and_then(ImageReader::with_guessed_format)
         .or_fail_with(Error::Image, context)?;
     let image = decode(reader, DecodeLimits::default()).or_fail_with(Error::Image, context)?;
-    to_input(&image, crop)
+    to_input(&image, pre)
 }
 
 /// [`load`] for an image already in memory.
@@ -89,12 +152,17 @@ pub fn load_bytes(bytes: &[u8], crop: usize) -> Result<Vec<f32>> {
 /// [`load_bytes`] with explicit decoding limits (the fuzz target uses smaller ones so
 /// each input stays fast).
 pub fn load_bytes_within(bytes: &[u8], crop: usize, limits: DecodeLimits) -> Result<Vec<f32>> {
-    check_crop(crop)?;
+    load_bytes_with(bytes, &Preprocess::imagenet(crop), limits)
+}
+
+/// [`load_with`] for an image in memory, within `limits`.
+pub fn load_bytes_with(bytes: &[u8], pre: &Preprocess, limits: DecodeLimits) -> Result<Vec<f32>> {
+    check_crop(pre.size)?;
     let reader = ImageReader::new(Cursor::new(bytes))
         .with_guessed_format()
         .or_fail(Error::Image, "reading image")?;
     let image = decode(reader, limits).or_fail(Error::Image, "reading image")?;
-    to_input(&image, crop)
+    to_input(&image, pre)
 }
 
 fn check_crop(crop: usize) -> Result<()> {
@@ -146,20 +214,67 @@ pub const MAX_RESIZE: usize = 1 << 16;
 /// `ToTensor()` then `Normalize(mean, std)` of CHW RGB bytes, in torchvision's f32
 /// operations (`v / 255`, then `(x − mean) / std`), so the result is the same bits.
 pub fn normalise(chw: &[u8], mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
+    normalise_range(chw, 1.0, mean, std)
+}
+
+/// [`normalise`] with the samples scaled to `[0, range]` first: `v / 255 · range` (for
+/// `range` 1 exactly `ToTensor`'s `v / 255`; for 255 exactly `v`).
+pub fn normalise_range(chw: &[u8], range: f32, mean: [f32; 3], std: [f32; 3]) -> Vec<f32> {
     let plane = (chw.len() / 3).max(1);
     chw.iter()
         .enumerate()
         .map(|(i, &v)| {
             let c = (i / plane).min(2);
-            (f32::from(v) / 255.0 - mean[c]) / std[c]
+            let x = if range == 255.0 {
+                f32::from(v)
+            } else {
+                f32::from(v) / 255.0 * range
+            };
+            (x - mean[c]) / std[c]
         })
         .collect()
 }
 
-/// Resize, crop and normalise with the ImageNet mean and standard deviation.
-fn to_input(image: &DynamicImage, crop: usize) -> Result<Vec<f32>> {
-    let pixels = resize_center_crop_u8(image, resize_side(crop), crop)?;
-    Ok(normalise(&pixels, MEAN, STD))
+/// Channels, resize, crop and normalisation as `pre` says.
+fn to_input(image: &DynamicImage, pre: &Preprocess) -> Result<Vec<f32>> {
+    let grey;
+    let image = match pre.channels {
+        Channels::Grey if !matches!(image, DynamicImage::ImageLuma8(_)) => {
+            grey = luminance(image);
+            &grey
+        }
+        _ => image,
+    };
+    let to = match pre.resize {
+        Resize::ShorterSide { .. } => ResizeTo::ShorterSide(pre.resize_side()),
+        Resize::BothSides { .. } => ResizeTo::BothSides(pre.resize_side()),
+    };
+    let mut pixels = resample_crop_u8(image, to, pre.size, pre.interpolation)?;
+    if pre.channels == Channels::Bgr {
+        let plane = pre.size * pre.size;
+        let (red, rest) = pixels.split_at_mut(plane);
+        if let Some(blue) = rest.get_mut(plane..2 * plane) {
+            red.swap_with_slice(blue);
+        }
+    }
+    Ok(normalise_range(&pixels, pre.value_range, pre.mean, pre.std))
+}
+
+/// Pillow's `convert("L")`: `(19595 R + 38470 G + 7471 B + 2¹⁵) >> 16` of the RGB
+/// samples (alpha dropped, grey kept, 16-bit scaled to 8 as elsewhere).
+fn luminance(image: &DynamicImage) -> DynamicImage {
+    let (width, height) = image.dimensions();
+    let mut row = Vec::new();
+    let mut out = Vec::with_capacity(width as usize * height as usize);
+    for y in 0..height as usize {
+        read_row(image, y, 0..width as usize, &mut row);
+        out.extend(row.chunks_exact(3).map(|p| {
+            let l = u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471;
+            ((l + 0x8000) >> 16) as u8
+        }));
+    }
+    image::GrayImage::from_raw(width, height, out)
+        .map_or_else(|| image.clone(), DynamicImage::ImageLuma8)
 }
 
 /// The length of each side once the shorter one (the width on a tie) is scaled to
@@ -212,7 +327,36 @@ pub fn resize_center_crop(image: &DynamicImage, crop: usize) -> Result<Vec<f32>>
 /// first) are at most the source's height, the columns (vertical first) at most its
 /// width, and more than `crop` of them only when the image is being shrunk.
 pub fn resize_center_crop_u8(image: &DynamicImage, resize: usize, crop: usize) -> Result<Vec<u8>> {
+    resample_crop_u8(
+        image,
+        ResizeTo::ShorterSide(resize),
+        crop,
+        Interpolation::Bilinear,
+    )
+}
+
+/// What an image is resized to before the centre crop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeTo {
+    /// The shorter side to this, the longer in proportion (torchvision's `Resize(int)`).
+    ShorterSide(usize),
+    /// Both sides to this (torchvision's `Resize((s, s))`).
+    BothSides(usize),
+}
+
+/// [`resize_center_crop_u8`] with any resize rule and filter: the bytes of
+/// torchvision's `CenterCrop(crop)(Resize(to, filter)(image))` on a PIL RGB image
+/// (Pillow's `Image.resize`). Nearest takes, per axis, the sample Pillow's affine
+/// scaling picks (its running sum of the scale, as Pillow accumulates it); bilinear and
+/// bicubic are Pillow's two-pass antialiased resampler.
+pub fn resample_crop_u8(
+    image: &DynamicImage,
+    to: ResizeTo,
+    crop: usize,
+    filter: Interpolation,
+) -> Result<Vec<u8>> {
     check_crop(crop)?;
+    let (ResizeTo::ShorterSide(resize) | ResizeTo::BothSides(resize)) = to;
     require!(
         (crop..=MAX_RESIZE).contains(&resize),
         Image,
@@ -220,9 +364,12 @@ pub fn resize_center_crop_u8(image: &DynamicImage, resize: usize, crop: usize) -
     );
     let (width, height) = image.dimensions();
     require!(width > 0 && height > 0, Image, "image is empty");
-    let (resized_width, resized_height) = resized_sides(width, height, resize as u64);
-    let columns = axis_taps(width, resized_width, crop)?;
-    let rows = axis_taps(height, resized_height, crop)?;
+    let (resized_width, resized_height) = match to {
+        ResizeTo::ShorterSide(_) => resized_sides(width, height, resize as u64),
+        ResizeTo::BothSides(_) => (resize as u64, resize as u64),
+    };
+    let columns = axis_taps(width, resized_width, crop, filter)?;
+    let rows = axis_taps(height, resized_height, crop, filter)?;
     let source_columns = span(&columns);
     let source_rows = span(&rows);
 
@@ -302,6 +449,15 @@ fn vertical_first(width: u32, height: u32, resized_width: u64, resized_height: u
 /// to 8 bits, as `to_rgb8` does).
 fn read_row(image: &DynamicImage, y: usize, xs: Range<usize>, out: &mut Vec<u8>) {
     out.clear();
+    if let DynamicImage::ImageLuma8(grey) = image {
+        let row_start = y.checked_mul(grey.width() as usize);
+        let start = row_start.and_then(|r| r.checked_add(xs.start));
+        let end = row_start.and_then(|r| r.checked_add(xs.end));
+        if let Some(bytes) = start.zip(end).and_then(|(s, e)| grey.as_raw().get(s..e)) {
+            out.extend(bytes.iter().flat_map(|&v| [v, v, v]));
+            return;
+        }
+    }
     if let DynamicImage::ImageRgb8(rgb) = image {
         let row_start = y.checked_mul(rgb.width() as usize * 3);
         let start = row_start.and_then(|r| r.checked_add(xs.start.checked_mul(3)?));
@@ -388,12 +544,35 @@ fn fixed_point(weight: f64) -> i32 {
     }
 }
 
+/// Pillow's bilinear filter: a triangle of support one.
+fn triangle(x: f64) -> f64 {
+    let x = x.abs();
+    if x < 1.0 {
+        1.0 - x
+    } else {
+        0.0
+    }
+}
+
+/// Pillow's bicubic filter (`a = −0.5`, support two), operation for operation.
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
+
 /// Taps of the `crop` output samples centred (as `CenterCrop` centres them) in an axis
-/// of `input` samples resized to `resized` samples: Pillow's `precompute_coeffs` with
-/// its bilinear filter (a triangle of support one), operation for operation in f64 so
-/// that the weights, and hence their fixed-point roundings, are the same bits. Zero
-/// weights at either end are dropped: they read samples for nothing.
-fn axis_taps(input: u32, resized: u64, crop: usize) -> Result<Vec<Taps>> {
+/// of `input` samples resized to `resized` samples: for bilinear and bicubic, Pillow's
+/// `precompute_coeffs` with that filter, operation for operation in f64 so that the
+/// weights, and hence their fixed-point roundings, are the same bits (zero weights at
+/// either end are dropped: they read samples for nothing); for nearest, one sample each.
+fn axis_taps(input: u32, resized: u64, crop: usize, filter: Interpolation) -> Result<Vec<Taps>> {
     let crop_u64 = crop as u64;
     let start = crop_start(resized, crop_u64).or_fail_with(Error::Image, || {
         format!("resized side {resized} is shorter than the crop {crop}")
@@ -402,17 +581,14 @@ fn axis_taps(input: u32, resized: u64, crop: usize) -> Result<Vec<Taps>> {
     let input_len = input as usize;
     // Pillow: scale = (in1 - in0) / outSize with in0 = 0, in1 = the input's length.
     let scale = f64::from(input) / resized as f64;
-    let filter_scale = scale.max(1.0);
-    let support = filter_scale; // the triangle's support (1) times filterscale
-    let inv_filter_scale = 1.0 / filter_scale;
-    let triangle = |x: f64| {
-        let x = x.abs();
-        if x < 1.0 {
-            1.0 - x
-        } else {
-            0.0
-        }
+    let (kernel, kernel_support): (fn(f64) -> f64, f64) = match filter {
+        Interpolation::Nearest => return Ok(nearest_taps(input_len, scale, start, crop)),
+        Interpolation::Bilinear => (triangle, 1.0),
+        Interpolation::Bicubic => (bicubic, 2.0),
     };
+    let filter_scale = scale.max(1.0);
+    let support = kernel_support * filter_scale;
+    let inv_filter_scale = 1.0 / filter_scale;
     Ok((0..crop_u64)
         .map(|i| {
             let center = ((start + i) as f64 + 0.5) * scale;
@@ -421,7 +597,7 @@ fn axis_taps(input: u32, resized: u64, crop: usize) -> Result<Vec<Taps>> {
             let first = ((center - support + 0.5) as usize).min(input_len - 1);
             let end = ((center + support + 0.5) as usize).clamp(first + 1, input_len);
             let raw: Vec<f64> = (first..end)
-                .map(|j| triangle((j as f64 - center + 0.5) * inv_filter_scale))
+                .map(|j| kernel((j as f64 - center + 0.5) * inv_filter_scale))
                 .collect();
             let mut total = 0.0;
             for w in &raw {
@@ -448,6 +624,27 @@ fn axis_taps(input: u32, resized: u64, crop: usize) -> Result<Vec<Taps>> {
             }
         })
         .collect())
+}
+
+/// Pillow's `NEAREST` resize of an axis (`ImagingScaleAffine`): output sample `i` reads
+/// source sample `⌊x_i⌋`, with `x_0 = scale / 2` and `x_{i+1} = x_i + scale` summed in
+/// f64 as Pillow sums it (not `(i + ½)·scale`, which can round the other way). The sum
+/// runs over the samples before the crop too: at most the resized axis's length.
+fn nearest_taps(input: usize, scale: f64, start: u64, crop: usize) -> Vec<Taps> {
+    let mut x = scale * 0.5;
+    for _ in 0..start {
+        x += scale;
+    }
+    (0..crop)
+        .map(|_| {
+            let first = (x as usize).min(input.saturating_sub(1));
+            x += scale;
+            Taps {
+                first,
+                weights: vec![1 << PRECISION_BITS],
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -685,8 +882,11 @@ mod tests {
         }
         // Taps stay few: a 60000×1 strip at the largest crop needs one source row.
         let (w, h) = resized_sides(60_000, 1, resize_side(4096) as u64);
-        assert_eq!(span(&axis_taps(1, h, 4096).unwrap()), 0..1);
-        assert!(span(&axis_taps(60_000, w, 4096).unwrap()).len() < 60);
+        assert_eq!(
+            span(&axis_taps(1, h, 4096, Interpolation::Bilinear).unwrap()),
+            0..1
+        );
+        assert!(span(&axis_taps(60_000, w, 4096, Interpolation::Bilinear).unwrap()).len() < 60);
     }
 
     /// A PNG that only declares its size: signature, IHDR and an empty IDAT and IEND, so

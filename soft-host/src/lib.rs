@@ -13,6 +13,7 @@ pub mod eval;
 pub mod image_input;
 pub mod inference;
 pub mod io;
+pub mod model_info;
 pub mod npy;
 pub mod pickle;
 pub mod plan;
@@ -23,6 +24,7 @@ pub mod verify;
 
 pub use checkpoint::{HostTensor, TensorMap};
 pub use convert::{
-    build_blob, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions, WeightDtype,
+    build_blob, build_blob_with, infer_config, synthetic_checkpoint, AlignedBlob, ArchOptions,
+    WeightDtype,
 };
 pub use error::{Context, Error, Result};

@@ -31,6 +31,9 @@ pub struct Loaded {
     pub tensors: TensorMap,
     /// Lines worth telling the user (which state dict was taken, what was skipped).
     pub notes: Vec<String>,
+    /// What the checkpoint says about its model besides the tensors (training `args`,
+    /// a `config`): the variant, the preprocessing.
+    pub info: crate::model_info::TrainingInfo,
 }
 
 /// A storage reference: which archive entry, of what type and how many elements.
@@ -570,7 +573,12 @@ pub fn parse(bytes: &[u8], prefer: Prefer) -> Result<Loaded> {
         Checkpoint,
         "the checkpoint's state dict holds no float tensors"
     );
-    Ok(Loaded { tensors, notes })
+    let info = crate::model_info::from_pickle(&graph);
+    Ok(Loaded {
+        tensors,
+        notes,
+        info,
+    })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::Path;
 
 mod common;
 
-use common::{convert_fails, data, edited_golden, max_abs, micro_blob, soft};
+use common::{convert_fails, data, edited_golden, golden_variant, max_abs, micro_blob, soft};
 use predicates::prelude::*;
 use soft_core::argmax;
 use soft_host::npy;
@@ -29,9 +29,15 @@ fn convert_and_run(
         .arg(&blob)
         .args(["--dtype", dtype])
         .args(extra);
-    if case.starts_with("norm_") {
-        convert.arg("--norm");
-    }
+    // The variant as the case's meta.json says it; `--norm` is the alias of `--variant
+    // norm`, tried on the .pth files.
+    match (
+        golden_variant(case),
+        ckpt.extension().and_then(|e| e.to_str()),
+    ) {
+        ("norm", Some("pth")) => convert.arg("--norm"),
+        (variant, _) => convert.args(["--variant", variant]),
+    };
     convert
         .assert()
         .success()
@@ -119,6 +125,7 @@ fn every_wrapper_layout_converts_to_the_same_model() {
         .arg(data("fixtures/wrap_timm_module.pth"))
         .arg("-o")
         .arg(dir.path().join("m.soft"))
+        .args(["--variant", "plain"])
         .assert()
         .success()
         .stdout(predicate::str::contains("took state_dict_ema"));
@@ -397,7 +404,7 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         .arg(&ckpt)
         .arg("-o")
         .arg(&blob)
-        .args(["--dtype", "int8"])
+        .args(["--dtype", "int8", "--variant", "plain"])
         .assert()
         .success();
     soft().arg("inspect").arg(&blob).assert().success().stdout(
@@ -441,6 +448,7 @@ fn image_input_runs() {
         .arg(data("golden/micro_64/ckpt.pth"))
         .arg("-o")
         .arg(&blob)
+        .args(["--variant", "plain"])
         .assert()
         .success();
     let img = dir.path().join("x.png");

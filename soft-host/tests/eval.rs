@@ -169,7 +169,7 @@ fn the_demo_digits_as_a_batch_are_classified_and_agree_with_their_checkpoint() {
             .arg(&ckpt)
             .arg("-o")
             .arg(&blob)
-            .args(["--dtype", dtype])
+            .args(["--dtype", dtype, "--variant", "plain"])
             .assert()
             .success();
         let (v, stderr) = json_of(&[
@@ -370,7 +370,7 @@ fn bad_data_gives_one_clear_error_line_and_no_output() {
             "--image-size".as_ref(),
             "64".as_ref(),
         ],
-        "--image-size is for an image folder",
+        "--image-size and the preprocessing flags are for an image folder",
     );
     eval_fails(
         &[
@@ -431,6 +431,7 @@ fn bad_data_gives_one_clear_error_line_and_no_output() {
         .arg(data("golden/deep_96_timm/ckpt.safetensors"))
         .arg("-o")
         .arg(&deep)
+        .args(["--variant", "plain"])
         .assert()
         .success();
     let with = |other: &Path, want: &str| {

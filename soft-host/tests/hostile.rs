@@ -56,6 +56,8 @@ fn a_closed_pipe_ends_output_quietly_and_the_work_still_happens() {
             ckpt.as_os_str(),
             "-o".as_ref(),
             converted.as_os_str(),
+            "--variant".as_ref(),
+            "plain".as_ref(),
         ],
         vec!["--help".as_ref()],
     ];
@@ -438,7 +440,7 @@ fn overflowing_f16_activations_are_an_error_that_names_the_phase() {
         .arg(&ckpt)
         .arg("-o")
         .arg(&blob)
-        .args(["--dtype", "f32"])
+        .args(["--dtype", "f32", "--variant", "plain"])
         .assert()
         .success()
         .stderr(predicate::str::contains("warning").and(predicate::str::contains("f16")));

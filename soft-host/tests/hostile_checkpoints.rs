@@ -47,7 +47,7 @@ fn a_bias_beyond_f16_names_the_remedy() {
         .arg(&input)
         .arg("-o")
         .arg(dir.path().join("out.soft"))
-        .args(["--dtype", "f32"])
+        .args(["--dtype", "f32", "--variant", "plain"])
         .assert()
         .success();
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use soft_core::{Precision, Schedule};
 
 use super::common::{
-    load_blob, native_size, open_model, plural, reference_blob, thread_count, Activations,
+    blob_metadata, load_blob, native_size, open_model, plural, reference_blob, thread_count,
+    Activations, PreprocessArgs,
 };
 use crate::error::{Error, Result};
 use crate::eval::{evaluate, Dataset, ImageFolder, NpyBatch, Options, Report, Tally, TOP_K};
@@ -25,9 +26,14 @@ pub struct Args {
     /// The .npy batch's labels: int64 or int32, shape (N,).
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Crop size for the folder's images (default: the model's native size).
+    /// Crop size for the folder's images (default: the size the blob was trained at,
+    /// else the model's native size). The folder's images are preprocessed as the blob's
+    /// metadata says, each flag below overriding it, and where the blob does not say,
+    /// as torchvision's ImageNet evaluation does.
     #[arg(long)]
     image_size: Option<usize>,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
     /// Token maps in f16 (the default, what a microcontroller runs) or f32.
     #[arg(long, value_enum, default_value = "f16")]
     activations: Activations,
@@ -49,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     threads: Option<usize>,
     /// Print one JSON object: model, data, format ("folder" or "npy"), image_size,
-    /// activations, threads, samples, skipped_files, top1_correct, top5_correct,
+    /// preprocessing (null for npy), activations, threads, samples, skipped_files, top1_correct, top5_correct,
     /// top1_accuracy, top5_accuracy, classes (class, label, samples, top1_correct,
     /// top5_correct, top1_accuracy, top5_accuracy), against (null, or model,
     /// top1_agree, agreement, max_abs_logit_diff), confusion, seconds, samples_per_s.
@@ -96,7 +102,8 @@ pub fn run(args: Args) -> Result<()> {
     let model = open_model(&blob, path)?;
     let classes = model.config().num_classes;
     let data_path = args.data.as_path();
-    let (data, (h, w)) = open_data(&args, model.config())?;
+    let metadata = blob_metadata(&model, path);
+    let (data, (h, w)) = open_data(&args, model.config(), metadata.as_ref())?;
     let against_blob = args
         .against
         .as_deref()
@@ -162,6 +169,10 @@ pub fn run(args: Args) -> Result<()> {
         names,
         against: args.against.as_deref(),
         confusion: args.confusion.as_deref(),
+        preprocessing: match &data {
+            Data::Folder(f) => Some(*f.preprocess()),
+            Data::Npy(_) => None,
+        },
     };
     if args.json {
         return outln!("{}", shown.json(&report));
@@ -169,8 +180,13 @@ pub fn run(args: Args) -> Result<()> {
     shown.text(&report)
 }
 
-/// DATA as an image folder or a `.npy` batch, and the inputs' height and width.
-fn open_data(args: &Args, cfg: &soft_core::ModelConfig) -> Result<(Data, (usize, usize))> {
+/// DATA as an image folder (preprocessed as the flags, else the blob's `metadata`,
+/// say) or a `.npy` batch, and the inputs' height and width.
+fn open_data(
+    args: &Args,
+    cfg: &soft_core::ModelConfig,
+    metadata: Option<&soft_core::Metadata<'_>>,
+) -> Result<(Data, (usize, usize))> {
     let (data_path, classes) = (args.data.as_path(), cfg.num_classes);
     let is_folder = std::fs::metadata(data_path)
         .map_err(|e| Error::io("reading", data_path, e))?
@@ -181,9 +197,11 @@ fn open_data(args: &Args, cfg: &soft_core::ModelConfig) -> Result<(Data, (usize,
             "--labels goes with a .npy batch; an image folder's classes are its subfolders"
         ),
         (true, None) => {
-            let side = args.image_size.unwrap_or_else(|| native_size(cfg));
+            let flags = args.preprocess.overrides(args.image_size)?;
+            let (pre, _) = crate::model_info::preprocess(metadata, &flags, native_size(cfg))?;
+            let side = pre.size;
             image_input_side(side)?;
-            let folder = ImageFolder::open(data_path, side)?;
+            let folder = ImageFolder::open_with(data_path, pre)?;
             let found = folder.classes().len();
             require!(
                 found <= classes,
@@ -201,9 +219,10 @@ fn open_data(args: &Args, cfg: &soft_core::ModelConfig) -> Result<(Data, (usize,
         ),
         (false, Some(labels)) => {
             require!(
-                args.image_size.is_none(),
+                args.image_size.is_none() && !args.preprocess.any(),
                 Usage,
-                "--image-size is for an image folder; a .npy batch has its own size"
+                "--image-size and the preprocessing flags are for an image folder; a .npy \
+                 batch is already preprocessed"
             );
             let batch = NpyBatch::open(data_path, labels, classes)?;
             let size = batch.size();
@@ -300,6 +319,7 @@ struct Shown<'a> {
     names: Option<&'a [String]>,
     against: Option<&'a Path>,
     confusion: Option<&'a Path>,
+    preprocessing: Option<crate::image_input::Preprocess>,
 }
 
 impl Shown<'_> {
@@ -333,6 +353,7 @@ impl Shown<'_> {
             "data": self.data.display().to_string(),
             "format": self.format,
             "image_size": [self.size.0, self.size.1],
+            "preprocessing": self.preprocessing.as_ref().map(crate::model_info::preprocess_json),
             "activations": precision_name(self.precision),
             "threads": self.threads,
             "samples": t.samples,
@@ -367,6 +388,9 @@ impl Shown<'_> {
             self.threads,
             plural(self.threads)
         )?;
+        if let Some(p) = &self.preprocessing {
+            outln!("images: {}", crate::model_info::describe_preprocess(p))?;
+        }
         let percent = |part, whole| 100.0 * crate::eval::fraction(part, whole);
         outln!(
             "top-1 accuracy {:6.2} % ({} of {})",

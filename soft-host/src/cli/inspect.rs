@@ -5,17 +5,20 @@ use std::path::{Path, PathBuf};
 use soft_core::format::Dtype;
 use soft_core::{Blob, Model};
 
-use super::common::{config_json, describe, load_blob};
+use super::common::{config_json, describe, load_blob, native_size};
 use crate::error::{Context, Result};
-use crate::outln;
+use crate::model_info::{metadata_json, metadata_lines};
+use crate::{console, outln};
 
 /// Show a blob's config, tensors and checksum.
 #[derive(clap::Args)]
 pub struct Args {
     /// The model blob.
     model: PathBuf,
-    /// Print one JSON object: path, bytes, format_version, crc32, config, usable,
-    /// problem, tensors (name, dtype, shape, bytes).
+    /// Print one JSON object: path, bytes, format_version, crc32, config, metadata
+    /// (null, or name, licence, source, variant, input_size, resize, interpolation,
+    /// channels, value_range, mean, std, labels: each null where the blob does not say),
+    /// metadata_problem, usable, problem, tensors (name, dtype, shape, bytes).
     #[arg(long)]
     json: bool,
 }
@@ -35,6 +38,7 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         .and_then(|b| b.try_into().ok())
         .map_or(0, u32::from_le_bytes);
     let cfg = parsed.config();
+    let metadata = parsed.metadata();
     let usable = Model::from_blob(blob.as_bytes()).err();
     let tensors = (0..parsed.tensor_count())
         .map(|i| {
@@ -56,6 +60,8 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
             "format_version": parsed.version(),
             "crc32": crc,
             "config": config_json(cfg),
+            "metadata": metadata.as_ref().ok().and_then(|m| m.as_ref()).map(metadata_json),
+            "metadata_problem": metadata.as_ref().err().map(ToString::to_string),
             "usable": usable.is_none(),
             "problem": usable.map(|e| e.to_string()),
             "tensors": tensors.iter().map(|(name, dtype, shape, bytes)| serde_json::json!({
@@ -77,6 +83,22 @@ fn inspect(path: &Path, json: bool) -> Result<()> {
         cfg.stem_width,
         cfg.stage4_mlp_hidden
     )?;
+    match &metadata {
+        Ok(Some(m)) => {
+            outln!("metadata:")?;
+            for (key, text) in metadata_lines(m) {
+                outln!("  {key}: {}", console::one_line(&text))?;
+            }
+        }
+        Ok(None) => {
+            let side = native_size(cfg);
+            outln!(
+                "metadata: none (soft run --image preprocesses as ImageNet's evaluation at \
+                 {side}x{side})"
+            )?
+        }
+        Err(e) => outln!("metadata: unreadable: {e}")?,
+    }
     match usable {
         None => outln!("tensors: complete for the config")?,
         Some(e) => outln!("tensors: NOT usable: {e}")?,

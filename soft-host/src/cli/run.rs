@@ -4,10 +4,16 @@ use std::path::{Path, PathBuf};
 
 use soft_core::Precision;
 
-use super::common::{kib, load_blob, native_size, open_model, plural, threads_arg, Activations};
-use crate::error::{Error, Result};
+use super::common::{
+    blob_metadata, kib, load_blob, native_size, open_model, plural, read_labels, threads_arg,
+    Activations, PreprocessArgs,
+};
+use crate::error::Result;
 use crate::inference::{infer, precision_name, read_input_npy, BlockProgress};
 use crate::io::Output;
+use crate::model_info::{
+    describe_preprocess, has_preprocessing, preprocess, preprocess_json, Provenance,
+};
 use crate::{fail, image_input, npy, outln, require};
 
 /// Run a blob on an input and print the top classes.
@@ -18,12 +24,17 @@ pub struct Args {
     /// f32 .npy input, (1,3,H,W) or (3,H,W), already normalised.
     #[arg(long, conflicts_with = "image")]
     input_npy: Option<PathBuf>,
-    /// PNG or JPEG image (resized, centre-cropped, ImageNet-normalised).
+    /// PNG or JPEG image, preprocessed as the blob's metadata says (resize, crop,
+    /// filter, channels, mean and std; each flag below overrides it), or where the blob
+    /// does not say, as torchvision's ImageNet evaluation does.
     #[arg(long)]
     image: Option<PathBuf>,
-    /// Crop size for --image (default: the model's native size).
+    /// Crop size for --image (default: the size the blob was trained at, else the
+    /// model's native size, its stage-1 position grid × 4).
     #[arg(long)]
     image_size: Option<usize>,
+    #[command(flatten)]
+    preprocess: PreprocessArgs,
     /// Token maps in f16 (the default, what a microcontroller runs) or f32.
     #[arg(long, value_enum, default_value = "f16")]
     activations: Activations,
@@ -33,14 +44,15 @@ pub struct Args {
     /// Classes to print.
     #[arg(long, default_value_t = 5)]
     top: usize,
-    /// Class names, one per line.
+    /// Class names, one per line (default: the blob's labels, if it has them).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// Threads (default: every core). The logits do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
-    /// Print one JSON object: model, image_size, activations, threads, ms,
-    /// arena_high_water_bytes, logits, top (class, label, logit, p).
+    /// Print one JSON object: model, image_size, preprocessing (null for .npy input),
+    /// activations, threads, ms, arena_high_water_bytes, logits, top (class, label,
+    /// logit, p).
     #[arg(long)]
     json: bool,
 }
@@ -67,30 +79,32 @@ pub fn run(args: Args) -> Result<()> {
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
     let classes = model.config().num_classes;
+    let metadata = blob_metadata(&model, path);
     let labels: Vec<String> = match &args.labels {
-        Some(l) => std::fs::read_to_string(l)
-            .map_err(|e| Error::io("reading", l, e))?
-            .lines()
-            .map(str::to_string)
-            .collect(),
-        None => Vec::new(),
+        Some(l) => read_labels(l, classes)?,
+        None => metadata
+            .and_then(|m| m.labels)
+            .map(|l| l.iter().map(str::to_string).collect())
+            .unwrap_or_default(),
     };
-    if let Some(l) = &args.labels {
-        require!(
-            labels.len() == classes,
-            Usage,
-            "{}: {} labels for a model of {classes} classes",
-            l.display(),
-            labels.len()
-        );
-    }
+    let mut shown_preprocess = None;
     let (input, h, w) = match (&args.input_npy, &args.image) {
-        (Some(n), _) => read_input_npy(n)?,
+        (Some(n), _) => {
+            require!(
+                args.image_size.is_none() && !args.preprocess.any(),
+                Usage,
+                "--image-size and the preprocessing flags go with --image; a .npy input is \
+                 already preprocessed"
+            );
+            read_input_npy(n)?
+        }
         (None, Some(i)) => {
-            let side = args
-                .image_size
-                .unwrap_or_else(|| native_size(model.config()));
-            (image_input::load(i, side)?, side, side)
+            let flags = args.preprocess.overrides(args.image_size)?;
+            let native = native_size(model.config());
+            let (pre, from) = preprocess(metadata.as_ref(), &flags, native)?;
+            let input = image_input::load_with(i, &pre)?;
+            shown_preprocess = Some((pre, from));
+            (input, pre.size, pre.size)
         }
         (None, None) => fail!(Usage, "give --input-npy X.npy or --image FILE"),
     };
@@ -111,6 +125,7 @@ pub fn run(args: Args) -> Result<()> {
         let v = serde_json::json!({
             "model": path.display().to_string(),
             "image_size": [h, w],
+            "preprocessing": shown_preprocess.map(|(p, _)| preprocess_json(&p)),
             "activations": precision_name(p),
             "threads": threads.count(),
             "ms": ms,
@@ -125,8 +140,23 @@ pub fn run(args: Args) -> Result<()> {
         });
         return outln!("{v}");
     }
+    if let Some((pre, from)) = &shown_preprocess {
+        let whose = match from {
+            Provenance::Blob => "the blob's, with any flags over it",
+            Provenance::Flag => "as given",
+            Provenance::Default if metadata.as_ref().is_some_and(has_preprocessing) => {
+                "the blob's and flags, ImageNet's evaluation where neither says"
+            }
+            Provenance::Default => {
+                "the blob records no preprocessing: ImageNet's evaluation, with any flags over it"
+            }
+        };
+        outln!("image: {} ({whose})", describe_preprocess(pre))?;
+    }
     for (rank, &c) in order.iter().take(args.top).enumerate() {
-        let name = labels.get(c).map_or(String::new(), |l| format!(" {l}"));
+        let name = labels.get(c).map_or(String::new(), |l| {
+            format!(" {}", crate::console::one_line(l))
+        });
         outln!(
             "{:>2}. class {c}{name}: logit {:.4}, p {:.4}",
             rank + 1,

@@ -36,6 +36,7 @@ pub fn micro_blob(dir: &Path) -> PathBuf {
         .arg(data("golden/micro_64/ckpt.safetensors"))
         .arg("-o")
         .arg(&blob)
+        .args(["--variant", "plain"])
         .assert()
         .success();
     blob
@@ -79,8 +80,20 @@ pub fn edited_micro_checkpoint(mut edit: impl FnMut(&str, &mut [f32])) -> Vec<u8
     })
 }
 
+/// The variant of a golden case, as its `meta.json` says: `plain` or `norm`.
+pub fn golden_variant(case: &str) -> &'static str {
+    let meta = std::fs::read(data(&format!("golden/{case}/meta.json"))).unwrap();
+    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
+    match meta["config"]["normalized_attention"].as_bool().unwrap() {
+        true => "norm",
+        false => "plain",
+    }
+}
+
 /// Runs `soft convert` on `bytes` (saved as `name`) with `extra` arguments and checks it
-/// fails with exit 1, one line holding every one of `wants`, and no output file.
+/// fails with exit 1, one line holding every one of `wants`, and no output file. Unless
+/// `extra` says the variant (`--variant`, `--norm`, `--arch`), `--variant plain` is
+/// passed, so the conversion gets past the variant to the fault under test.
 pub fn convert_fails(name: &str, bytes: &[u8], extra: &[&str], wants: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join(name);
@@ -91,6 +104,16 @@ pub fn convert_fails(name: &str, bytes: &[u8], extra: &[&str], wants: &[&str]) {
         .arg("-o")
         .arg(dir.path().join("out.soft"))
         .args(extra)
+        .args(
+            if extra
+                .iter()
+                .any(|a| ["--variant", "--norm", "--arch"].contains(a))
+            {
+                &[][..]
+            } else {
+                &["--variant", "plain"][..]
+            },
+        )
         .assert()
         .failure()
         .code(1);
