@@ -43,6 +43,9 @@ pub struct ModelConfig {
 /// Words (`u32`) of an encoded config.
 pub(crate) const CONFIG_WORDS: usize = 27;
 
+/// Most classes a model may have.
+pub const MAX_CLASSES: usize = 1 << 20;
+
 /// Largest width, depth or grid the engine accepts; keeps every size product far from overflow.
 const MAX_DIM: usize = 1 << 16;
 
@@ -138,7 +141,7 @@ impl ModelConfig {
                 "stem width or stage-4 MLP width out of range",
             ));
         }
-        if !(1..=1 << 20).contains(&self.num_classes) {
+        if !(1..=MAX_CLASSES).contains(&self.num_classes) {
             return Err(Error::UnsupportedConfig("class count must be 1..=1048576"));
         }
         if self.newton_iters > 1000 {

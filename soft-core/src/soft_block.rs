@@ -160,7 +160,11 @@ impl SoftDims {
             );
         } else {
             let key_value = |e: Emit<'_>| {
-                emit_copies(e, 1, &KeyValueScratch::<E>::layout(self, chunk, s.workers));
+                emit_copies(
+                    e,
+                    1,
+                    &KeyValueScratch::<E>::layout(self, chunk, self.workers(s, chunk)),
+                );
             };
             largest(&[&landmarks, &key_value, &newton, &pass2], emit);
         }

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
+use soft_core::config::MAX_CLASSES;
 use soft_core::{argmax, ChwImage, ImageSource, Model, Precision, TestPattern};
 
 use crate::demo::{load_split, preprocess, Split, SIDE};
@@ -206,8 +207,13 @@ impl DeviceLog {
                         classes: number(classes, "classes").map_err(malformed)?,
                         line: n,
                     };
-                    if blob.classes == 0 {
-                        return Err(malformed("0 classes".into()));
+                    // The engine's own bound (`ModelConfig::validate`): a log cannot make
+                    // the host allocate more than a model could have.
+                    if !(1..=MAX_CLASSES).contains(&blob.classes) {
+                        return Err(malformed(format!(
+                            "{} classes, expected 1..={MAX_CLASSES}",
+                            blob.classes
+                        )));
                     }
                     if let Some(old) = log.blobs.iter().find(|b| b.tag == blob.tag) {
                         return Err(twice(&format!("blob {}", blob.tag), old.line, n));
@@ -769,7 +775,15 @@ mod tests {
                 "\"1a2b3c4\" is not 8 hex digits",
             ),
             ("BLOB w8a8 1a2b3c4d 360344 bf16 10", "activations \"bf16\""),
-            ("BLOB w8a8 1a2b3c4d 360344 f16 0", "0 classes"),
+            (
+                "BLOB w8a8 1a2b3c4d 360344 f16 0",
+                "0 classes, expected 1..=1048576",
+            ),
+            // More classes than any model has: refused before anything is allocated.
+            (
+                "BLOB w8a8 1a2b3c4d 360344 f16 99999999999999999",
+                "99999999999999999 classes, expected 1..=1048576",
+            ),
             ("BLOB w8a8 1a2b3c4d -1 f16 10", "blob bytes \"-1\""),
         ];
         for (line, want) in cases {

@@ -588,3 +588,36 @@ fn w8a8_and_float_weights_do_not_mix() {
         }
     }
 }
+
+#[test]
+fn plan_equals_peak_when_workers_outnumber_a_chunks_tokens() {
+    // Streamed steps give a chunk's tokens to at most that many workers: the plan must
+    // count the scratch copies the run allocates, not one per worker asked for (the
+    // W8A8 quantisation scratch of streaming pass 1 once did). `run_with` asserts the
+    // high-water mark against the plan; the bits must not move either.
+    use soft_core::{Kernels, RunOptions, Schedule};
+    use soft_host::threads::Threads;
+    for (h, w) in [(64, 64), (40, 200)] {
+        for dtype in [WeightDtype::F16, WeightDtype::W8A8] {
+            let b = blob(&micro(), dtype);
+            let model = Model::from_blob(b.as_bytes()).unwrap();
+            let one = Threads::new(1).unwrap();
+            let reference = RunOptions::new(Precision::F16).with_kernels(Kernels::generic());
+            let want = run_with(&model, &one, &reference, h, w);
+            let threads = Threads::new(3).unwrap();
+            for (chunk, workers, whole_maps) in [(1, 7, false), (2, 16, false), (3, 16, true)] {
+                let schedule = Schedule {
+                    chunk,
+                    whole_maps,
+                    workers,
+                    min_split_macs: 0,
+                };
+                let options = RunOptions::new(Precision::F16)
+                    .with_schedule(schedule)
+                    .with_executor(&threads);
+                let got = run_with(&model, &threads, &options, h, w);
+                assert_eq!(got, want, "{dtype:?} {h}x{w} {schedule:?}");
+            }
+        }
+    }
+}

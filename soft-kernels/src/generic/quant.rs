@@ -17,7 +17,8 @@ use crate::quant::{
 /// - `x · (127 / m)` is within ±127.5 (`|x| ≤ m`), where adding `1.5 · 2²³` rounds it to
 ///   the nearest integer, ties to even, and leaves that integer, two's complement, in the
 ///   low bits: its low half is the i16 ([`crate::quant::round_ties_even`] without the
-///   subtraction). The contract's clamp never acts.
+///   subtraction). The contract's clamp acts only where `127 / m` overflows (`m` below
+///   127 / f32::MAX), which also takes the contract's path.
 pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
     const MAGIC: f32 = 12_582_912.0;
     let rows = src.rows();
@@ -31,14 +32,16 @@ pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
             each(p, t, |x| top = top.max(x.to_bits() & 0x7fff_ffff));
         }
         let mut groups_out = Groups::new(values, t, groups);
-        if top >= f32::INFINITY.to_bits() {
+        // An infinity or NaN in the row, or a maximum so small (below 127 / f32::MAX) that
+        // `127 / m` is infinite and every nonzero value saturates to ±127.
+        let max = f32::from_bits(top);
+        if top >= f32::INFINITY.to_bits() || (max > 0.0 && !(127.0 / max).is_finite()) {
             let scale = quantize_row_slow(pieces, t, &mut groups_out);
             if let Some(s) = scales.get_mut(t) {
                 *s = scale;
             }
             continue;
         }
-        let max = f32::from_bits(top);
         let (inverse, scale) = if max > 0.0 {
             (127.0 / max, max / 127.0)
         } else {
@@ -57,7 +60,8 @@ pub(crate) fn quantize(src: &Lhs<'_>, dst: &mut QuantRowsMut<'_>) {
 }
 
 /// Token `t`'s values as the contract states it, for a row with an infinity or a NaN
-/// (NaN is left out of the maximum and quantises to 0); returns the row's scale.
+/// (NaN is left out of the maximum and quantises to 0) or a maximum whose reciprocal
+/// overflows; returns the row's scale.
 #[cold]
 fn quantize_row_slow(pieces: &[Strided<'_>], t: usize, out: &mut Groups<'_>) -> f32 {
     let mut max = 0.0f32;
@@ -195,19 +199,35 @@ mod tests {
     use crate::quant::{quant_values_len, slot};
 
     /// Rows with a NaN or an infinity take the contract's own path: NaN is left out of
-    /// the maximum and quantises to 0; an infinite maximum gives scale ∞ and zeros.
+    /// the maximum and quantises to 0; an infinite maximum gives scale ∞ and zeros; a
+    /// maximum whose reciprocal overflows saturates every nonzero value.
     #[test]
     fn non_finite_rows_follow_the_contract() {
-        let x = [f32::NAN, 1.0, -2.0, 0.5, f32::INFINITY, 1.0, -0.0, 3.0];
-        let src = Lhs::new(Strided::rows_of(&x, 2, 4, 4).unwrap());
-        let mut values = vec![0x5555i16; quant_values_len(2, 4)];
-        let mut scales = [f32::NAN; 2];
-        let mut dst = QuantRowsMut::new(&mut values, &mut scales, 2, 4).unwrap();
+        let x = [
+            f32::NAN,
+            1.0,
+            -2.0,
+            0.5,
+            f32::INFINITY,
+            1.0,
+            -0.0,
+            3.0,
+            // 127 / 1e-37 overflows: every nonzero value saturates.
+            1e-37,
+            -5e-38,
+            0.0,
+            2e-38,
+        ];
+        let src = Lhs::new(Strided::rows_of(&x, 3, 4, 4).unwrap());
+        let mut values = vec![0x5555i16; quant_values_len(3, 4)];
+        let mut scales = [f32::NAN; 3];
+        let mut dst = QuantRowsMut::new(&mut values, &mut scales, 3, 4).unwrap();
         quantize(&src, &mut dst);
-        assert_eq!(scales, [2.0 / 127.0, f32::INFINITY]);
+        assert_eq!(scales, [2.0 / 127.0, f32::INFINITY, 1e-37 / 127.0]);
         let groups = padded_depth(4) / 4;
         let q = |t: usize| -> Vec<i16> { (0..4).map(|k| values[slot(t, k, groups)]).collect() };
         assert_eq!(q(0), [0, 64, -127, 32]);
         assert_eq!(q(1), [0, 0, 0, 0]);
+        assert_eq!(q(2), [127, -127, 0, 127]);
     }
 }
