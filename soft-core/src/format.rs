@@ -39,7 +39,7 @@ pub const ENTRY_BYTES: usize = 40;
 /// Alignment of every tensor's data.
 pub const TENSOR_ALIGN: usize = 16;
 const CONFIG_BYTES: usize = CONFIG_WORDS * 4;
-const MAX_RANK: usize = 4;
+pub(crate) const MAX_RANK: usize = 4;
 
 /// Element type of a stored tensor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,60 +176,17 @@ impl TensorId {
     }
 }
 
-/// Prints the reference checkpoint's key for the tensor, so errors point at the checkpoint.
+/// Prints the reference checkpoint's key for the tensor ([`crate::schema`]), so errors
+/// point at the checkpoint; an id the schema does not have prints its parts.
 impl fmt::Display for TensorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use TensorKind::*;
-        let (s, b) = (self.stage, self.block);
-        let wb = |k: TensorKind| match k {
-            ConvWeight | QWeight | VWeight | OutWeight | Norm1Weight | Norm2Weight | Mlp1Weight
-            | Mlp2Weight | KvWeight | LandmarkNormWeight | FinalNormWeight | HeadWeight => "weight",
-            _ => "bias",
-        };
-        let suffix = wb(self.kind);
-        match self.kind {
-            ConvWeight | ConvBias if s == 0 => {
-                write!(f, "patch_embed1.proj.{}.{suffix}", 3 * b)
-            }
-            ConvWeight | ConvBias => write!(f, "patch_embed{s}.proj.0.{suffix}"),
-            PosEmbed => write!(f, "pos_embed{s}"),
-            ClsToken => f.write_str("cls_token"),
-            FinalNormWeight | FinalNormBias => write!(f, "norm.{suffix}"),
-            HeadWeight | HeadBias => write!(f, "head.{suffix}"),
-            kind if s == 4 => {
-                let part = match kind {
-                    QWeight | QBias => "attn.q",
-                    KvWeight | KvBias => "attn.kv",
-                    OutWeight | OutBias => "attn.proj",
-                    Norm1Weight | Norm1Bias => "norm1",
-                    Norm2Weight | Norm2Bias => "norm2",
-                    Mlp1Weight | Mlp1Bias => "mlp.fc1",
-                    Mlp2Weight | Mlp2Bias => "mlp.fc2",
-                    _ => "?",
-                };
-                write!(f, "block4.{b}.{part}.{suffix}")
-            }
-            kind => {
-                let part = match kind {
-                    QWeight | QBias => "mha.W_q",
-                    VWeight | VBias => "mha.W_v",
-                    LandmarkWeight => "mha.attn.Qlandmark_op",
-                    LandmarkNormWeight | LandmarkNormBias => "mha.attn.Qnorm_act.0",
-                    VConvWeight => "mha.attn.conv",
-                    OutWeight | OutBias => "mha.ff",
-                    Norm1Weight | Norm1Bias => "norm1",
-                    Norm2Weight | Norm2Bias => "norm2",
-                    Mlp1Weight | Mlp1Bias => "ff1",
-                    Mlp2Weight | Mlp2Bias => "ff2",
-                    _ => "?",
-                };
-                let suffix = if matches!(kind, LandmarkWeight | VConvWeight) {
-                    "weight"
-                } else {
-                    suffix
-                };
-                write!(f, "block{s}.{b}.att.{part}.{suffix}")
-            }
+        match crate::schema::Key::of(*self) {
+            Some(key) => key.fmt(f),
+            None => write!(
+                f,
+                "{:?} of stage {} block {}",
+                self.kind, self.stage, self.block
+            ),
         }
     }
 }

@@ -16,6 +16,7 @@ pub mod metadata;
 pub mod model;
 mod newton;
 pub mod probe;
+pub mod schema;
 mod scratch;
 mod soft_block;
 mod stage4;

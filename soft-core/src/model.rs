@@ -19,6 +19,7 @@ use crate::input::ImageSource;
 use crate::linear::{apply, quant_len, Weight};
 use crate::newton::InverseConfig;
 use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step, Tokens};
+use crate::schema;
 use crate::scratch::{emit_copies, scratch, Buffer, Emit};
 use crate::soft_block::{soft_block, SoftBlockWeights, SoftDims};
 use crate::stage4::{stage4_block, Stage4Dims, Stage4Weights, STAGE4_EPS};
@@ -455,14 +456,11 @@ scratch! {
     }
 }
 
-/// A convolution's weights.
-fn conv<'a>(w: &Weights<'a>, stage: u8, block: u16, cin: usize, cout: usize) -> Result<Conv<'a>> {
+/// Convolution `block` of `stage` (0: the stem) with the shape the schema gives it.
+fn conv<'a>(w: &Weights<'a>, stage: u8, block: u16) -> Result<Conv<'a>> {
     Ok(Conv {
-        w: w.matrix(
-            TensorId::new(K::ConvWeight, stage, block),
-            &[3, 3, cin, cout],
-        )?,
-        b: w.vector(TensorId::new(K::ConvBias, stage, block), &[cout])?,
+        w: w.schema_matrix(TensorId::new(K::ConvWeight, stage, block))?,
+        b: w.schema_vector(TensorId::new(K::ConvBias, stage, block))?,
     })
 }
 
@@ -513,68 +511,43 @@ impl<'a> Model<'a> {
         self.weights.blob()
     }
 
+    /// Loads every tensor [`schema::tensors`] lists for the config, as the run reads it.
     fn check_tensors(&self) -> Result<()> {
         let cfg = &self.config;
-        let w = &self.weights;
-        // Any input large enough gives the same tensor shapes; use the smallest valid one.
+        // The config must give a geometry: any input large enough does, so the smallest.
         let side = 4 * 2 * cfg.landmark_ratios.iter().copied().max().unwrap_or(2);
-        let geo = Geometry::new(cfg, side, side)?;
-        self.stem_convs()?;
-        for s in 0..STAGES {
-            if s > 0 {
-                conv(w, s as u8 + 1, 0, cfg.embed_dims[s - 1], cfg.embed_dims[s])?;
-            }
-            self.pos_embed(s)?;
-        }
-        w.vector(TensorId::new(K::ClsToken, 4, 0), &[cfg.embed_dims[3]])?;
-        for s in 0..3 {
-            let dims = geo.soft_dims(cfg, s);
-            for b in 0..cfg.depths[s] {
-                SoftBlockWeights::load(w, &dims, s as u8 + 1, b as u16)?;
+        Geometry::new(cfg, side, side)?;
+        let w = &self.weights;
+        for t in schema::tensors(cfg) {
+            if t.entry.layout.is_matrix() {
+                w.schema_matrix(t.id)?.weight()?;
+            } else {
+                w.schema_vector(t.id)?;
             }
         }
-        let d4 = geo.stage4_dims(cfg);
-        for b in 0..cfg.depths[3] {
-            Stage4Weights::load(w, &d4, b as u16)?;
-        }
-        self.head()?;
         Ok(())
     }
 
     fn stem_convs(&self) -> Result<[Conv<'a>; 3]> {
-        let (w, sw, c1) = (
-            &self.weights,
-            self.config.stem_width,
-            self.config.embed_dims[0],
-        );
-        Ok([
-            conv(w, 0, 0, 3, sw)?,
-            conv(w, 0, 1, sw, sw)?,
-            conv(w, 0, 2, sw, c1)?,
-        ])
+        let w = &self.weights;
+        Ok([conv(w, 0, 0)?, conv(w, 0, 1)?, conv(w, 0, 2)?])
     }
 
     fn pos_embed(&self, s: usize) -> Result<Vector<'a>> {
-        let g = self.config.pos_grids[s];
-        let rows = g * g + usize::from(s == 3);
         let id = TensorId::new(K::PosEmbed, s as u8 + 1, 0);
-        self.weights.vector(id, &[rows, self.config.embed_dims[s]])
+        self.weights.schema_vector(id)
     }
 
     fn head(&self) -> Result<Head<'a>> {
-        let (w, c, n) = (
-            &self.weights,
-            self.config.embed_dims[3],
-            self.config.num_classes,
-        );
+        let w = &self.weights;
+        let id = |kind| TensorId::new(kind, 0, 0);
         Ok(Head {
             norm: (
-                w.vector(TensorId::new(K::FinalNormWeight, 0, 0), &[c])?,
-                w.vector(TensorId::new(K::FinalNormBias, 0, 0), &[c])?,
+                w.schema_vector(id(K::FinalNormWeight))?,
+                w.schema_vector(id(K::FinalNormBias))?,
             ),
-            w: w.matrix(TensorId::new(K::HeadWeight, 0, 0), &[c, n])?
-                .weight()?,
-            b: w.vector(TensorId::new(K::HeadBias, 0, 0), &[n])?,
+            w: w.schema_matrix(id(K::HeadWeight))?.weight()?,
+            b: w.schema_vector(id(K::HeadBias))?,
         })
     }
 
@@ -694,7 +667,7 @@ impl<'a> Model<'a> {
                 let dims = geo.embed(cfg, s);
                 let mut ar = root.scope();
                 let map = ar.alloc::<E>(dims.map_elems())?;
-                let c = conv(&self.weights, stage, 0, dims.c_in, dims.c_out)?;
+                let c = conv(&self.weights, stage, 0)?;
                 probe.enter(Activity {
                     stage,
                     step: Step::PatchEmbed,
@@ -728,7 +701,7 @@ impl<'a> Model<'a> {
             } else {
                 let dims = geo.stage4_dims(cfg);
                 for b in 0..cfg.depths[3] {
-                    let wt = Stage4Weights::load(&self.weights, &dims, b as u16)?;
+                    let wt = Stage4Weights::load(&self.weights, b as u16)?;
                     stage4_block(run, &mut ar, map, &dims, &wt, probe)?;
                     let block = b as u16;
                     finite(map, Site::Block { stage: 4, block })?;
@@ -878,7 +851,7 @@ impl<'a> Model<'a> {
         let first = if s == 3 {
             let cls = self
                 .weights
-                .vector(TensorId::new(K::ClsToken, 4, 0), &[c])?;
+                .schema_vector(TensorId::new(K::ClsToken, 4, 0))?;
             if let Some(row) = tokens.next() {
                 cls.read_into(0, tok);
                 pos.add_into(0, tok);

@@ -313,34 +313,25 @@ pub(crate) struct SoftBlockWeights<'a> {
 impl<'a> SoftBlockWeights<'a> {
     pub fn load(w: &Weights<'a>, dims: &SoftDims, stage: u8, block: u16) -> Result<Self> {
         let id = |kind| TensorId::new(kind, stage, block);
-        let (c, d, r, k) = (dims.c, dims.d, dims.r, dims.k);
-        let hidden = 4 * c;
+        let matrix = |kind| w.schema_matrix(id(kind))?.weight();
+        let vector = |kind| w.schema_vector(id(kind));
         Ok(SoftBlockWeights {
-            q: w.matrix(id(K::QWeight), &[c, c])?.weight()?,
-            q_bias: w.vector(id(K::QBias), &[c])?,
-            v: w.matrix(id(K::VWeight), &[c, c])?.weight()?,
-            v_bias: w.vector(id(K::VBias), &[c])?,
-            landmark: w.matrix(id(K::LandmarkWeight), &[r, r, d, d])?.weight()?,
-            landmark_norm: (
-                w.vector(id(K::LandmarkNormWeight), &[d])?,
-                w.vector(id(K::LandmarkNormBias), &[d])?,
-            ),
-            vconv: w.vector(id(K::VConvWeight), &[dims.heads, k, k])?,
-            out: w.matrix(id(K::OutWeight), &[c, c])?.weight()?,
-            out_bias: w.vector(id(K::OutBias), &[c])?,
-            norm1: (
-                w.vector(id(K::Norm1Weight), &[c])?,
-                w.vector(id(K::Norm1Bias), &[c])?,
-            ),
-            mlp1: w.matrix(id(K::Mlp1Weight), &[c, hidden])?.weight()?,
-            mlp1_bias: w.vector(id(K::Mlp1Bias), &[hidden])?,
-            mlp2: w.matrix(id(K::Mlp2Weight), &[hidden, c])?.weight()?,
-            mlp2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
-            norm2: (
-                w.vector(id(K::Norm2Weight), &[c])?,
-                w.vector(id(K::Norm2Bias), &[c])?,
-            ),
-            query_divisor: query_divisor(d),
+            q: matrix(K::QWeight)?,
+            q_bias: vector(K::QBias)?,
+            v: matrix(K::VWeight)?,
+            v_bias: vector(K::VBias)?,
+            landmark: matrix(K::LandmarkWeight)?,
+            landmark_norm: (vector(K::LandmarkNormWeight)?, vector(K::LandmarkNormBias)?),
+            vconv: vector(K::VConvWeight)?,
+            out: matrix(K::OutWeight)?,
+            out_bias: vector(K::OutBias)?,
+            norm1: (vector(K::Norm1Weight)?, vector(K::Norm1Bias)?),
+            mlp1: matrix(K::Mlp1Weight)?,
+            mlp1_bias: vector(K::Mlp1Bias)?,
+            mlp2: matrix(K::Mlp2Weight)?,
+            mlp2_bias: vector(K::Mlp2Bias)?,
+            norm2: (vector(K::Norm2Weight)?, vector(K::Norm2Bias)?),
+            query_divisor: query_divisor(dims.d),
         })
     }
 }
@@ -1216,10 +1207,16 @@ mod tests {
             .collect();
         let mut words = vec![0u32; encoded_len(&specs).div_ceil(4)];
         let bytes = &mut bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..encoded_len(&specs)];
-        let config = ModelConfig {
+        // Stage 1 of the config has the case's dimensions: the loader takes every
+        // tensor's shape from the schema.
+        let mut config = ModelConfig {
             w8a8,
             ..ModelConfig::preset("soft_tiny").unwrap()
         };
+        config.embed_dims[0] = case.dims.c;
+        config.heads[0] = case.dims.heads;
+        config.landmark_ratios[0] = case.dims.r;
+        config.vconv_sizes[0] = case.dims.k;
         encode(&config, &specs, bytes)?;
         let weights = Weights::new(Blob::parse(bytes)?);
         let wt = SoftBlockWeights::load(&weights, &case.dims, 1, 0)?;

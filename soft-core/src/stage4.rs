@@ -92,28 +92,23 @@ pub(crate) struct Stage4Weights<'a> {
 }
 
 impl<'a> Stage4Weights<'a> {
-    pub fn load(w: &Weights<'a>, dims: &Stage4Dims, block: u16) -> Result<Self> {
+    pub fn load(w: &Weights<'a>, block: u16) -> Result<Self> {
         let id = |kind| TensorId::new(kind, 4, block);
-        let (c, hid) = (dims.c, dims.hidden);
+        let matrix = |kind| w.schema_matrix(id(kind))?.weight();
+        let vector = |kind| w.schema_vector(id(kind));
         Ok(Stage4Weights {
-            norm1: (
-                w.vector(id(K::Norm1Weight), &[c])?,
-                w.vector(id(K::Norm1Bias), &[c])?,
-            ),
-            q: w.matrix(id(K::QWeight), &[c, c])?.weight()?,
-            q_bias: w.vector(id(K::QBias), &[c])?,
-            kv: w.matrix(id(K::KvWeight), &[c, 2 * c])?.weight()?,
-            kv_bias: w.vector(id(K::KvBias), &[2 * c])?,
-            proj: w.matrix(id(K::OutWeight), &[c, c])?.weight()?,
-            proj_bias: w.vector(id(K::OutBias), &[c])?,
-            norm2: (
-                w.vector(id(K::Norm2Weight), &[c])?,
-                w.vector(id(K::Norm2Bias), &[c])?,
-            ),
-            fc1: w.matrix(id(K::Mlp1Weight), &[c, hid])?.weight()?,
-            fc1_bias: w.vector(id(K::Mlp1Bias), &[hid])?,
-            fc2: w.matrix(id(K::Mlp2Weight), &[hid, c])?.weight()?,
-            fc2_bias: w.vector(id(K::Mlp2Bias), &[c])?,
+            norm1: (vector(K::Norm1Weight)?, vector(K::Norm1Bias)?),
+            q: matrix(K::QWeight)?,
+            q_bias: vector(K::QBias)?,
+            kv: matrix(K::KvWeight)?,
+            kv_bias: vector(K::KvBias)?,
+            proj: matrix(K::OutWeight)?,
+            proj_bias: vector(K::OutBias)?,
+            norm2: (vector(K::Norm2Weight)?, vector(K::Norm2Bias)?),
+            fc1: matrix(K::Mlp1Weight)?,
+            fc1_bias: vector(K::Mlp1Bias)?,
+            fc2: matrix(K::Mlp2Weight)?,
+            fc2_bias: vector(K::Mlp2Bias)?,
         })
     }
 }

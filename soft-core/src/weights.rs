@@ -99,6 +99,21 @@ impl<'a> Weights<'a> {
         &self.blob
     }
 
+    /// The shape [`crate::schema`] gives tensor `id` under the blob's config.
+    fn schema_shape(&self, id: TensorId) -> Result<crate::schema::Shape> {
+        crate::schema::shape(self.blob.config(), id).ok_or(Error::TensorMismatch(id))
+    }
+
+    /// Float tensor `id` with the shape the schema gives it, flattened.
+    pub fn schema_vector(&self, id: TensorId) -> Result<Vector<'a>> {
+        self.vector(id, self.schema_shape(id)?.dims())
+    }
+
+    /// Weight tensor `id` with the shape the schema gives it, as [`Weights::matrix`].
+    pub fn schema_matrix(&self, id: TensorId) -> Result<Matrix<'a>> {
+        self.matrix(id, self.schema_shape(id)?.dims())
+    }
+
     /// A float tensor of exactly `dims`, flattened.
     pub fn vector(&self, id: TensorId, dims: &[usize]) -> Result<Vector<'a>> {
         let t = self.blob.tensor(id)?;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use crate::error::{Context, Error, OrFail, Result};
 use crate::{fail, require};
 use soft_core::format::{self, Dtype, TensorId, TensorKind as K, TensorSpec};
+use soft_core::schema::{self, Key, Layout, Shape};
 use soft_core::ModelConfig;
 use soft_kernels::rng::XorShift64;
 
@@ -81,17 +82,17 @@ fn dim(map: &TensorMap, key: &str, i: usize) -> Result<usize> {
 
 /// Reads the architecture off the tensor shapes.
 pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> {
+    let key = |kind, stage: usize, block| TensorId::new(kind, stage as u8, block).to_string();
     let mut cfg = ModelConfig::preset("soft_tiny").or_fail(Error::Architecture, "preset")?;
-    cfg.stem_width = dim(map, "patch_embed1.proj.0.weight", 0)?;
-    cfg.embed_dims[0] = dim(map, "patch_embed1.proj.6.weight", 0)?;
+    cfg.stem_width = dim(map, &key(K::ConvWeight, 0, 0), 0)?;
+    cfg.embed_dims[0] = dim(map, &key(K::ConvWeight, 0, 2), 0)?;
     for s in 1..4 {
-        cfg.embed_dims[s] = dim(map, &format!("patch_embed{}.proj.0.weight", s + 1), 0)?;
+        cfg.embed_dims[s] = dim(map, &key(K::ConvWeight, s + 1, 0), 0)?;
     }
     for s in 0..4 {
-        let prefix = format!("block{}.", s + 1);
         let blocks: BTreeSet<usize> = map
             .keys()
-            .filter_map(|k| k.strip_prefix(&prefix)?.split('.').next()?.parse().ok())
+            .filter_map(|k| schema::block_index(k, s as u8 + 1))
             .collect();
         cfg.depths[s] = blocks.len();
         if blocks.iter().enumerate().any(|(i, &b)| i != b) {
@@ -102,7 +103,8 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
                 blocks.len()
             );
         }
-        let pos = shape(map, &format!("pos_embed{}", s + 1))?;
+        let pos_key = key(K::PosEmbed, s + 1, 0);
+        let pos = shape(map, &pos_key)?;
         let cells = pos
             .get(1)
             .copied()
@@ -112,8 +114,7 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
         require!(
             g * g == cells && g > 0,
             Architecture,
-            "pos_embed{} does not hold a square grid",
-            s + 1
+            "{pos_key} does not hold a square grid"
         );
         cfg.pos_grids[s] = g;
     }
@@ -125,7 +126,7 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
             "stage {} has no blocks: its head size cannot be inferred",
             s + 1
         );
-        let lm = format!("block{}.0.att.mha.attn.Qlandmark_op.weight", s + 1);
+        let lm = key(K::LandmarkWeight, s + 1, 0);
         let d = dim(map, &lm, 0)?;
         require!(
             d > 0 && cfg.embed_dims[s] % d == 0,
@@ -134,11 +135,7 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
         );
         cfg.heads[s] = cfg.embed_dims[s] / d;
         cfg.landmark_ratios[s] = dim(map, &lm, 2)?;
-        cfg.vconv_sizes[s] = dim(
-            map,
-            &format!("block{}.0.att.mha.attn.conv.weight", s + 1),
-            2,
-        )?;
+        cfg.vconv_sizes[s] = dim(map, &key(K::VConvWeight, s + 1, 0), 2)?;
         d3 = d;
     }
     cfg.heads[3] = match opts.stage4_heads {
@@ -153,26 +150,15 @@ pub fn infer_config(map: &TensorMap, opts: &ArchOptions) -> Result<ModelConfig> 
         }
     };
     cfg.stage4_mlp_hidden = if cfg.depths[3] > 0 {
-        dim(map, "block4.0.mlp.fc1.weight", 0)?
+        dim(map, &key(K::Mlp1Weight, 4, 0), 0)?
     } else {
         4 * cfg.embed_dims[3]
     };
-    cfg.num_classes = dim(map, "head.weight", 0)?;
+    cfg.num_classes = dim(map, &key(K::HeadWeight, 0, 0), 0)?;
     cfg.newton_iters = opts.newton_iters;
     cfg.normalized = opts.normalized;
     cfg.validate()?;
     Ok(cfg)
-}
-
-/// Width, head dim, landmark ratio, V-conv size and heads of SOFT stage `s` (0-based).
-fn soft_stage(cfg: &ModelConfig, s: usize) -> (usize, usize, usize, usize, usize) {
-    (
-        cfg.embed_dims[s],
-        cfg.head_dim(s),
-        cfg.landmark_ratios[s],
-        cfg.vconv_sizes[s],
-        cfg.heads[s],
-    )
 }
 
 /// A tensor ready for the blob: logical values in blob layout.
@@ -235,68 +221,65 @@ fn conv_layout(w: &[f32], co: usize, ci: usize, k: usize) -> Vec<f32> {
     t
 }
 
-fn linear(
-    map: &Source<'_>,
-    key: &str,
-    id: (TensorId, TensorId),
-    inp: usize,
-    out: usize,
-) -> Result<[Prepared; 2]> {
-    let w = expect_shape(map, &format!("{key}.weight"), &[out, inp])?;
-    let b = expect_shape(map, &format!("{key}.bias"), &[out])?;
-    Ok([
-        Prepared {
-            id: id.0,
-            shape: vec![inp, out],
-            values: transpose(&w, out, inp),
-            matrix: true,
-        },
-        Prepared {
-            id: id.1,
-            shape: vec![out],
-            values: b,
-            matrix: false,
-        },
-    ])
-}
-
-fn vector(map: &Source<'_>, key: &str, id: TensorId, n: usize) -> Result<Prepared> {
-    Ok(Prepared {
-        id,
-        shape: vec![n],
-        values: expect_shape(map, key, &[n])?,
-        matrix: false,
-    })
-}
-
 /// BatchNorm's epsilon in the reference model (PyTorch's default).
 const BATCH_NORM_EPS: f64 = 1e-5;
+
+/// The checkpoint keys of a convolution and the BatchNorm folded into it.
+struct ConvKeys {
+    /// The convolution's module path (`patch_embed2.proj.0`).
+    conv: String,
+    /// The BatchNorm's module path (`patch_embed2.proj.1`).
+    bn: String,
+    weight: String,
+    bias: String,
+    /// The BatchNorm's tensors, as [`schema::BATCH_NORM_SUFFIXES`].
+    norm: [String; 4],
+}
+
+impl ConvKeys {
+    /// The keys of folded convolution `weight` (a [`Layout::FoldedConv`] tensor).
+    fn of(weight: TensorId) -> Result<ConvKeys> {
+        let key = Key::of(weight).or_fail(Error::Architecture, "not a tensor of the schema")?;
+        let bias = TensorId::new(K::ConvBias, weight.stage, weight.block);
+        let bn = key
+            .batch_norm()
+            .or_fail(Error::Architecture, "a convolution without BatchNorm")?;
+        Ok(ConvKeys {
+            conv: key.module().to_string(),
+            bn: bn.to_string(),
+            weight: key.to_string(),
+            bias: bias.to_string(),
+            norm: schema::BATCH_NORM_SUFFIXES.map(|s| bn.with_suffix(s).to_string()),
+        })
+    }
+}
 
 /// Conv + BatchNorm folded: `w' = w·γ/σ`, `b' = (b - μ)·γ/σ + β` with `σ = √(var + eps)`,
 /// in f64. Where PyTorch's own BatchNorm would give a NaN or infinity (`var + eps ≤ 0`),
 /// or the folded value overflows f32, the error names the checkpoint tensors at fault.
 fn folded_conv(
     map: &Source<'_>,
-    conv: &str,
-    bn: &str,
-    stage: u8,
-    block: u16,
+    keys: &ConvKeys,
+    ids: (TensorId, TensorId),
     ci: usize,
     co: usize,
 ) -> Result<[Prepared; 2]> {
-    let w = expect_shape(map, &format!("{conv}.weight"), &[co, ci, 3, 3])?;
-    let b = expect_shape(map, &format!("{conv}.bias"), &[co])?;
-    let gamma = expect_shape(map, &format!("{bn}.weight"), &[co])?;
-    let beta = expect_shape(map, &format!("{bn}.bias"), &[co])?;
-    let mean = expect_shape(map, &format!("{bn}.running_mean"), &[co])?;
-    let var = expect_shape(map, &format!("{bn}.running_var"), &[co])?;
+    let (conv, bn) = (&keys.conv, &keys.bn);
+    let w = expect_shape(map, &keys.weight, &[co, ci, 3, 3])?;
+    let b = expect_shape(map, &keys.bias, &[co])?;
+    let [gamma, beta, mean, var] = &keys.norm;
+    let gamma = expect_shape(map, gamma, &[co])?;
+    let beta = expect_shape(map, beta, &[co])?;
+    let mean = expect_shape(map, mean, &[co])?;
+    let var_key = var;
+    let var = expect_shape(map, var_key, &[co])?;
     let mut scale = Vec::with_capacity(co);
     for (o, &v) in var.iter().enumerate() {
         let shifted = f64::from(v) + BATCH_NORM_EPS;
         require!(
             shifted > 0.0,
             Architecture,
-            "tensor {bn}.running_var: channel {o} holds a negative variance ({v}); folding \
+            "tensor {var_key}: channel {o} holds a negative variance ({v}); folding \
              BatchNorm divides by sqrt(running_var + eps) = sqrt({shifted:e}), which is not \
              a positive real number"
         );
@@ -335,13 +318,13 @@ fn folded_conv(
         .collect::<Result<_>>()?;
     Ok([
         Prepared {
-            id: TensorId::new(K::ConvWeight, stage, block),
+            id: ids.0,
             shape: vec![3, 3, ci, co],
             values: conv_layout(&fw, co, ci, 3),
             matrix: true,
         },
         Prepared {
-            id: TensorId::new(K::ConvBias, stage, block),
+            id: ids.1,
             shape: vec![co],
             values: fb,
             matrix: false,
@@ -349,222 +332,42 @@ fn folded_conv(
     ])
 }
 
-// The stage index addresses several parallel config arrays at once.
-#[allow(clippy::needless_range_loop)]
+/// Every tensor of the schema for `cfg`, read from the checkpoint under its key, checked
+/// against its checkpoint shape and laid out as the blob stores it.
 fn prepare(map: &Source<'_>, cfg: &ModelConfig) -> Result<Vec<Prepared>> {
     let mut out = Vec::new();
-    let id = TensorId::new;
-    let c = cfg.embed_dims;
-    let sw = cfg.stem_width;
-    for (layer, (ci, co)) in [(3, sw), (sw, sw), (sw, c[0])].into_iter().enumerate() {
-        let conv = format!("patch_embed1.proj.{}", 3 * layer);
-        let bn = format!("patch_embed1.proj.{}", 3 * layer + 1);
-        out.extend(folded_conv(map, &conv, &bn, 0, layer as u16, ci, co)?);
-    }
-    for s in 0..4 {
-        let st = s as u8 + 1;
-        if s > 0 {
-            let p = format!("patch_embed{st}.proj");
-            out.extend(folded_conv(
-                map,
-                &format!("{p}.0"),
-                &format!("{p}.1"),
-                st,
-                0,
-                c[s - 1],
-                c[s],
-            )?);
-        }
-        let g = cfg.pos_grids[s];
-        let rows = g * g + usize::from(s == 3);
+    for t in schema::tensors(cfg) {
+        let shape = t.shape(cfg);
+        let layout = t.entry.layout;
+        let values = match layout {
+            Layout::FoldedConv => {
+                let bias = TensorId::new(K::ConvBias, t.id.stage, t.id.block);
+                let (ci, co) = (shape.dims()[2], shape.outputs());
+                out.extend(folded_conv(
+                    map,
+                    &ConvKeys::of(t.id)?,
+                    (t.id, bias),
+                    ci,
+                    co,
+                )?);
+                continue;
+            }
+            // Read and folded with its weight.
+            Layout::FoldedConvBias => continue,
+            _ => expect_shape(map, &t.key().to_string(), layout.torch_shape(shape).dims())?,
+        };
+        let values = match layout {
+            Layout::Linear => transpose(&values, shape.outputs(), shape.inputs()),
+            Layout::Conv => conv_layout(&values, shape.outputs(), shape.dims()[2], shape.dims()[0]),
+            _ => values,
+        };
         out.push(Prepared {
-            id: id(K::PosEmbed, st, 0),
-            shape: vec![rows, c[s]],
-            values: expect_shape(map, &format!("pos_embed{st}"), &[1, rows, c[s]])?,
-            matrix: false,
+            id: t.id,
+            shape: shape.dims().to_vec(),
+            values,
+            matrix: layout.is_matrix(),
         });
     }
-    out.push(Prepared {
-        id: id(K::ClsToken, 4, 0),
-        shape: vec![c[3]],
-        values: expect_shape(map, "cls_token", &[1, 1, c[3]])?,
-        matrix: false,
-    });
-    for s in 0..3 {
-        let st = s as u8 + 1;
-        let (cs, d, r, k, h) = soft_stage(cfg, s);
-        for b in 0..cfg.depths[s] {
-            let bi = b as u16;
-            let i = |kind| id(kind, st, bi);
-            let p = format!("block{st}.{b}.att");
-            out.extend(linear(
-                map,
-                &format!("{p}.mha.W_q"),
-                (i(K::QWeight), i(K::QBias)),
-                cs,
-                cs,
-            )?);
-            out.extend(linear(
-                map,
-                &format!("{p}.mha.W_v"),
-                (i(K::VWeight), i(K::VBias)),
-                cs,
-                cs,
-            )?);
-            let lw = expect_shape(
-                map,
-                &format!("{p}.mha.attn.Qlandmark_op.weight"),
-                &[d, d, r, r],
-            )?;
-            out.push(Prepared {
-                id: i(K::LandmarkWeight),
-                shape: vec![r, r, d, d],
-                values: conv_layout(&lw, d, d, r),
-                matrix: true,
-            });
-            out.push(vector(
-                map,
-                &format!("{p}.mha.attn.Qnorm_act.0.weight"),
-                i(K::LandmarkNormWeight),
-                d,
-            )?);
-            out.push(vector(
-                map,
-                &format!("{p}.mha.attn.Qnorm_act.0.bias"),
-                i(K::LandmarkNormBias),
-                d,
-            )?);
-            out.push(Prepared {
-                id: i(K::VConvWeight),
-                shape: vec![h, k, k],
-                values: expect_shape(map, &format!("{p}.mha.attn.conv.weight"), &[h, 1, k, k])?,
-                matrix: false,
-            });
-            out.extend(linear(
-                map,
-                &format!("{p}.mha.ff"),
-                (i(K::OutWeight), i(K::OutBias)),
-                cs,
-                cs,
-            )?);
-            out.push(vector(
-                map,
-                &format!("{p}.norm1.weight"),
-                i(K::Norm1Weight),
-                cs,
-            )?);
-            out.push(vector(
-                map,
-                &format!("{p}.norm1.bias"),
-                i(K::Norm1Bias),
-                cs,
-            )?);
-            out.extend(linear(
-                map,
-                &format!("{p}.ff1"),
-                (i(K::Mlp1Weight), i(K::Mlp1Bias)),
-                cs,
-                4 * cs,
-            )?);
-            out.extend(linear(
-                map,
-                &format!("{p}.ff2"),
-                (i(K::Mlp2Weight), i(K::Mlp2Bias)),
-                4 * cs,
-                cs,
-            )?);
-            out.push(vector(
-                map,
-                &format!("{p}.norm2.weight"),
-                i(K::Norm2Weight),
-                cs,
-            )?);
-            out.push(vector(
-                map,
-                &format!("{p}.norm2.bias"),
-                i(K::Norm2Bias),
-                cs,
-            )?);
-        }
-    }
-    let (c4, hid) = (c[3], cfg.stage4_mlp_hidden);
-    for b in 0..cfg.depths[3] {
-        let i = |kind| id(kind, 4, b as u16);
-        let p = format!("block4.{b}");
-        out.push(vector(
-            map,
-            &format!("{p}.norm1.weight"),
-            i(K::Norm1Weight),
-            c4,
-        )?);
-        out.push(vector(
-            map,
-            &format!("{p}.norm1.bias"),
-            i(K::Norm1Bias),
-            c4,
-        )?);
-        out.extend(linear(
-            map,
-            &format!("{p}.attn.q"),
-            (i(K::QWeight), i(K::QBias)),
-            c4,
-            c4,
-        )?);
-        out.extend(linear(
-            map,
-            &format!("{p}.attn.kv"),
-            (i(K::KvWeight), i(K::KvBias)),
-            c4,
-            2 * c4,
-        )?);
-        out.extend(linear(
-            map,
-            &format!("{p}.attn.proj"),
-            (i(K::OutWeight), i(K::OutBias)),
-            c4,
-            c4,
-        )?);
-        out.push(vector(
-            map,
-            &format!("{p}.norm2.weight"),
-            i(K::Norm2Weight),
-            c4,
-        )?);
-        out.push(vector(
-            map,
-            &format!("{p}.norm2.bias"),
-            i(K::Norm2Bias),
-            c4,
-        )?);
-        out.extend(linear(
-            map,
-            &format!("{p}.mlp.fc1"),
-            (i(K::Mlp1Weight), i(K::Mlp1Bias)),
-            c4,
-            hid,
-        )?);
-        out.extend(linear(
-            map,
-            &format!("{p}.mlp.fc2"),
-            (i(K::Mlp2Weight), i(K::Mlp2Bias)),
-            hid,
-            c4,
-        )?);
-    }
-    out.push(vector(
-        map,
-        "norm.weight",
-        id(K::FinalNormWeight, 0, 0),
-        c4,
-    )?);
-    out.push(vector(map, "norm.bias", id(K::FinalNormBias, 0, 0), c4)?);
-    out.extend(linear(
-        map,
-        "head",
-        (id(K::HeadWeight, 0, 0), id(K::HeadBias, 0, 0)),
-        c4,
-        cfg.num_classes,
-    )?);
     Ok(out)
 }
 
@@ -736,146 +539,52 @@ pub fn build_blob_with(
 
 /// A checkpoint of random weights in the reference's key names and shapes, for benchmarks
 /// and planning tests (weights `U(-1,1)/√fan_in`, unit norms, identity BatchNorm).
-// The stage index addresses several parallel config arrays at once.
-#[allow(clippy::needless_range_loop)]
 pub fn synthetic_checkpoint(cfg: &ModelConfig, seed: u64) -> TensorMap {
+    // Two streams: one for the convolutions' and linear layers' weights, one for the
+    // embeddings, landmark and V convolutions ("small" values).
     let mut weights = XorShift64::new(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let mut uniform = move || weights.signed();
-    let mut map = TensorMap::new();
-    let put =
-        |map: &mut TensorMap, key: String, shape: Vec<usize>, fill: &mut dyn FnMut() -> f32| {
-            let n = shape.iter().product();
-            map.insert(
-                key,
-                HostTensor {
-                    data: (0..n).map(|_| fill()).collect(),
-                    shape,
-                },
-            );
-        };
-    let mut weight = |map: &mut TensorMap, key: &str, shape: Vec<usize>, fan_in: usize| {
-        let s = 1.0 / (fan_in as f32).sqrt();
-        put(map, key.to_string(), shape, &mut || uniform() * s);
-    };
-    let constant = |map: &mut TensorMap, key: String, n: Vec<usize>, v: f32| {
-        let len = n.iter().product();
-        map.insert(
-            key,
-            HostTensor {
-                shape: n,
-                data: vec![v; len],
-            },
-        );
-    };
-    let c = cfg.embed_dims;
-    let mut conv = |map: &mut TensorMap, conv: String, bn: String, ci: usize, co: usize| {
-        weight(map, &format!("{conv}.weight"), vec![co, ci, 3, 3], 9 * ci);
-        weight(map, &format!("{conv}.bias"), vec![co], 9 * ci);
-        constant(map, format!("{bn}.weight"), vec![co], 1.0);
-        constant(map, format!("{bn}.bias"), vec![co], 0.0);
-        constant(map, format!("{bn}.running_mean"), vec![co], 0.0);
-        constant(map, format!("{bn}.running_var"), vec![co], 1.0);
-    };
-    let sw = cfg.stem_width;
-    for (l, (ci, co)) in [(3, sw), (sw, sw), (sw, c[0])].into_iter().enumerate() {
-        conv(
-            &mut map,
-            format!("patch_embed1.proj.{}", 3 * l),
-            format!("patch_embed1.proj.{}", 3 * l + 1),
-            ci,
-            co,
-        );
-    }
-    for s in 1..4 {
-        conv(
-            &mut map,
-            format!("patch_embed{}.proj.0", s + 1),
-            format!("patch_embed{}.proj.1", s + 1),
-            c[s - 1],
-            c[s],
-        );
-    }
     let mut small_values = XorShift64::new(seed.wrapping_add(1) | 1);
-    let mut rng = move || small_values.signed();
-    let mut small = |map: &mut TensorMap, key: String, shape: Vec<usize>, scale: f32| {
-        let n = shape.iter().product();
-        map.insert(
-            key,
-            HostTensor {
-                data: (0..n).map(|_| rng() * scale).collect(),
-                shape,
-            },
-        );
+    let mut map = TensorMap::new();
+    let mut put = |key: String, shape: Shape, fill: &mut dyn FnMut() -> f32| {
+        let data = (0..shape.numel()).map(|_| fill()).collect();
+        let shape = shape.dims().to_vec();
+        map.insert(key, HostTensor { data, shape });
     };
-    for s in 0..4 {
-        let g = cfg.pos_grids[s];
-        small(
-            &mut map,
-            format!("pos_embed{}", s + 1),
-            vec![1, g * g + usize::from(s == 3), c[s]],
-            0.02,
-        );
-    }
-    small(&mut map, "cls_token".into(), vec![1, 1, c[3]], 0.02);
-    let mut lin = |map: &mut TensorMap, key: String, inp: usize, out: usize| {
-        let s = 1.0 / (inp as f32).sqrt();
-        put(map, format!("{key}.weight"), vec![out, inp], &mut || {
-            uniform() * s * 0.999
-        });
-        put(map, format!("{key}.bias"), vec![out], &mut || 0.0);
-    };
-    let norm = |map: &mut TensorMap, key: String, n: usize| {
-        constant(map, format!("{key}.weight"), vec![n], 1.0);
-        constant(map, format!("{key}.bias"), vec![n], 0.0);
-    };
-    for s in 0..3 {
-        let (cs, d, r, k, h) = soft_stage(cfg, s);
-        for b in 0..cfg.depths[s] {
-            let p = format!("block{}.{b}.att", s + 1);
-            lin(&mut map, format!("{p}.mha.W_q"), cs, cs);
-            lin(&mut map, format!("{p}.mha.W_v"), cs, cs);
-            small(
-                &mut map,
-                format!("{p}.mha.attn.Qlandmark_op.weight"),
-                vec![d, d, r, r],
-                1.0 / ((d * r * r) as f32).sqrt(),
-            );
-            norm(&mut map, format!("{p}.mha.attn.Qnorm_act.0"), d);
-            small(
-                &mut map,
-                format!("{p}.mha.attn.conv.weight"),
-                vec![h, 1, k, k],
-                1.0 / k as f32,
-            );
-            lin(&mut map, format!("{p}.mha.ff"), cs, cs);
-            norm(&mut map, format!("{p}.norm1"), cs);
-            lin(&mut map, format!("{p}.ff1"), cs, 4 * cs);
-            lin(&mut map, format!("{p}.ff2"), 4 * cs, cs);
-            norm(&mut map, format!("{p}.norm2"), cs);
+    for t in schema::tensors(cfg) {
+        let shape = t.shape(cfg);
+        let torch = t.entry.layout.torch_shape(shape);
+        let key = t.key();
+        let fan_in = 1.0 / (shape.inputs() as f32).sqrt();
+        match t.entry.layout {
+            Layout::FoldedConv => {
+                put(key.to_string(), torch, &mut || weights.signed() * fan_in);
+                let bias = TensorId::new(K::ConvBias, t.id.stage, t.id.block);
+                let co = Shape::new(&[shape.outputs()]);
+                put(bias.to_string(), co, &mut || weights.signed() * fan_in);
+                let bn = key
+                    .batch_norm()
+                    .expect("a folded convolution has a BatchNorm");
+                let identity = [1.0, 0.0, 0.0, 1.0]; // scale, shift, mean, variance
+                for (suffix, v) in schema::BATCH_NORM_SUFFIXES.into_iter().zip(identity) {
+                    put(bn.with_suffix(suffix).to_string(), co, &mut || v);
+                }
+            }
+            Layout::FoldedConvBias => {}
+            Layout::Linear => put(key.to_string(), torch, &mut || {
+                weights.signed() * fan_in * 0.999
+            }),
+            Layout::Bias => put(key.to_string(), torch, &mut || 0.0),
+            Layout::NormWeight => put(key.to_string(), torch, &mut || 1.0),
+            Layout::Conv => put(key.to_string(), torch, &mut || {
+                small_values.signed() * fan_in
+            }),
+            Layout::Depthwise => {
+                let k = 1.0 / shape.outputs() as f32;
+                put(key.to_string(), torch, &mut || small_values.signed() * k)
+            }
+            Layout::Parameter => put(key.to_string(), torch, &mut || small_values.signed() * 0.02),
         }
     }
-    for b in 0..cfg.depths[3] {
-        let p = format!("block4.{b}");
-        norm(&mut map, format!("{p}.norm1"), c[3]);
-        lin(&mut map, format!("{p}.attn.q"), c[3], c[3]);
-        lin(&mut map, format!("{p}.attn.kv"), c[3], 2 * c[3]);
-        lin(&mut map, format!("{p}.attn.proj"), c[3], c[3]);
-        norm(&mut map, format!("{p}.norm2"), c[3]);
-        lin(
-            &mut map,
-            format!("{p}.mlp.fc1"),
-            c[3],
-            cfg.stage4_mlp_hidden,
-        );
-        lin(
-            &mut map,
-            format!("{p}.mlp.fc2"),
-            cfg.stage4_mlp_hidden,
-            c[3],
-        );
-    }
-    norm(&mut map, "norm".into(), c[3]);
-    lin(&mut map, "head".into(), c[3], cfg.num_classes);
     map
 }
 
@@ -917,7 +626,18 @@ mod tests {
             map: &map,
             used: Default::default(),
         };
-        let [fw, fb] = folded_conv(&source, "c", "n", 0, 0, ci, co).unwrap();
+        let keys = ConvKeys {
+            conv: "c".into(),
+            bn: "n".into(),
+            weight: "c.weight".into(),
+            bias: "c.bias".into(),
+            norm: schema::BATCH_NORM_SUFFIXES.map(|s| format!("n.{s}")),
+        };
+        let ids = (
+            TensorId::new(K::ConvWeight, 0, 0),
+            TensorId::new(K::ConvBias, 0, 0),
+        );
+        let [fw, fb] = folded_conv(&source, &keys, ids, ci, co).unwrap();
         let x: Vec<f32> = (0..ci * 9).map(|i| (i as f32 * 0.61).sin()).collect(); // [ci][ky][kx]
         for o in 0..co {
             let mut conv = b[o];
