@@ -263,7 +263,7 @@ fn entries<'p>(p: &'p Pickle, v: &Value) -> Option<&'p [(Value, Value)]> {
     })
 }
 
-/// What the settings of a `torch.save` checkpoint say (see [`SETTING_KEYS`]).
+/// What the settings of a `torch.save` checkpoint say (its `args`, `config`, `cfg` or `hparams` entry).
 pub fn from_pickle(p: &Pickle) -> TrainingInfo {
     let mut info = TrainingInfo::default();
     let Some(root) = p.dict(p.root()) else {
