@@ -6,10 +6,11 @@ use std::path::Path;
 
 mod common;
 
-use common::{convert_fails, data, edited_golden, golden_variant, max_abs, micro_blob, soft};
+use common::{convert_fails, data, edited_golden, golden_variant, micro_blob, soft};
 use predicates::prelude::*;
 use soft_core::argmax;
 use soft_host::npy;
+use soft_host::verify::max_abs;
 
 /// Converts `ckpt` and runs the case's input; returns the logits.
 fn convert_and_run(

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{data, max_abs, one_error_line, soft};
+use common::{data, one_error_line, soft};
 use soft_host::npy;
+use soft_host::verify::max_abs;
 
 fn json_of(args: &[&OsStr]) -> serde_json::Value {
     let out = soft().args(args).assert().success().get_output().clone();

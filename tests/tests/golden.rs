@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use soft_core::{argmax, Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
 use soft_host::checkpoint::read_safetensors;
 use soft_host::npy;
+use soft_host::verify::{max_abs, max_abs_diff};
 use soft_host::{build_blob, infer_config, AlignedBlob, ArchOptions, WeightDtype};
 
 const CASES: [&str; 3] = ["micro_64", "norm_micro_64", "deep_96_timm"];
@@ -93,13 +94,10 @@ fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
     }
 }
 
-fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0.0, |a, x| a.max(x.abs()))
-}
-
+/// The largest |a − b| (a NaN counts as the worst), over arrays of one length.
 fn max_err(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+    max_abs_diff(a, b)
 }
 
 fn stage_file(at: Checkpoint) -> &'static str {

@@ -24,10 +24,6 @@ pub fn soft_process() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_soft"))
 }
 
-pub fn max_abs(v: &[f32]) -> f32 {
-    v.iter().fold(0.0, |a, x| a.max(x.abs()))
-}
-
 /// The micro_64 golden model as a blob in `dir`.
 pub fn micro_blob(dir: &Path) -> PathBuf {
     let blob = dir.join("m.soft");
