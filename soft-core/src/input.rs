@@ -119,9 +119,113 @@ impl ImageSource for TestPattern {
     }
 }
 
+/// An input as a device's log names it (`digit:<index>` or
+/// `pattern:<seed>:<height>x<width>`), so the host can rebuild it: the firmware writes
+/// it with `Display`, `soft crosscheck` reads it with [`InputName::parse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum InputName {
+    /// The demo's test digit at this index of `models/digits/test_images.npy`, as the
+    /// 64×64 image the demo's preprocessing makes of it.
+    Digit(usize),
+    /// [`TestPattern::new`]`(height, width, seed)`.
+    Pattern {
+        /// The seed.
+        seed: u32,
+        /// Rows.
+        height: usize,
+        /// Columns.
+        width: usize,
+    },
+}
+
+impl core::fmt::Display for InputName {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            InputName::Digit(index) => write!(f, "digit:{index}"),
+            InputName::Pattern {
+                seed,
+                height,
+                width,
+            } => write!(f, "pattern:{seed}:{height}x{width}"),
+        }
+    }
+}
+
+/// The same text for defmt.
+#[cfg(feature = "defmt")]
+impl defmt::Format for InputName {
+    fn format(&self, f: defmt::Formatter<'_>) {
+        match *self {
+            InputName::Digit(index) => defmt::write!(f, "digit:{=usize}", index),
+            InputName::Pattern {
+                seed,
+                height,
+                width,
+            } => defmt::write!(f, "pattern:{=u32}:{=usize}x{=usize}", seed, height, width),
+        }
+    }
+}
+
+impl InputName {
+    /// The name `Display` writes; `None` for anything else (a pattern needs both sides
+    /// nonzero).
+    pub fn parse(s: &str) -> Option<InputName> {
+        let (kind, rest) = s.split_once(':')?;
+        match kind {
+            "digit" => rest.parse().ok().map(InputName::Digit),
+            "pattern" => {
+                let (seed, size) = rest.split_once(':')?;
+                let (h, w) = size.split_once('x')?;
+                let (height, width) = (h.parse().ok()?, w.parse().ok()?);
+                if height == 0 || width == 0 {
+                    return None;
+                }
+                Some(InputName::Pattern {
+                    seed: seed.parse().ok()?,
+                    height,
+                    width,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn input_names_round_trip_and_refuse_anything_else() {
+        extern crate std;
+        use std::string::ToString;
+        for name in [
+            InputName::Digit(0),
+            InputName::Digit(359),
+            InputName::Pattern {
+                seed: u32::MAX,
+                height: 64,
+                width: 7,
+            },
+        ] {
+            assert_eq!(InputName::parse(&name.to_string()), Some(name));
+        }
+        for bad in [
+            "",
+            "digit",
+            "digit:",
+            "digit:-1",
+            "digit:x",
+            "pattern:1:0x4",
+            "pattern:1:4x",
+            "pattern:1:4",
+            "pattern:-1:4x4",
+            "pattern:1:4x4:5",
+            "image:3",
+        ] {
+            assert_eq!(InputName::parse(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn test_pattern_is_reproducible_and_in_range() {

@@ -30,7 +30,7 @@ pub use config::ModelConfig;
 pub use error::{Error, Result, Site};
 pub use exec::{Executor, Inline, Schedule};
 pub use format::Blob;
-pub use input::{ChwImage, ImageSource, TestPattern};
+pub use input::{ChwImage, ImageSource, InputName, TestPattern};
 pub use logits::argmax;
 pub use metadata::Metadata;
 pub use model::{

@@ -30,60 +30,13 @@ use soft_core::{argmax, ChwImage, ImageSource, Model, Precision, TestPattern};
 use crate::demo::{load_split, preprocess, Split, SIDE};
 use crate::error::{Context, Error, Result};
 
-/// Inputs a device names in its log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Input {
-    /// The demo's test digit at this index of `models/digits/test_images.npy`, as the
-    /// 64×64 image `soft_host::demo::preprocess` makes of it.
-    Digit(usize),
-    /// `TestPattern::new(height, width, seed)`.
-    Pattern {
-        /// The seed.
-        seed: u32,
-        /// Rows.
-        height: usize,
-        /// Columns.
-        width: usize,
-    },
-}
+/// Inputs a device names in its log (one definition, shared with the firmware).
+pub use soft_core::InputName as Input;
 
-/// `digit:<index>` or `pattern:<seed>:<height>x<width>`, as the device writes it.
-impl fmt::Display for Input {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Input::Digit(index) => write!(f, "digit:{index}"),
-            Input::Pattern {
-                seed,
-                height,
-                width,
-            } => write!(f, "pattern:{seed}:{height}x{width}"),
-        }
-    }
-}
-
-impl std::str::FromStr for Input {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Input, String> {
-        let bad = || format!("{s:?} is not digit:<index> or pattern:<seed>:<height>x<width>");
-        let number = |t: &str| t.parse::<usize>().map_err(|_| bad());
-        match s.split(':').collect::<Vec<_>>()[..] {
-            ["digit", index] => Ok(Input::Digit(number(index)?)),
-            ["pattern", seed, size] => {
-                let (h, w) = size.split_once('x').ok_or_else(bad)?;
-                let (height, width) = (number(h)?, number(w)?);
-                if height == 0 || width == 0 {
-                    return Err(bad());
-                }
-                Ok(Input::Pattern {
-                    seed: seed.parse().map_err(|_| bad())?,
-                    height,
-                    width,
-                })
-            }
-            _ => Err(bad()),
-        }
-    }
+/// A device log's input name, or why it is not one.
+fn parse_input(s: &str) -> std::result::Result<Input, String> {
+    Input::parse(s)
+        .ok_or_else(|| format!("{s:?} is not digit:<index> or pattern:<seed>:<height>x<width>"))
 }
 
 /// What a tick of the `LOGITS` lines is.
@@ -239,7 +192,7 @@ impl DeviceLog {
                     chunks.push(Chunk {
                         line: n,
                         tag: (*tag).to_string(),
-                        input: input.parse().map_err(malformed)?,
+                        input: parse_input(input).map_err(malformed)?,
                         ticks: number(ticks, "ticks").map_err(malformed)?,
                         first: number(first, "first class").map_err(malformed)?,
                         bits: values
@@ -743,7 +696,7 @@ mod tests {
                 width: 160,
             },
         ] {
-            assert_eq!(input.to_string().parse::<Input>(), Ok(input));
+            assert_eq!(parse_input(&input.to_string()), Ok(input));
         }
         for bad in [
             "digit",
@@ -756,7 +709,7 @@ mod tests {
             "pattern:1:4x4x4",
             "image:3",
         ] {
-            assert!(bad.parse::<Input>().is_err(), "{bad}");
+            assert!(parse_input(bad).is_err(), "{bad}");
         }
     }
 

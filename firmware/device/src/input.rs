@@ -1,7 +1,5 @@
 //! The inputs a firmware runs: the demo's test digits and test patterns.
 
-use core::fmt;
-
 use soft_core::{Error, ImageSource, TestPattern};
 
 /// Side of the demo's input: the 8×8 digits upsampled ×8, as in training.
@@ -67,50 +65,9 @@ impl ImageSource for Image<'_> {
     }
 }
 
-/// One input as a log line names it, so the host can rebuild it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Input {
-    /// The demo's test digit at this index of `models/digits/test_images.npy`.
-    Digit(usize),
-    /// `soft_core::TestPattern::new(height, width, seed)`.
-    Pattern {
-        /// The pattern's seed.
-        seed: u32,
-        /// Rows.
-        height: usize,
-        /// Columns.
-        width: usize,
-    },
-}
-
-/// `digit:<index>` or `pattern:<seed>:<height>x<width>`.
-impl fmt::Display for Input {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Input::Digit(index) => write!(f, "digit:{index}"),
-            Input::Pattern {
-                seed,
-                height,
-                width,
-            } => write!(f, "pattern:{seed}:{height}x{width}"),
-        }
-    }
-}
-
-/// The same text for defmt.
-#[cfg(feature = "device")]
-impl defmt::Format for Input {
-    fn format(&self, f: defmt::Formatter<'_>) {
-        match *self {
-            Input::Digit(index) => defmt::write!(f, "digit:{=usize}", index),
-            Input::Pattern {
-                seed,
-                height,
-                width,
-            } => defmt::write!(f, "pattern:{=u32}:{=usize}x{=usize}", seed, height, width),
-        }
-    }
-}
+/// One input as a log line names it, so the host can rebuild it (the format is
+/// `soft_core::InputName`'s, which the host reads).
+pub use soft_core::InputName as Input;
 
 /// What a firmware runs through each model: test digits (when the model takes 64×64
 /// inputs) and test patterns at the model's input size.
