@@ -72,17 +72,13 @@ pub(crate) fn apply(
         Weight::Float(rhs) => Ok(k.gemm(lhs, rhs, start, out)?),
         Weight::Integer(qw) => {
             let (rows, depth) = (lhs.rows(), lhs.depth());
-            let words = checked_values_len(rows, depth).map_or(usize::MAX, |v| v / 2);
-            let too_small = Error::Kernel(soft_kernels::Error::OutOfBounds {
-                operand: "quantised input scratch",
-                needed: words.saturating_add(rows),
-                len: quant.len(),
-            });
-            if quant.len() < words.saturating_add(rows) {
-                return Err(too_small);
-            }
-            let (values, scales) = quant.split_at_mut(words);
-            let values: &mut [i16] = bytemuck::try_cast_slice_mut(values).map_err(|_| too_small)?;
+            // The i16 values in the first words, the scales after them; QuantRowsMut
+            // checks that both fit (a short `quant` leaves too few scales).
+            let words = checked_values_len(rows, depth).map_or(quant.len(), |v| v / 2);
+            let (values, scales) = quant.split_at_mut(words.min(quant.len()));
+            // f32 words always hold two i16 each, aligned.
+            let values: &mut [i16] = bytemuck::try_cast_slice_mut(values)
+                .map_err(|_| Error::UnsupportedConfig("quantised scratch layout"))?;
             let mut x = QuantRowsMut::new(values, scales, rows, depth)?;
             k.quantize(lhs, &mut x)?;
             Ok(k.gemm_q8(&x.as_rows(), qw, start, out)?)
@@ -103,4 +99,31 @@ pub(crate) fn linear(
     let lhs = Lhs::new(Strided::rows_of(x, rows, w.inputs(), w.inputs())?);
     let mut out = Out::new(y, rows, w.outputs(), w.outputs())?;
     apply(run, w, &lhs, Start::Bias(*b), quant, &mut out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{Inline, Schedule};
+    use soft_kernels::Kernels;
+
+    /// Scratch too short for the values, or for the scales after them, is an error.
+    #[test]
+    fn short_quantisation_scratch_is_an_error() {
+        let run = Run {
+            kernels: Kernels::generic(),
+            executor: &Inline,
+            schedule: Schedule::COMPACT,
+        };
+        let (q, scales) = ([1i8; 2 * 16], [0.5f32; 2]);
+        let w = Weight::Integer(QuantWeights::new(&q, &scales, 2, 3).unwrap());
+        let x = [1.0f32, -2.0, 0.5, 3.0, 0.0, 1.0];
+        let full = quant_len(true, 2, 3);
+        for len in [0, 3, full - 1, full] {
+            let mut quant = vec![0.0f32; len];
+            let mut y = [0.0f32; 4];
+            let got = linear(&run, &w, &Vector::F32(&[0.0; 2]), &x, 2, &mut quant, &mut y);
+            assert_eq!(got.is_ok(), len == full, "{len}");
+        }
+    }
 }
