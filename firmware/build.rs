@@ -1,19 +1,22 @@
 //! Generates `$OUT_DIR/generated.rs` from the demo artefacts:
 //!
 //! - `ARENA_BYTES`: the planner's exact arena size, the largest over the embedded blobs
-//!   (features `f16`, `int8`, `w8a8`) for a 64×64 input with f16 activations;
+//!   (features `f16`, `int8`, `w8a8`) for a 64×64 input with f16 activations; with
+//!   `psram`, the SRAM arena of the PSRAM image's runs (`soft_device::psram`) for
+//!   `soft_tiny`, int8 or W8A8;
 //! - `DIGITS`: the first few 8×8 test digits of `models/digits/test_images.npy`, as exact
 //!   f32 bit patterns.
 //!
 //! It also puts the board's memory map on the linker's search path as `memory.x` for
 //! cortex-m-rt's `link.x`: `memory-an386.x` (MPS2 AN386, Cortex-M4F) for `thumbv7em`
-//! targets, `memory-an505.x` (MPS2 AN505, Cortex-M33) for `thumbv8m.main`, which also sets
-//! the `mps2_an505` cfg for the code. (Neither is called `memory.x`: the linker looks in
+//! targets (`memory-an386-psram.x`, 512 KiB of RAM, with `psram`), `memory-an505.x`
+//! (MPS2 AN505, Cortex-M33) for `thumbv8m.main`, which also sets the `mps2_an505` cfg
+//! for the code. (Neither is called `memory.x`: the linker looks in
 //! the crate's directory before the search path.)
 
 use std::path::PathBuf;
 
-use soft_core::Precision;
+use soft_core::{ModelConfig, Precision};
 use soft_device::build::{blob_facts, digits_rs, read_digits};
 
 /// Test digits embedded in the image.
@@ -34,9 +37,12 @@ fn main() {
 
     let target = std::env::var("TARGET").unwrap_or_default();
     println!("cargo::rustc-check-cfg=cfg(mps2_an505)");
+    let psram = std::env::var_os("CARGO_FEATURE_PSRAM").is_some();
     let memory = if target.starts_with("thumbv8m.main") {
         println!("cargo::rustc-cfg=mps2_an505");
         "memory-an505.x"
+    } else if psram {
+        "memory-an386-psram.x"
     } else {
         "memory-an386.x"
     };
@@ -45,15 +51,26 @@ fn main() {
     println!("cargo:rerun-if-changed={memory}");
     println!("cargo:rerun-if-changed={TEST_IMAGES}");
 
-    let arena = BLOBS
-        .iter()
-        .filter(|(feature, _)| std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_some())
-        .map(|(_, b)| {
-            println!("cargo:rerun-if-changed={b}");
-            blob_facts(&root.join(b), Precision::F16, HINT).arena_bytes
-        })
-        .max()
-        .unwrap_or(0);
+    let arena = if psram {
+        let mut tiny = ModelConfig::preset("soft_tiny").expect("the soft_tiny preset");
+        let mut most = 0;
+        for w8a8 in [false, true] {
+            tiny.w8a8 = w8a8;
+            let bytes = soft_device::psram::fast_arena_bytes(&tiny);
+            most = most.max(bytes.expect("planning the PSRAM runs"));
+        }
+        most
+    } else {
+        BLOBS
+            .iter()
+            .filter(|(feature, _)| std::env::var_os(format!("CARGO_FEATURE_{feature}")).is_some())
+            .map(|(_, b)| {
+                println!("cargo:rerun-if-changed={b}");
+                blob_facts(&root.join(b), Precision::F16, HINT).arena_bytes
+            })
+            .max()
+            .unwrap_or(0)
+    };
     let mut code = String::new();
     code.push_str("/// Planner's peak arena bytes over the embedded blobs.\n");
     code.push_str(&format!("pub const ARENA_BYTES: usize = {arena};\n"));

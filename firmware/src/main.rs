@@ -49,11 +49,9 @@ mod generated {
 }
 use generated::{ARENA_BYTES, DIGITS};
 
-/// Arena bytes: the planner's figure for the demo blobs, or the PSRAM model's budget.
-#[cfg(not(feature = "psram"))]
+/// Arena bytes: the planner's figure for the demo blobs, or for the PSRAM model's SRAM
+/// arena (both from the build script).
 const ARENA_SIZE: usize = ARENA_BYTES;
-#[cfg(feature = "psram")]
-const ARENA_SIZE: usize = psram::ARENA_BYTES;
 
 /// Classes of the demo model.
 const CLASSES: usize = 10;
@@ -177,7 +175,7 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
     };
     for &(tag, blob) in BLOBS {
         let model = Model::from_blob(&blob.0)?;
-        let crc32 = soft_device::blob_crc32(&blob.0).unwrap_or_default();
+        let crc32 = soft_core::Blob::stored_crc32(&blob.0).unwrap_or_default();
         let blob = run::Blob {
             tag,
             model: &model,
@@ -187,7 +185,7 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
         run::run(
             &blob,
             &inputs,
-            arena,
+            &mut run::Memory::One(&mut *arena),
             Precision::F16,
             &mut logits,
             ticks,

@@ -76,6 +76,13 @@ pub enum Error {
         /// Bytes available after aligning the arena's start.
         available: usize,
     },
+    /// The large memory's arena (a run with two) is smaller than the plan.
+    LargeArenaTooSmall {
+        /// Bytes the run needs there (16-byte aligned start).
+        needed: usize,
+        /// Bytes available after aligning its start.
+        available: usize,
+    },
     /// The attention's Newton–Schulz step produced a NaN or infinity.
     NonFiniteAttention {
         /// Stage (1–3).
@@ -141,6 +148,10 @@ impl fmt::Display for Error {
             Error::ArenaTooSmall { needed, available } => write!(
                 f,
                 "arena too small: needs {needed} bytes, {available} available"
+            ),
+            Error::LargeArenaTooSmall { needed, available } => write!(
+                f,
+                "large-memory arena too small: needs {needed} bytes, {available} available"
             ),
             Error::NonFiniteAttention { stage, block } => write!(
                 f,

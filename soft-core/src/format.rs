@@ -284,8 +284,10 @@ fn section(bytes: &[u8], start: usize, len: usize) -> Option<&[u8]> {
 }
 
 impl<'a> Blob<'a> {
-    /// Parses and verifies a blob (magic, version, sizes, CRC-32, config).
-    pub fn parse(bytes: &'a [u8]) -> Result<Blob<'a>> {
+    /// The length the header of the blob at the start of `bytes` declares, checking only
+    /// the magic and version: how much of a larger memory region (a PSRAM, a flash
+    /// partition) the blob takes, without the CRC pass of [`Blob::parse`].
+    pub fn declared_len(bytes: &[u8]) -> Result<usize> {
         if bytes.len() < HEADER_BYTES + 4 {
             return Err(Error::BlobTruncated {
                 needed: HEADER_BYTES + 4,
@@ -299,8 +301,22 @@ impl<'a> Blob<'a> {
         if !(FIRST_VERSION..=VERSION).contains(&version) {
             return Err(Error::UnsupportedVersion(version));
         }
+        Ok(u32_at(bytes, 40)? as usize)
+    }
+
+    /// The CRC-32 the blob at the start of `bytes` ends with, at the length its header
+    /// declares, unverified: what names a blob in a device log. `None` if `bytes` is too
+    /// short to hold it.
+    pub fn stored_crc32(bytes: &[u8]) -> Option<u32> {
+        let total = Blob::declared_len(bytes).ok()?;
+        u32_at(bytes, total.checked_sub(4)?).ok()
+    }
+
+    /// Parses and verifies a blob (magic, version, sizes, CRC-32, config).
+    pub fn parse(bytes: &'a [u8]) -> Result<Blob<'a>> {
+        let total = Blob::declared_len(bytes)?;
+        let version = u32_at(bytes, 8)?;
         let field = |at: usize| u32_at(bytes, at).map(|v| v as usize);
-        let total = field(40)?;
         if total > bytes.len() {
             return Err(Error::BlobTruncated {
                 needed: total,

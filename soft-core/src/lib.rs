@@ -15,6 +15,7 @@ pub mod logits;
 pub mod metadata;
 pub mod model;
 mod newton;
+pub mod placement;
 pub mod probe;
 pub mod schema;
 mod scratch;
@@ -34,8 +35,10 @@ pub use input::{ChwImage, ImageSource, InputName, TestPattern};
 pub use logits::argmax;
 pub use metadata::Metadata;
 pub use model::{
-    plan, plan_buffers, plan_with, MemoryPlan, Model, Phase, Precision, RunOptions, RunReport,
+    plan, plan_buffers, plan_placed, plan_with, Arenas, MemoryPlan, Model, Phase, Precision,
+    RunOptions, RunReport,
 };
+pub use placement::{Class, Memory, Placement};
 pub use probe::{Activity, Checkpoint, Probe, Step, Tokens};
 pub use scratch::Buffer;
 pub use soft_kernels::Kernels;

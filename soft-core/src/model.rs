@@ -18,9 +18,10 @@ use crate::format::{Blob, TensorId, TensorKind as K};
 use crate::input::ImageSource;
 use crate::linear::{apply, quant_len, Weight};
 use crate::newton::InverseConfig;
+use crate::placement::{Class, Memory, Placement};
 use crate::probe::{Activity, Checkpoint, Probe, ProbeView, Step, Tokens};
 use crate::schema;
-use crate::scratch::{emit_copies, scratch, Buffer, Emit};
+use crate::scratch::{emit_copies, scratch, Buffer, Emit, Sink};
 use crate::soft_block::{soft_block, SoftBlockWeights, SoftDims};
 use crate::stage4::{stage4_block, Stage4Dims, Stage4Weights, STAGE4_EPS};
 use crate::weights::{Vector, Weights};
@@ -57,22 +58,40 @@ pub enum Phase {
 /// embedding and blocks, then the head.
 pub const PHASES: usize = 1 + 3 + 4 + 4 + 1;
 
-/// Exact arena use of a run.
+/// Exact arena use of a run: of its one arena, or of each of its two memories.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct MemoryPlan {
-    /// Bytes the arena must hold (from a 16-byte aligned start).
+    /// Bytes the (fast) arena must hold (from a 16-byte aligned start).
     pub peak_bytes: usize,
-    /// Peak bytes in use during each phase, in run order.
+    /// Peak bytes in use in it during each phase, in run order.
     pub phases: [(Phase, usize); PHASES],
+    /// Bytes the large memory's arena must hold (0 with one arena).
+    pub large_bytes: usize,
+    /// Peak bytes in use in it during each phase.
+    pub large_phases: [(Phase, usize); PHASES],
 }
 
 /// What a run reports besides the logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RunReport {
-    /// Highest arena use during the run; equals the plan's `peak_bytes`.
+    /// Highest use of the (fast) arena during the run; equals the plan's `peak_bytes`.
     pub peak_bytes: usize,
+    /// Highest use of the large memory's arena; equals the plan's `large_bytes`.
+    pub large_peak_bytes: usize,
+}
+
+/// A run's two memories: the buffers `placement` puts in [`Memory::Large`] go to
+/// `large`, the others to `fast`.
+#[derive(Debug)]
+pub struct Arenas<'x> {
+    /// The fast memory (SRAM).
+    pub fast: &'x mut [u8],
+    /// The large memory (PSRAM).
+    pub large: &'x mut [u8],
+    /// Which buffers go where.
+    pub placement: Placement,
 }
 
 /// How to run a model: token precision, schedule, kernels and executor. None of them
@@ -326,7 +345,7 @@ scratch! {
 scratch! {
     /// Whole-map stem: the whole image, `[y][x][rgb]`.
     struct WholeImage(geo: &Geometry) {
-        pixels: [f32; geo.image.0 * 3 * geo.image.1],
+        pixels: [f32; geo.image.0 * 3 * geo.image.1] in Tokens,
     }
 }
 
@@ -347,7 +366,7 @@ scratch! {
         /// is overwritten in place).
         ring: [E; if whole { 0 } else { 3 * dims.cols_in * dims.c_in }],
         /// The output map, when it is not written in place.
-        separate: [E; if whole { dims.out_elems() } else { dims.separate_elems() }],
+        separate: [E; if whole { dims.out_elems() } else { dims.separate_elems() }] in Tokens,
     }
 }
 
@@ -362,7 +381,7 @@ fn band_workers(s: &Schedule, rows: usize) -> usize {
 }
 
 /// The stem's buffers above its output map.
-fn stem_buffers<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule, emit: Emit<'_>) {
+fn stem_buffers<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule, emit: Emit<'_, '_>) {
     if s.whole_maps {
         emit_copies(emit, 1, &WholeImage::<E>::layout(geo));
     } else {
@@ -376,7 +395,7 @@ fn stem_buffers<E: TokenElem>(geo: &Geometry, cfg: &ModelConfig, s: &Schedule, e
 }
 
 /// A patch embedding's buffers above its map.
-fn embed_buffers<E: TokenElem>(dims: &EmbedDims, s: &Schedule, emit: Emit<'_>) {
+fn embed_buffers<E: TokenElem>(dims: &EmbedDims, s: &Schedule, emit: Emit<'_, '_>) {
     emit_copies(emit, 1, &EmbedScratch::<E>::layout(dims, s.whole_maps));
     let layout = ConvScratch::<E>::layout(ConvLens::of(&[dims.shape()], s.chunk));
     emit_copies(emit, band_workers(s, dims.rows_out), &layout);
@@ -564,12 +583,25 @@ impl<'a> Model<'a> {
         width: usize,
         options: &RunOptions<'_>,
     ) -> Result<MemoryPlan> {
-        plan_with(
+        self.plan_placed(height, width, options, Placement::ONE)
+    }
+
+    /// Exact bytes of each memory for a run with `options` on two memories, buffers
+    /// placed by `placement` ([`Model::run_split`]).
+    pub fn plan_placed(
+        &self,
+        height: usize,
+        width: usize,
+        options: &RunOptions<'_>,
+        placement: Placement,
+    ) -> Result<MemoryPlan> {
+        plan_placed(
             &self.config,
             height,
             width,
             options.precision,
             &options.schedule,
+            placement,
         )
     }
 
@@ -600,6 +632,35 @@ impl<'a> Model<'a> {
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<RunReport> {
+        self.run_in(options, input, arena, None, logits, probe)
+    }
+
+    /// Runs the model with `options` on two memories: the buffers `arenas.placement`
+    /// puts in the large memory go to `arenas.large`. The result bits are those of
+    /// [`Model::run_with`].
+    ///
+    /// Fails before any work if either arena is smaller than [`Model::plan_placed`] says.
+    pub fn run_split(
+        &self,
+        options: &RunOptions<'_>,
+        input: &mut impl ImageSource,
+        arenas: Arenas<'_>,
+        logits: &mut [f32],
+        probe: &mut impl Probe,
+    ) -> Result<RunReport> {
+        let large = Some((arenas.large, arenas.placement));
+        self.run_in(options, input, arenas.fast, large, logits, probe)
+    }
+
+    fn run_in(
+        &self,
+        options: &RunOptions<'_>,
+        input: &mut impl ImageSource,
+        fast: &mut [u8],
+        large: Option<(&mut [u8], Placement)>,
+        logits: &mut [f32],
+        probe: &mut impl Probe,
+    ) -> Result<RunReport> {
         options.schedule.validate()?;
         let run = Run {
             kernels: options.kernels,
@@ -608,22 +669,24 @@ impl<'a> Model<'a> {
         };
         let report = match options.precision {
             Precision::F16 => {
-                self.run_as::<f16>(&run, options.precision, input, arena, logits, probe)
+                self.run_as::<f16>(&run, options.precision, input, fast, large, logits, probe)
             }
             Precision::F32 => {
-                self.run_as::<f32>(&run, options.precision, input, arena, logits, probe)
+                self.run_as::<f32>(&run, options.precision, input, fast, large, logits, probe)
             }
         }?;
         probe.finish();
         Ok(report)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_as<E: ProbeView>(
         &self,
         run: &Run<'_>,
         precision: Precision,
         input: &mut impl ImageSource,
-        arena: &mut [u8],
+        fast: &mut [u8],
+        large: Option<(&mut [u8], Placement)>,
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<RunReport> {
@@ -636,18 +699,28 @@ impl<'a> Model<'a> {
         }
         let (height, width) = (input.height(), input.width());
         let geo = Geometry::new(cfg, height, width)?;
-        let plan = plan_with(cfg, height, width, precision, &run.schedule)?;
+        let placement = large.as_ref().map_or(Placement::ONE, |l| l.1);
+        let plan = plan_placed(cfg, height, width, precision, &run.schedule, placement)?;
         let mark = Watermark::new();
-        let mut root = Arena::new(arena, &mark);
+        let mut root = match large {
+            Some((large, placement)) => Arena::split(fast, large, placement, &mark),
+            None => Arena::new(fast, &mark),
+        };
         if root.available() < plan.peak_bytes {
             return Err(Error::ArenaTooSmall {
                 needed: plan.peak_bytes,
                 available: root.available(),
             });
         }
+        if root.large_available() < plan.large_bytes {
+            return Err(Error::LargeArenaTooSmall {
+                needed: plan.large_bytes,
+                available: root.large_available(),
+            });
+        }
         {
             let mut ar = root.scope();
-            let map = ar.alloc::<E>(geo.map_elems(cfg, 0))?;
+            let map = ar.alloc_class::<E>(Class::Tokens, geo.map_elems(cfg, 0))?;
             probe.enter(Activity {
                 stage: 0,
                 step: Step::Stem,
@@ -666,7 +739,7 @@ impl<'a> Model<'a> {
             if s > 0 {
                 let dims = geo.embed(cfg, s);
                 let mut ar = root.scope();
-                let map = ar.alloc::<E>(dims.map_elems())?;
+                let map = ar.alloc_class::<E>(Class::Tokens, dims.map_elems())?;
                 let c = conv(&self.weights, stage, 0)?;
                 probe.enter(Activity {
                     stage,
@@ -675,7 +748,7 @@ impl<'a> Model<'a> {
                 patch_embed(run, &mut ar, map, &dims, &c)?;
             }
             let mut ar = root.scope();
-            let map = ar.alloc::<E>(geo.map_elems(cfg, s))?;
+            let map = ar.alloc_class::<E>(Class::Tokens, geo.map_elems(cfg, s))?;
             probe.enter(Activity {
                 stage,
                 step: Step::Position,
@@ -719,7 +792,7 @@ impl<'a> Model<'a> {
         });
         let mut ar = root.scope();
         let c = cfg.embed_dims[3];
-        let map = ar.alloc::<E>(geo.map_elems(cfg, 3))?;
+        let map = ar.alloc_class::<E>(Class::Tokens, geo.map_elems(cfg, 3))?;
         let scratch = TokenScratch::<E>::alloc(&mut ar, c, cfg.w8a8)?;
         let head = self.head()?;
         let k = run.kernels;
@@ -746,6 +819,7 @@ impl<'a> Model<'a> {
         }
         Ok(RunReport {
             peak_bytes: mark.peak(),
+            large_peak_bytes: mark.large_peak(),
         })
     }
 
@@ -1092,31 +1166,95 @@ pub fn plan_with(
     precision: Precision,
     schedule: &Schedule,
 ) -> Result<MemoryPlan> {
-    cfg.validate()?;
-    schedule.validate()?;
-    match precision {
-        Precision::F16 => plan_as::<f16>(cfg, height, width, schedule),
-        Precision::F32 => plan_as::<f32>(cfg, height, width, schedule),
-    }
+    plan_placed(cfg, height, width, precision, schedule, Placement::ONE)
 }
 
-/// Every buffer in the arena at each phase's peak, in run order: the phase, then its
-/// buffers from the arena's start (the token map first). The plan's bytes are their sums,
-/// so the two cannot differ.
+/// Exact bytes of each memory for running a model of `cfg` on a `height × width` input
+/// with `schedule` on two memories, buffers placed by `placement` (with
+/// [`Placement::ONE`], one arena: [`plan_with`]).
+pub fn plan_placed(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    precision: Precision,
+    schedule: &Schedule,
+    placement: Placement,
+) -> Result<MemoryPlan> {
+    let order = phase_order();
+    let (mut fast, mut large) = (order.map(|p| (p, 0)), order.map(|p| (p, 0)));
+    plan_buffers(
+        cfg,
+        height,
+        width,
+        precision,
+        schedule,
+        placement,
+        &mut |memory, phase, buffer| {
+            let phases = match memory {
+                Memory::Fast => &mut fast,
+                Memory::Large => &mut large,
+            };
+            if let Some(slot) = phases.iter_mut().find(|p| p.0 == phase) {
+                slot.1 += buffer.bytes;
+            }
+        },
+    )?;
+    let peak = |phases: &[(Phase, usize)]| phases.iter().map(|p| p.1).max().unwrap_or(0);
+    Ok(MemoryPlan {
+        peak_bytes: peak(&fast),
+        phases: fast,
+        large_bytes: peak(&large),
+        large_phases: large,
+    })
+}
+
+/// The phases in run order.
+fn phase_order() -> [Phase; PHASES] {
+    let mut order = [Phase::Stem; PHASES];
+    let stages = (0..STAGES as u8).flat_map(|s| {
+        let embed = (s > 0).then_some(Phase::Embed(s + 1));
+        embed
+            .into_iter()
+            .chain([Phase::Position(s + 1), Phase::Blocks(s + 1)])
+    });
+    let phases = stages.chain([Phase::Head]);
+    for (slot, phase) in order.iter_mut().skip(1).zip(phases) {
+        *slot = phase;
+    }
+    order
+}
+
+/// Every buffer at each phase's peak, in run order, memory by memory (the fast one
+/// first; the large one only if `placement` uses it): the memory, the phase, then its
+/// buffers in that memory from the arena's start (the token map first). The plan's bytes
+/// are their sums, so the two cannot differ.
 pub fn plan_buffers(
     cfg: &ModelConfig,
     height: usize,
     width: usize,
     precision: Precision,
     schedule: &Schedule,
-    visit: &mut dyn FnMut(Phase, Buffer),
+    placement: Placement,
+    visit: &mut dyn FnMut(Memory, Phase, Buffer),
 ) -> Result<()> {
     cfg.validate()?;
     schedule.validate()?;
     let geo = Geometry::new(cfg, height, width)?;
-    match precision {
-        Precision::F16 => phase_buffers::<f16>(cfg, &geo, schedule, visit),
-        Precision::F32 => phase_buffers::<f32>(cfg, &geo, schedule, visit),
+    let memories: &[Memory] = if placement.uses_large() {
+        &[Memory::Fast, Memory::Large]
+    } else {
+        &[Memory::Fast]
+    };
+    for &memory in memories {
+        let mut visit = |phase, buffer| visit(memory, phase, buffer);
+        match precision {
+            Precision::F16 => {
+                phase_buffers::<f16>(cfg, &geo, schedule, placement, memory, &mut visit)
+            }
+            Precision::F32 => {
+                phase_buffers::<f32>(cfg, &geo, schedule, placement, memory, &mut visit)
+            }
+        }
     }
     Ok(())
 }
@@ -1125,16 +1263,21 @@ fn phase_buffers<E: TokenElem>(
     cfg: &ModelConfig,
     geo: &Geometry,
     schedule: &Schedule,
+    placement: Placement,
+    memory: Memory,
     visit: &mut dyn FnMut(Phase, Buffer),
 ) {
     let map = |elems: usize| Buffer {
         group: "map",
         name: "token map",
         bytes: bytes_for::<E>(elems),
+        class: Class::Tokens,
     };
-    let mut phase = |p: Phase, buffers: &dyn Fn(Emit<'_>)| buffers(&mut |b| visit(p, b));
+    let mut phase = |p: Phase, buffers: &dyn Fn(Emit<'_, '_>)| {
+        buffers(&mut Sink::new(placement, memory, &mut |b| visit(p, b)));
+    };
     phase(Phase::Stem, &|e| {
-        e(map(geo.map_elems(cfg, 0)));
+        e.push(map(geo.map_elems(cfg, 0)));
         stem_buffers::<E>(geo, cfg, schedule, e);
     });
     for s in 0..STAGES {
@@ -1142,17 +1285,17 @@ fn phase_buffers<E: TokenElem>(
         if s > 0 {
             let dims = geo.embed(cfg, s);
             phase(Phase::Embed(stage), &|e| {
-                e(map(dims.map_elems()));
+                e.push(map(dims.map_elems()));
                 embed_buffers::<E>(&dims, schedule, e);
             });
         }
         let c = cfg.embed_dims[s];
         phase(Phase::Position(stage), &|e| {
-            e(map(geo.map_elems(cfg, s)));
+            e.push(map(geo.map_elems(cfg, s)));
             emit_copies(e, 1, &PositionScratch::<E>::layout(c));
         });
         phase(Phase::Blocks(stage), &|e| {
-            e(map(geo.map_elems(cfg, s)));
+            e.push(map(geo.map_elems(cfg, s)));
             match (cfg.depths[s], s) {
                 (0, _) => {}
                 (_, 0..=2) => geo.soft_dims(cfg, s).block_buffers::<E>(schedule, e),
@@ -1161,37 +1304,13 @@ fn phase_buffers<E: TokenElem>(
         });
     }
     phase(Phase::Head, &|e| {
-        e(map(geo.map_elems(cfg, 3)));
+        e.push(map(geo.map_elems(cfg, 3)));
         emit_copies(
             e,
             1,
             &TokenScratch::<E>::layout(cfg.embed_dims[3], cfg.w8a8),
         );
     });
-}
-
-fn plan_as<E: TokenElem>(
-    cfg: &ModelConfig,
-    height: usize,
-    width: usize,
-    schedule: &Schedule,
-) -> Result<MemoryPlan> {
-    let geo = Geometry::new(cfg, height, width)?;
-    let mut phases = [(Phase::Stem, 0usize); PHASES];
-    let mut count = 0;
-    phase_buffers::<E>(cfg, &geo, schedule, &mut |p, b| {
-        if count == 0 || phases.get(count - 1).map(|x| x.0) != Some(p) {
-            count += 1;
-            if let Some(slot) = phases.get_mut(count - 1) {
-                *slot = (p, 0);
-            }
-        }
-        if let Some(slot) = phases.get_mut(count - 1) {
-            slot.1 += b.bytes;
-        }
-    });
-    let peak_bytes = phases.iter().map(|p| p.1).max().unwrap_or(0);
-    Ok(MemoryPlan { peak_bytes, phases })
 }
 
 /// Bytes of the `m×m` Newton–Schulz buffers of stage `s` (0-based, 0..3) — the only part

@@ -75,7 +75,7 @@ fn work_len(m: usize, d: usize, row_workers: usize, s: &Schedule) -> usize {
 }
 
 /// The scratch of the pseudo-inverse step of a block with `heads` heads.
-pub(crate) fn scratch_buffers(m: usize, d: usize, heads: usize, s: &Schedule, emit: Emit<'_>) {
+pub(crate) fn scratch_buffers(m: usize, d: usize, heads: usize, s: &Schedule, emit: Emit<'_, '_>) {
     let split = Split::of(heads, m, s);
     let layout = NewtonScratch::<f32>::layout(m, work_len(m, d, split.row_workers(), s));
     emit_copies(emit, split.copies(), &layout);
@@ -90,16 +90,16 @@ scratch! {
     /// The pseudo-inverse of one head at a time (one copy per head worker).
     pub(crate) struct NewtonScratch(m: usize, work: usize) {
         /// `K2`, then `P = K2 + 0.01·I`.
-        p: [f32; m * m],
+        p: [f32; m * m] in Landmarks,
         /// The iterate `V`.
-        v: [f32; m * m],
+        v: [f32; m * m] in Landmarks,
         /// `V·P`, then the next iterate.
-        t: [f32; m * m],
+        t: [f32; m * m] in Landmarks,
         /// SOFT-Norm's `1/√(row sums of K2)`.
-        scale: [f32; m],
+        scale: [f32; m] in Landmarks,
         /// Each row worker's block of rows of `(V·P)·V`; then one head's `Z` before it
         /// replaces `K1ᵀV`.
-        work: [f32; work],
+        work: [f32; work] in Landmarks,
     }
 }
 

@@ -116,14 +116,14 @@ impl SoftDims {
 
     /// The buffers of one block above the token map at its peak: the block's state plus
     /// the largest step's scratch.
-    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_>) {
+    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_, '_>) {
         let chunk = self.chunk(s);
         let (emit_workers, emit_tokens) = self.emit_split(s);
         let tokens = self.workers(s, self.n());
         BlockState::<E>::layout(self, s.whole_maps)
             .iter()
-            .for_each(|b| emit(*b));
-        let pass2 = |e: Emit<'_>| {
+            .for_each(|b| emit.push(*b));
+        let pass2 = |e: Emit<'_, '_>| {
             if !s.whole_maps {
                 emit_copies(e, 1, &RingScratch::<E>::layout(self));
             }
@@ -133,20 +133,20 @@ impl SoftDims {
                 &EmitScratch::<E>::layout(self, emit_tokens),
             );
         };
-        let landmarks = |e: Emit<'_>| {
+        let landmarks = |e: Emit<'_, '_>| {
             let layout = LandmarkScratch::<E>::layout(self, self.workers(s, self.m), s.whole_maps);
             emit_copies(e, 1, &layout);
         };
-        let newton = |e: Emit<'_>| newton::scratch_buffers(self.m, self.d, self.heads, s, e);
+        let newton = |e: Emit<'_, '_>| newton::scratch_buffers(self.m, self.d, self.heads, s, e);
         if s.whole_maps {
             let projections =
-                |e: Emit<'_>| emit_copies(e, tokens, &TokenScratch::<E>::layout(self, chunk));
-            let key_value = |e: Emit<'_>| {
+                |e: Emit<'_, '_>| emit_copies(e, tokens, &TokenScratch::<E>::layout(self, chunk));
+            let key_value = |e: Emit<'_, '_>| {
                 let layout = HeadKernelScratch::<E>::layout(self, chunk);
                 emit_copies(e, self.workers(s, self.heads), &layout);
             };
             let round =
-                |e: Emit<'_>| emit_copies(e, tokens, &RoundScratch::<E>::layout(self.c, chunk));
+                |e: Emit<'_, '_>| emit_copies(e, tokens, &RoundScratch::<E>::layout(self.c, chunk));
             largest(
                 &[
                     &projections,
@@ -159,7 +159,7 @@ impl SoftDims {
                 emit,
             );
         } else {
-            let key_value = |e: Emit<'_>| {
+            let key_value = |e: Emit<'_, '_>| {
                 emit_copies(
                     e,
                     1,
@@ -195,14 +195,14 @@ scratch! {
     /// What a block keeps across its steps.
     pub(crate) struct BlockState(dims: &SoftDims, whole: bool) {
         /// Landmarks of every head, transposed: `[head][d][m]`.
-        landmarks: [f32; dims.m * dims.c],
+        landmarks: [f32; dims.m * dims.c] in Landmarks,
         /// `K1ᵀV` of every head (`[head][m][d]`), then `Z = pinv(K2)·K1ᵀV` in its place.
-        z: [f32; dims.m * dims.c],
+        z: [f32; dims.m * dims.c] in Landmarks,
         /// Whole maps: scaled queries of every token (`[N][c]`); after a token's attention,
         /// its norm1 output.
-        queries: [f32; dims.whole(whole)],
+        queries: [f32; dims.whole(whole)] in Tokens,
         /// Whole maps: values of every token, rounded to the token type before pass 2.
-        values: [f32; dims.whole(whole)],
+        values: [f32; dims.whole(whole)] in Tokens,
     }
 }
 
@@ -223,7 +223,7 @@ scratch! {
         /// Each worker's scaled patch queries, `[head][r²][d]`.
         queries: [f32; workers * dims.patch_len()],
         /// Every landmark before the transpose, `[m][head][d]`.
-        rows: [f32; dims.m * dims.c],
+        rows: [f32; dims.m * dims.c] in Landmarks,
         /// Each worker's quantised inputs (W8A8).
         quant: [f32; workers * dims.landmark_quant_len(whole)],
     }

@@ -44,7 +44,7 @@ impl Stage4Dims {
     }
 
     /// The buffers of one block above the token map.
-    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_>) {
+    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_, '_>) {
         let layout = Stage4Scratch::<E>::layout(self, self.chunk(s), self.workers(s));
         emit_copies(emit, 1, &layout);
     }
@@ -54,9 +54,9 @@ scratch! {
     /// One stage-4 block.
     pub(crate) struct Stage4Scratch(dims: &Stage4Dims, chunk: usize, workers: usize) {
         /// Keys of every token, transposed: `[c][n]`.
-        keys: [E; dims.n * dims.c],
+        keys: [E; dims.n * dims.c] in Tokens,
         /// Values of every token, `[n][c]`.
-        values: [E; dims.n * dims.c],
+        values: [E; dims.n * dims.c] in Tokens,
         /// A chunk of tokens, f32.
         tokens: [f32; chunk * dims.c],
         /// Their norm1 output, then each linear layer's output.

@@ -346,18 +346,6 @@ fn strip_ansi(text: &str) -> String {
     out
 }
 
-/// The CRC-32 a blob ends with (its header gives its length), as its `BLOB` line names
-/// it; `None` if `blob` is too short.
-pub fn blob_crc32(blob: &[u8]) -> Option<u32> {
-    let word = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(
-            blob.get(at..at.checked_add(4)?)?.try_into().ok()?,
-        ))
-    };
-    let total = usize::try_from(word(40)?).ok()?;
-    word(total.checked_sub(4)?)
-}
-
 /// Distance between two f32 bit patterns in units in the last place, along the number
 /// line (+0 and −0 are 0 apart).
 pub fn ulps(a: u32, b: u32) -> u64 {
@@ -489,7 +477,7 @@ impl BlobCheck {
 }
 
 /// The blobs of `log` that `model` is, each run on the host and compared: the one tagged
-/// `tag`, or else every blob whose CRC-32 is `crc32` (the model's, [`blob_crc32`]).
+/// `tag`, or else every blob whose CRC-32 is `crc32` (the model's, [`soft_core::Blob::stored_crc32`]).
 /// `digits` is the directory with the demo's test split, read only if a run names a digit.
 /// Differing bits are not an error: they are in the result ([`BlobCheck::first_mismatch`]);
 /// a blob that is not the model, a run on an input the host cannot rebuild, or a
@@ -904,7 +892,7 @@ mod tests {
     fn check_compares_every_bit_and_names_the_blob() {
         let blob = micro_blob();
         let model = Model::from_blob(blob.as_bytes()).unwrap();
-        let crc = blob_crc32(blob.as_bytes()).unwrap();
+        let crc = soft_core::Blob::stored_crc32(blob.as_bytes()).unwrap();
         let digits = crate::demo::default_dir();
         let log = DeviceLog::parse(&device_lines(&model, crc, &digits, None)).unwrap();
         let checks = check(&model, crc, &log, None, &digits).unwrap();
@@ -969,8 +957,8 @@ mod tests {
         let bytes = blob.as_bytes();
         let len = Model::from_blob(bytes).unwrap().blob().len();
         let trailer = u32::from_le_bytes(bytes[len - 4..len].try_into().unwrap());
-        assert_eq!(blob_crc32(bytes), Some(trailer));
-        assert_eq!(blob_crc32(&bytes[..30]), None);
-        assert_eq!(blob_crc32(&bytes[..len - 1]), None);
+        assert_eq!(soft_core::Blob::stored_crc32(bytes), Some(trailer));
+        assert_eq!(soft_core::Blob::stored_crc32(&bytes[..30]), None);
+        assert_eq!(soft_core::Blob::stored_crc32(&bytes[..len - 1]), None);
     }
 }

@@ -2,7 +2,7 @@
 //! declarations (`soft_core::plan_buffers`), merged per worker and grouped into the
 //! categories `soft plan` prints and draws.
 
-use soft_core::{Buffer, ModelConfig, Phase, Precision, Schedule};
+use soft_core::{Buffer, Memory, ModelConfig, Phase, Placement, Precision, Schedule};
 
 use crate::error::Result;
 
@@ -19,13 +19,15 @@ pub struct Part {
     pub copies: usize,
 }
 
-/// The arena of one phase at its peak, from its start.
+/// One memory's arena during one phase at its peak, from its start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhaseParts {
+    /// The memory (with one arena, [`Memory::Fast`]).
+    pub memory: Memory,
     /// The phase.
     pub phase: Phase,
-    /// Its buffers in arena order (the token map first); their bytes add up to the
-    /// plan's figure for the phase.
+    /// Its buffers in arena order (the token map first, where it lives); their bytes add
+    /// up to the plan's figure for the phase and memory.
     pub parts: Vec<Part>,
 }
 
@@ -62,23 +64,36 @@ pub fn category(b: &Buffer) -> &'static str {
     }
 }
 
-/// Every phase's buffers at its peak, in run order.
+/// Every phase's buffers at its peak, in run order: the fast (or only) memory's phases,
+/// then, if `placement` uses it, the large memory's.
 pub fn breakdown(
     cfg: &ModelConfig,
     (height, width): (usize, usize),
     precision: Precision,
     schedule: &Schedule,
+    placement: Placement,
 ) -> Result<Vec<PhaseParts>> {
-    let mut phases: Vec<PhaseParts> = Vec::new();
-    soft_core::plan_buffers(cfg, height, width, precision, schedule, &mut |phase, b| {
-        if phases.last().is_none_or(|p| p.phase != phase) {
-            // Every phase has its token map, so a phase is never left out.
-            phases.push(PhaseParts {
+    let plan = soft_core::plan_placed(cfg, height, width, precision, schedule, placement)?;
+    let memories: &[Memory] = if placement.uses_large() {
+        &[Memory::Fast, Memory::Large]
+    } else {
+        &[Memory::Fast]
+    };
+    let mut phases: Vec<PhaseParts> = memories
+        .iter()
+        .flat_map(|&memory| {
+            plan.phases.iter().map(move |&(phase, _)| PhaseParts {
+                memory,
                 phase,
                 parts: Vec::new(),
-            });
-        }
-        let Some(current) = phases.last_mut() else {
+            })
+        })
+        .collect();
+    let mut visit = |memory: Memory, phase: Phase, b: Buffer| {
+        let Some(current) = phases
+            .iter_mut()
+            .find(|p| p.memory == memory && p.phase == phase)
+        else {
             return;
         };
         // Declared but empty in this configuration (a float model's quantisation
@@ -103,7 +118,10 @@ pub fn breakdown(
                 copies: 1,
             }),
         }
-    })?;
+    };
+    soft_core::plan_buffers(
+        cfg, height, width, precision, schedule, placement, &mut visit,
+    )?;
     Ok(phases)
 }
 
@@ -116,7 +134,8 @@ mod tests {
         let cfg = ModelConfig::preset("soft_tiny").unwrap();
         for schedule in [Schedule::COMPACT, Schedule::fast(2)] {
             let plan = soft_core::plan_with(&cfg, 224, 224, Precision::F16, &schedule).unwrap();
-            let phases = breakdown(&cfg, (224, 224), Precision::F16, &schedule).unwrap();
+            let phases =
+                breakdown(&cfg, (224, 224), Precision::F16, &schedule, Placement::ONE).unwrap();
             assert_eq!(phases.len(), plan.phases.len());
             for (parts, (phase, bytes)) in phases.iter().zip(plan.phases) {
                 assert_eq!((parts.phase, parts.bytes()), (phase, bytes));
@@ -124,7 +143,8 @@ mod tests {
             }
         }
         // The compact peak: stage 1's second pass (see the engine's exact-plan test).
-        let phases = breakdown(&cfg, (224, 224), Precision::F16, &Schedule::COMPACT).unwrap();
+        let compact = Schedule::COMPACT;
+        let phases = breakdown(&cfg, (224, 224), Precision::F16, &compact, Placement::ONE).unwrap();
         let peak = phases.iter().max_by_key(|p| p.bytes()).unwrap();
         assert_eq!(peak.phase, Phase::Blocks(1));
         let bytes = |name: &str| {
@@ -139,5 +159,36 @@ mod tests {
         assert_eq!(bytes("BlockState.landmarks"), 49 * 64 * 4);
         let categories: Vec<_> = peak.parts.iter().map(|p| p.category).collect();
         assert!(categories.contains(&"V ring") && categories.contains(&"landmarks and Z"));
+    }
+
+    #[test]
+    fn two_memories_split_the_buffers_by_class() {
+        let cfg = ModelConfig::preset("soft_tiny").unwrap();
+        let compact = Schedule::COMPACT;
+        for placement in [Placement::MAPS, Placement::GROWING] {
+            let plan = soft_core::plan_placed(&cfg, 448, 448, Precision::F16, &compact, placement)
+                .unwrap();
+            let phases = breakdown(&cfg, (448, 448), Precision::F16, &compact, placement).unwrap();
+            let (fast, large) = phases.split_at(plan.phases.len());
+            for (parts, (phase, bytes)) in fast.iter().zip(plan.phases) {
+                assert_eq!(
+                    (parts.memory, parts.phase, parts.bytes()),
+                    (Memory::Fast, phase, bytes)
+                );
+                assert!(parts.parts.iter().all(|p| p.category != "token map"));
+            }
+            for (parts, (phase, bytes)) in large.iter().zip(plan.large_phases) {
+                assert_eq!(
+                    (parts.memory, parts.phase, parts.bytes()),
+                    (Memory::Large, phase, bytes)
+                );
+                assert_eq!(parts.parts[0].name, "token map");
+                let newton = parts
+                    .parts
+                    .iter()
+                    .any(|p| p.category == "Newton-Schulz matrices");
+                assert!(!newton || placement == Placement::GROWING);
+            }
+        }
     }
 }

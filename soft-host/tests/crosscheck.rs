@@ -9,7 +9,6 @@ mod common;
 use common::{micro_blob, one_error_line, soft};
 use predicates::prelude::*;
 use soft_core::{ChwImage, Model, Precision, TestPattern};
-use soft_host::crosscheck::blob_crc32;
 use soft_host::demo::{default_dir, load_split, preprocess};
 
 /// The lines a device that computes what the host computes would log for `blob`: digit 5
@@ -19,7 +18,7 @@ fn device_log(blob: &Path, flip: Option<usize>) -> String {
     let bytes = std::fs::read(blob).unwrap();
     let aligned = soft_host::AlignedBlob::new(&bytes);
     let model = Model::from_blob(aligned.as_bytes()).unwrap();
-    let crc = blob_crc32(aligned.as_bytes()).unwrap();
+    let crc = soft_core::Blob::stored_crc32(aligned.as_bytes()).unwrap();
     let classes = model.config().num_classes;
     let mut arena = vec![0u8; 1 << 20];
     let mut run = |image: &mut dyn FnMut(&mut [u8], &mut [f32])| {
@@ -210,7 +209,8 @@ fn another_blob_or_a_damaged_log_is_one_error_line() {
 
     // The log of another blob: its CRC-32 is not the model's.
     let bytes = std::fs::read(&blob).unwrap();
-    let crc = blob_crc32(soft_host::AlignedBlob::new(&bytes).as_bytes()).unwrap();
+    let crc =
+        soft_core::Blob::stored_crc32(soft_host::AlignedBlob::new(&bytes).as_bytes()).unwrap();
     let other = good.replace(&format!("{crc:08x}"), &format!("{:08x}", crc ^ 0x8000_0000));
     let path = dir.path().join("other.txt");
     std::fs::write(&path, other).unwrap();

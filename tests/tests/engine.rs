@@ -3,7 +3,10 @@
 
 use soft_core::format::{encode, encoded_len, Blob, Dtype, TensorRef, TensorSpec};
 use soft_core::model::newton_bytes;
-use soft_core::{plan, ChwImage, Error, ImageSource, Model, ModelConfig, Precision, Site};
+use soft_core::{
+    plan, Arenas, ChwImage, Error, ImageSource, Model, ModelConfig, Placement, Precision,
+    RunOptions, Site,
+};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
 
 /// The demo-sized configuration of the golden `micro_64` case.
@@ -193,6 +196,64 @@ fn too_small_arena_fails_before_any_work() {
     );
     assert_eq!(src.1, 0, "no row may be read before the arena check");
     assert!(err.to_string().contains(&needed.to_string()));
+}
+
+#[test]
+fn too_small_memories_fail_before_any_work_naming_which() {
+    let b = blob(&micro(), WeightDtype::F16);
+    let model = Model::from_blob(b.as_bytes()).unwrap();
+    let options = RunOptions::new(Precision::F16);
+    let plan = model
+        .plan_placed(64, 64, &options, Placement::MAPS)
+        .unwrap();
+    assert!(plan.large_bytes > 0 && plan.peak_bytes > 0);
+    let data = pixels(64, 64);
+    let mut logits = [0.0; 10];
+    let (mut fast, mut large) = (
+        vec![0u8; plan.peak_bytes + 16],
+        vec![0u8; plan.large_bytes + 16],
+    );
+    // `len` bytes from a 16-byte aligned start, so `available` is `len`.
+    fn aligned(v: &mut [u8], len: usize) -> &mut [u8] {
+        let at = v.as_ptr().align_offset(16);
+        &mut v[at..at + len]
+    }
+    for (fast_len, large_len, want) in [
+        (
+            plan.peak_bytes,
+            plan.large_bytes - 16,
+            Error::LargeArenaTooSmall {
+                needed: plan.large_bytes,
+                available: plan.large_bytes - 16,
+            },
+        ),
+        (
+            plan.peak_bytes - 16,
+            plan.large_bytes,
+            Error::ArenaTooSmall {
+                needed: plan.peak_bytes,
+                available: plan.peak_bytes - 16,
+            },
+        ),
+    ] {
+        let mut src = Counting(ChwImage::new(&data, 64, 64).unwrap(), 0);
+        let arenas = Arenas {
+            fast: aligned(&mut fast, fast_len),
+            large: aligned(&mut large, large_len),
+            placement: Placement::MAPS,
+        };
+        let err = model
+            .run_split(&options, &mut src, arenas, &mut logits, &mut ())
+            .unwrap_err();
+        assert_eq!(err, want);
+        assert_eq!(src.1, 0, "no row may be read before the arena check");
+    }
+    assert!(Error::LargeArenaTooSmall {
+        needed: 5,
+        available: 4
+    }
+    .to_string()
+    .starts_with("large-memory arena too small"));
 }
 
 #[test]
@@ -495,7 +556,30 @@ fn run_with(
             .unwrap()
     });
     assert_eq!(report.peak_bytes, plan.peak_bytes, "{options:?}");
-    logits.iter().map(|v| v.to_bits()).collect()
+    assert_eq!(plan.large_bytes, 0);
+    let bits: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+    // Two memories: each high-water mark is its plan, and no bit moves.
+    for placement in [Placement::MAPS, Placement::GROWING] {
+        let plan = model.plan_placed(h, w, options, placement).unwrap();
+        let mut fast = vec![0u8; plan.peak_bytes + 16];
+        let mut large = vec![0u8; plan.large_bytes + 16];
+        let report = threads.install(|| {
+            let mut img = ChwImage::new(&data, h, w).unwrap();
+            let arenas = Arenas {
+                fast: &mut fast,
+                large: &mut large,
+                placement,
+            };
+            model
+                .run_split(options, &mut img, arenas, &mut logits, &mut ())
+                .unwrap()
+        });
+        let marks = (report.peak_bytes, report.large_peak_bytes);
+        assert_eq!(marks, (plan.peak_bytes, plan.large_bytes), "{placement:?}");
+        let split: Vec<u32> = logits.iter().map(|v| v.to_bits()).collect();
+        assert_eq!(split, bits, "{placement:?} {options:?}");
+    }
+    bits
 }
 
 #[test]

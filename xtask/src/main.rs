@@ -13,8 +13,8 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use soft_core::{Model, ModelConfig, Precision};
-use soft_host::crosscheck::{blob_crc32, check, BlobCheck, DeviceLog, Input};
+use soft_core::{Model, ModelConfig};
+use soft_host::crosscheck::{check, BlobCheck, DeviceLog, Input};
 use soft_host::demo::{load_split, Split, SIDE};
 use soft_host::{AlignedBlob, WeightDtype};
 
@@ -170,7 +170,8 @@ fn crosscheck(core: Core, timeout: Duration) -> Result<()> {
         let blob = FirmwareBlob {
             tag,
             model: &model,
-            crc32: blob_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?,
+            crc32: soft_core::Blob::stored_crc32(aligned.as_bytes())
+                .context("the blob has no CRC-32")?,
             macs,
             instructions_per_tick: core.instructions_per_tick(),
         };
@@ -363,18 +364,18 @@ fn mismatches(c: &BlobCheck, source: &str) -> Vec<String> {
         .collect()
 }
 
-/// The PSRAM check: where QEMU loads the blob (the MPS2 boards' 16 MiB PSRAM), the input
-/// and the seed of the random weights. `firmware/src/psram.rs` uses the same values.
+/// The PSRAM check: where QEMU loads the blob (the MPS2 boards' 16 MiB PSRAM), the
+/// input's seed and the seed of the random weights. `firmware/src/psram.rs` uses the same
+/// values; the runs (input side, placement) are `soft_device::psram::RUNS`.
 const PSRAM_BASE: u64 = 0x2100_0000;
 const PSRAM_BYTES: usize = 16 << 20;
-const PSRAM_SIDE: usize = 224;
 const PSRAM_IMAGE_SEED: u32 = 2024;
 const PSRAM_WEIGHT_SEED: u64 = 7;
-const PSRAM_ARENA_BUDGET: usize = 512 * 1024;
 
-/// `cargo xtask psram`: random-weight `soft_tiny` blobs (int8, then W8A8) in PSRAM, the
-/// arena in SRAM, one 224×224 inference each on the Cortex-M4F; every logit must match
-/// the host's bits.
+/// `cargo xtask psram`: random-weight `soft_tiny` blobs (int8, then W8A8) in PSRAM, on two
+/// memories (the large one in PSRAM after the blob, at most 512 KiB of SRAM in all), one
+/// inference per run of `soft_device::psram::RUNS` on the Cortex-M4F; every logit must
+/// match the host's bits.
 fn psram(timeout: Duration) -> Result<()> {
     let start = Instant::now();
     let root = repo_root();
@@ -386,6 +387,16 @@ fn psram(timeout: Duration) -> Result<()> {
     }
     println!("took {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// A `PLAN` line of the PSRAM firmware.
+struct PsramPlan {
+    tag: String,
+    side: usize,
+    placement: String,
+    fast: usize,
+    large: usize,
+    large_arena: usize,
 }
 
 /// One `soft_tiny` blob of `dtype` through the PSRAM firmware `elf`, against the host.
@@ -412,12 +423,6 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
 
     let aligned = AlignedBlob::new(&bytes);
     let model = Model::from_blob(aligned.as_bytes())?;
-    let plan = model.plan(PSRAM_SIDE, PSRAM_SIDE, Precision::F16)?;
-    ensure!(
-        plan.peak_bytes <= PSRAM_ARENA_BUDGET,
-        "soft_tiny needs {} arena bytes, over the {PSRAM_ARENA_BUDGET}-byte budget",
-        plan.peak_bytes
-    );
     eprintln!(
         "== running {} in qemu-system-arm, blob in PSRAM",
         elf.display()
@@ -428,96 +433,162 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     );
     let (output, uart) = run_qemu(M4, elf, &["-device".into(), loader], timeout)?;
 
-    let (mut device_plan, mut load_ticks) = (None, None);
+    let (mut plans, mut load_ticks) = (Vec::new(), None);
     let mut steps = Vec::new();
     for line in output.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["PLAN", bytes] => device_plan = Some(bytes.parse::<usize>()?),
-            ["STEP", _, _, stage, step, t] => {
-                steps.push((stage.parse::<u8>()?, step.to_string(), t.parse::<u64>()?));
-            }
+            ["PLAN", tag, side, placement, fast, large, large_arena] => plans.push(PsramPlan {
+                tag: tag.to_string(),
+                side: side.parse()?,
+                placement: placement.to_string(),
+                fast: fast.parse()?,
+                large: large.parse()?,
+                large_arena: large_arena.parse()?,
+            }),
+            ["STEP", tag, _, stage, step, t] => steps.push((
+                tag.to_string(),
+                stage.parse::<u8>()?,
+                step.to_string(),
+                t.parse::<u64>()?,
+            )),
             ["LOADED", _bytes, t] => load_ticks = Some(t.parse::<u64>()?),
             _ => {}
         }
     }
-    // The host runs the same input and compares, as `soft crosscheck` does.
-    eprintln!("== host run");
+    // The host runs the same inputs and compares, as `soft crosscheck` does.
+    eprintln!("== host runs");
     let log = DeviceLog::parse(&output).context("the firmware's defmt log")?;
-    let crc = blob_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?;
+    let crc =
+        soft_core::Blob::stored_crc32(aligned.as_bytes()).context("the blob has no CRC-32")?;
     let models = root.join("models").join("digits");
-    let checks = check(&model, crc, &log, Some("psram"), &models)?;
-    let [run] = &checks[0].runs[..] else {
-        bail!(
-            "the firmware logged {} runs, expected one",
-            checks[0].runs.len()
-        );
-    };
-    let expected = Input::Pattern {
-        seed: PSRAM_IMAGE_SEED,
-        height: PSRAM_SIDE,
-        width: PSRAM_SIDE,
-    };
-    ensure!(
-        run.input == expected,
-        "the firmware ran {}, expected {expected}",
-        run.input
-    );
-    let ticks = run.ticks;
-    let equal = run.equal();
-    let macs = soft_host::cost::macs(&cfg, PSRAM_SIDE, PSRAM_SIDE);
-    let instructions = ticks * INSTRUCTIONS_PER_TICK;
+    let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
+    let options = soft_core::RunOptions::new(soft_device::psram::PRECISION);
 
     println!();
-    println!("| soft_tiny {name} (random weights), 224×224, f16 activations | |");
-    println!("|---|---:|");
-    println!("| blob in PSRAM | {} bytes |", group(bytes.len() as u64));
     println!(
-        "| arena in SRAM (plan, host = device) | {} bytes ({} KiB budget) |",
-        group(plan.peak_bytes as u64),
-        PSRAM_ARENA_BUDGET / 1024
+        "soft_tiny {name} (random weights, blob {} bytes in PSRAM), f16 activations, \
+         on two memories:",
+        group(bytes.len() as u64)
     );
     if let Some(t) = load_ticks {
         println!(
-            "| blob parse + CRC check | {} instructions |",
+            "blob parse + CRC check: {} instructions",
             group(t * INSTRUCTIONS_PER_TICK)
         );
     }
-    println!("| inference | {} instructions |", group(instructions));
+    println!();
     println!(
-        "| per multiply-accumulate | {:.2} ({} MACs) |",
-        instructions as f64 / macs as f64,
-        group(macs)
+        "| input | placement | SRAM arena (plan = device) | PSRAM arena (plan = device) | \
+         instructions | per MAC | logits bit-identical | top-1 host / device |"
     );
-    println!(
-        "| logits bit-identical to the host | {equal}/{} |",
-        cfg.num_classes
-    );
-    println!(
-        "| top-1 host / device | {} / {} |",
-        run.host_top1(),
-        run.device_top1()
-    );
-    let ram = memory(&output)?.context("the firmware printed no MEMORY line")?;
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let mut failures = Vec::new();
+    for want in soft_device::psram::RUNS {
+        let Some(plan) = plans.iter().find(|p| p.tag == want.tag) else {
+            bail!("the firmware logged no PLAN line for run {}", want.tag);
+        };
+        let host = model.plan_placed(want.side, want.side, &options, want.placement)?;
+        ensure!(
+            (plan.side, plan.placement.as_str(), plan.fast, plan.large)
+                == (
+                    want.side,
+                    want.placement.name(),
+                    host.peak_bytes,
+                    host.large_bytes
+                ),
+            "run {}: the firmware planned {}x{} {} with {} + {} bytes, the host {} {} + {}",
+            want.tag,
+            plan.side,
+            plan.side,
+            plan.placement,
+            plan.fast,
+            plan.large,
+            want.placement.name(),
+            host.peak_bytes,
+            host.large_bytes
+        );
+        ensure!(
+            host.large_bytes <= plan.large_arena,
+            "run {}: {} PSRAM arena bytes needed, {} left after the blob",
+            want.tag,
+            host.large_bytes,
+            plan.large_arena
+        );
+        let checks = check(&model, crc, &log, Some(want.tag), &models)?;
+        let [run] = &checks[0].runs[..] else {
+            bail!(
+                "the firmware logged {} runs for {}, expected one",
+                checks[0].runs.len(),
+                want.tag
+            );
+        };
+        let expected = Input::Pattern {
+            seed: PSRAM_IMAGE_SEED,
+            height: want.side,
+            width: want.side,
+        };
+        ensure!(
+            run.input == expected,
+            "the firmware ran {}, expected {expected}",
+            run.input
+        );
+        let instructions = run.ticks * INSTRUCTIONS_PER_TICK;
+        let macs = soft_host::cost::macs(&cfg, want.side, want.side);
+        println!(
+            "| {s}×{s} | {} | {} | {} | {} | {:.2} | {}/{} | {} / {} |",
+            want.placement.name(),
+            group(host.peak_bytes as u64),
+            group(host.large_bytes as u64),
+            group(instructions),
+            instructions as f64 / macs as f64,
+            run.equal(),
+            cfg.num_classes,
+            run.host_top1(),
+            run.device_top1(),
+            s = want.side,
+        );
+        if let Some(d) = run.first_difference() {
+            failures.push(format!(
+                "{}: {} of {} logits differ between the Cortex-M4F and the host; first: {d}",
+                want.tag,
+                cfg.num_classes - run.equal(),
+                cfg.num_classes
+            ));
+        }
+    }
+    println!();
     print_memory(&ram);
-    print_steps(&steps, ticks);
+    let sram = ram.statics + ram.stack;
+    let budget = soft_device::psram::SRAM_BYTES;
+    for want in soft_device::psram::RUNS {
+        let tag_steps: Vec<_> = steps
+            .iter()
+            .filter(|s| s.0 == want.tag)
+            .map(|s| (s.1, s.2.clone(), s.3))
+            .collect();
+        let total = tag_steps.iter().map(|s| s.2).sum();
+        println!();
+        println!("{} ({}×{}):", want.tag, want.side, want.side);
+        print_steps(&tag_steps, total);
+    }
     ensure!(
-        uart.contains("soft psram: pattern:"),
+        uart.contains("soft growing-448: pattern:"),
         "the firmware wrote no result line to the UART"
     );
     ensure!(
-        device_plan == Some(plan.peak_bytes),
-        "the firmware planned {device_plan:?} arena bytes, the host {}",
-        plan.peak_bytes
+        sram <= budget,
+        "the image used {sram} bytes of SRAM (statics + stack), over {budget}"
     );
-    if let Some(d) = run.first_difference() {
-        bail!(
-            "{} of {} logits differ between the Cortex-M4F and the host; first: {d}",
-            cfg.num_classes - equal,
-            cfg.num_classes
-        );
+    if !failures.is_empty() {
+        bail!("{}", failures.join("\n"));
     }
-    println!("psram OK: soft_tiny {name} from PSRAM, arena in SRAM, every logit bit-identical");
+    println!(
+        "psram OK: soft_tiny {name}, blob and large arena in PSRAM, {} of {} SRAM bytes \
+         (statics + stack), every logit bit-identical",
+        group(sram as u64),
+        group(budget as u64)
+    );
     Ok(())
 }
 
@@ -778,6 +849,7 @@ fn group(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use soft_core::Precision;
 
     #[test]
     fn parses_firmware_lines() {
@@ -824,7 +896,7 @@ mod tests {
         let blob =
             AlignedBlob::new(&soft_host::build_blob(&checkpoint, &cfg, WeightDtype::W8A8).unwrap());
         let model = Model::from_blob(blob.as_bytes()).unwrap();
-        let crc32 = blob_crc32(blob.as_bytes()).unwrap();
+        let crc32 = soft_core::Blob::stored_crc32(blob.as_bytes()).unwrap();
         let models = repo_root().join("models").join("digits");
         let split = load_split(&models).unwrap();
         let fw = FirmwareBlob {

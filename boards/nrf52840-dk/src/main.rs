@@ -166,7 +166,7 @@ fn run(arena: &mut [u8], serial: &mut Serial) -> soft_core::Result<()> {
     let blob = run::Blob {
         tag: TAG,
         model: &model,
-        crc32: soft_device::blob_crc32(&MODEL.0).unwrap_or_default(),
+        crc32: soft_core::Blob::stored_crc32(&MODEL.0).unwrap_or_default(),
     };
     let inputs = Inputs {
         digits: &DIGITS,
@@ -177,7 +177,7 @@ fn run(arena: &mut [u8], serial: &mut Serial) -> soft_core::Result<()> {
     run::run(
         &blob,
         &inputs,
-        arena,
+        &mut run::Memory::One(arena),
         Precision::F16,
         &mut logits,
         cycles,

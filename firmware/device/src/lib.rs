@@ -7,6 +7,7 @@
 //! - `log` (feature `device`): the lines `soft crosscheck` reads, over defmt and a serial
 //!   port, and the per-layer and per-step clock;
 //! - `stack` (feature `device`): the whole RAM, statics and the stack's high-water mark;
+//! - [`psram`]: the runs of the PSRAM image (two memories) and its SRAM arena's size;
 //! - `build` (feature `build`, std): for build scripts, the test digits and the planner's
 //!   exact arena size, as generated Rust.
 //!
@@ -35,19 +36,8 @@ pub mod build;
 pub mod input;
 #[cfg(feature = "device")]
 pub mod log;
+pub mod psram;
 #[cfg(feature = "device")]
 pub mod run;
 #[cfg(feature = "device")]
 pub mod stack;
-
-/// The CRC-32 a blob ends with (its header gives its length), which names the blob in a
-/// `BLOB` line; `None` if `blob` is too short to hold one. [`soft_core::Model::from_blob`]
-/// checks it.
-pub fn blob_crc32(blob: &[u8]) -> Option<u32> {
-    let word = |at: usize| -> Option<u32> {
-        let bytes = blob.get(at..at.checked_add(4)?)?;
-        Some(u32::from_le_bytes(bytes.try_into().ok()?))
-    };
-    let total = usize::try_from(word(40)?).ok()?;
-    word(total.checked_sub(4)?)
-}

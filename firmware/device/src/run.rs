@@ -1,6 +1,6 @@
 //! Runs a firmware's inputs through one model and logs what `soft crosscheck` needs.
 
-use soft_core::{argmax, Error, Model, Precision, TestPattern};
+use soft_core::{argmax, Arenas, Error, Model, Placement, Precision, RunOptions, TestPattern};
 
 use crate::input::{Digit, Image, Input, Inputs, DIGIT_SIDE};
 use crate::log::{self, Progress};
@@ -11,11 +11,26 @@ pub struct Blob<'m, 'b> {
     pub tag: &'m str,
     /// The model.
     pub model: &'m Model<'b>,
-    /// Its CRC-32 ([`crate::blob_crc32`]).
+    /// Its CRC-32 ([`soft_core::Blob::stored_crc32`]).
     pub crc32: u32,
 }
 
-/// Runs every input of `inputs` through `blob` with `precision` token maps in `arena`
+/// Where a run's buffers live.
+pub enum Memory<'a> {
+    /// One arena.
+    One(&'a mut [u8]),
+    /// Two memories, the buffers placed by `placement` ([`soft_core::Model::run_split`]).
+    Two {
+        /// The fast memory's arena (SRAM).
+        fast: &'a mut [u8],
+        /// The large memory's arena (PSRAM).
+        large: &'a mut [u8],
+        /// Which buffers go where.
+        placement: Placement,
+    },
+}
+
+/// Runs every input of `inputs` through `blob` with `precision` token maps in `memory`
 /// (`logits` holds one per class), timing each on `clock`, and logs a `BLOB` line, each run's `LOGITS` lines and a
 /// human-readable line on `serial` (`soft <tag>: <input> -> class <k> (<ticks> ticks)`);
 /// `LAYER` lines as it goes, and the first input's `STEP` lines. Digits are skipped unless
@@ -23,7 +38,7 @@ pub struct Blob<'m, 'b> {
 pub fn run(
     blob: &Blob<'_, '_>,
     inputs: &Inputs<'_>,
-    arena: &mut [u8],
+    memory: &mut Memory<'_>,
     precision: Precision,
     logits: &mut [f32],
     clock: fn() -> u64,
@@ -61,13 +76,12 @@ pub fn run(
         if pixels.is_some() && model.config().pos_grids[0] * 4 != DIGIT_SIDE {
             continue;
         }
-        let plan = model.plan(height, width, precision)?;
-        if plan.peak_bytes > arena.len() {
-            return Err(Error::ArenaTooSmall {
-                needed: plan.peak_bytes,
-                available: arena.len(),
-            });
-        }
+        let options = RunOptions::new(precision);
+        let placement = match memory {
+            Memory::One(_) => Placement::ONE,
+            Memory::Two { placement, .. } => *placement,
+        };
+        let plan = model.plan_placed(height, width, &options, placement)?;
         let mut progress = Progress::new(tag, input, clock);
         let mut image = match (input, pixels) {
             (_, Some(pixels)) => Image::Digit(Digit(pixels)),
@@ -76,18 +90,38 @@ pub fn run(
             }
             (Input::Digit(_), None) => return Err(Error::InputSource),
         };
-        let report = model.run(&mut image, arena, precision, logits, &mut progress)?;
+        // Each arena is checked against the plan before any work.
+        let report = match memory {
+            Memory::One(arena) => {
+                model.run_with(&options, &mut image, arena, logits, &mut progress)?
+            }
+            Memory::Two {
+                fast,
+                large,
+                placement,
+            } => {
+                let arenas = Arenas {
+                    fast,
+                    large,
+                    placement: *placement,
+                };
+                model.run_split(&options, &mut image, arenas, logits, &mut progress)?
+            }
+        };
         let elapsed = clock() - progress.start();
         total += elapsed;
         if n == 0 {
             progress.log_steps();
         }
-        if report.peak_bytes != plan.peak_bytes {
+        let marks = [report.peak_bytes, report.large_peak_bytes];
+        if marks != [plan.peak_bytes, plan.large_bytes] {
             defmt::println!(
-                "WARN {=str} peak {=usize} != plan {=usize}",
+                "WARN {=str} peaks {=usize} {=usize} != plan {=usize} {=usize}",
                 tag,
                 report.peak_bytes,
-                plan.peak_bytes
+                report.large_peak_bytes,
+                plan.peak_bytes,
+                plan.large_bytes
             );
         }
         log_run(tag, input, elapsed, logits, serial);

@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use super::common::{load_blob, open_model};
-use crate::crosscheck::{blob_crc32, check, BlobCheck, DeviceLog};
+use crate::crosscheck::{check, BlobCheck, DeviceLog};
 use crate::error::{Context, Error, OrFail, Result};
 use crate::inference::precision_name;
 use crate::outln;
@@ -39,7 +39,8 @@ pub fn run(args: Args) -> Result<()> {
     let log = DeviceLog::parse(&text).with_context(|| format!("device log {log_name}"))?;
     let blob = load_blob(&args.model)?;
     let model = open_model(&blob, &args.model)?;
-    let crc = blob_crc32(blob.as_bytes()).or_fail(Error::Usage, "the blob has no CRC-32")?;
+    let crc = soft_core::Blob::stored_crc32(blob.as_bytes())
+        .or_fail(Error::Usage, "the blob has no CRC-32")?;
     let digits = args.digits.unwrap_or_else(crate::demo::default_dir);
     let checks = check(&model, crc, &log, args.tag.as_deref(), &digits)
         .with_context(|| format!("{} against {log_name}", args.model.display()))?;
