@@ -619,6 +619,7 @@ fn host_logits(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{micro_config, synthetic_blob};
 
     const BITS: &str = "bf1749e6 bf217a04 bf20bad7 bea45d89 bf4e4910 bf63fa60 bf25118a \
                         4075695a bf306489 bf621e8b";
@@ -845,18 +846,13 @@ mod tests {
         );
     }
 
+    /// The micro model with 12 classes, random W8A8 weights.
     fn micro_blob() -> crate::AlignedBlob {
-        let mut cfg = soft_core::ModelConfig::preset("soft_tiny").unwrap();
-        cfg.embed_dims = [16, 32, 48, 64];
-        cfg.heads = [1, 2, 3, 4];
-        cfg.depths = [1, 1, 1, 1];
-        cfg.stage4_mlp_hidden = 256;
-        cfg.num_classes = 12;
-        cfg.pos_grids = [16, 8, 4, 2];
-        let checkpoint = crate::synthetic_checkpoint(&cfg, 5);
-        crate::AlignedBlob::new(
-            &crate::build_blob(&checkpoint, &cfg, crate::WeightDtype::W8A8).unwrap(),
-        )
+        let cfg = soft_core::ModelConfig {
+            num_classes: 12,
+            ..micro_config()
+        };
+        synthetic_blob(&cfg, 5, crate::WeightDtype::W8A8)
     }
 
     /// The host's own logits, as a device would log them.

@@ -747,27 +747,13 @@ mod tests {
         }
     }
 
-    fn micro_blob() -> crate::AlignedBlob {
-        let mut cfg = soft_core::ModelConfig::preset("soft_tiny").unwrap();
-        cfg.embed_dims = [16, 32, 48, 64];
-        cfg.heads = [1, 2, 3, 4];
-        cfg.depths = [1, 1, 1, 1];
-        cfg.stage4_mlp_hidden = 256;
-        cfg.num_classes = 10;
-        cfg.pos_grids = [16, 8, 4, 2];
-        crate::AlignedBlob::new(
-            &crate::build_blob(
-                &crate::synthetic_checkpoint(&cfg, 1),
-                &cfg,
-                crate::WeightDtype::F16,
-            )
-            .unwrap(),
-        )
-    }
-
     #[test]
     fn results_and_errors_do_not_depend_on_the_workers() {
-        let blob = micro_blob();
+        let blob = crate::testing::synthetic_blob(
+            &crate::testing::micro_config(),
+            1,
+            crate::WeightDtype::F16,
+        );
         let model = Model::from_blob(blob.as_bytes()).unwrap();
         let data = Synthetic { n: 7, fail: vec![] };
         let run = |workers, limit, data: &Synthetic| {

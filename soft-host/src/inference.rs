@@ -157,21 +157,9 @@ mod tests {
 
     #[test]
     fn block_progress_counts_the_stem_and_every_block() {
-        let mut cfg = soft_core::ModelConfig::preset("soft_tiny").unwrap();
-        cfg.embed_dims = [16, 32, 48, 64];
-        cfg.heads = [1, 2, 3, 4];
+        let mut cfg = crate::testing::micro_config();
         cfg.depths = [1, 2, 1, 1];
-        cfg.stage4_mlp_hidden = 256;
-        cfg.num_classes = 10;
-        cfg.pos_grids = [16, 8, 4, 2];
-        let blob = crate::AlignedBlob::new(
-            &crate::build_blob(
-                &crate::synthetic_checkpoint(&cfg, 1),
-                &cfg,
-                crate::WeightDtype::F16,
-            )
-            .unwrap(),
-        );
+        let blob = crate::testing::synthetic_blob(&cfg, 1, crate::WeightDtype::F16);
         let model = Model::from_blob(blob.as_bytes()).unwrap();
         let threads = Threads::new(1).unwrap();
         let mut progress = BlockProgress::hidden(&cfg);

@@ -19,6 +19,8 @@ pub mod pickle;
 pub mod plan;
 pub mod pth;
 pub mod svg;
+#[doc(hidden)]
+pub mod testing;
 pub mod threads;
 pub mod verify;
 

@@ -1,16 +1,18 @@
 //! The `soft` binary end to end: every golden case through convert and run, every
 //! checkpoint wrapper, and one clear error line (exit 1, no output file) per bad input.
 
-use std::io::Write;
 use std::path::Path;
 
 mod common;
 
-use common::{convert_fails, data, edited_golden, golden_variant, micro_blob, soft};
+use common::{
+    convert, convert_fails, edited_golden, edited_pth, golden_variant, json_of, micro_blob, soft,
+};
 use predicates::prelude::*;
 use soft_core::argmax;
 use soft_host::npy;
-use soft_host::verify::max_abs;
+use soft_host::verify::{max_abs, max_abs_diff};
+use soft_tests::{data, golden};
 
 /// Converts `ckpt` and runs the case's input; returns the logits.
 fn convert_and_run(
@@ -60,10 +62,8 @@ fn convert_and_run(
 
 #[test]
 fn golden_cases_convert_from_pth_and_safetensors_and_match_the_reference() {
-    for case in ["micro_64", "norm_micro_64", "deep_96_timm"] {
-        let reference = npy::read(&data(&format!("golden/{case}/logits.npy")))
-            .unwrap()
-            .data;
+    for case in golden::CASES {
+        let reference = golden::npy(case, "logits.npy").data;
         let scale = max_abs(&reference);
         for file in ["ckpt.pth", "ckpt.safetensors"] {
             let ckpt = data(&format!("golden/{case}/{file}"));
@@ -73,10 +73,7 @@ fn golden_cases_convert_from_pth_and_safetensors_and_match_the_reference() {
                 ("int8", "f16", 5e-2),
             ] {
                 let got = convert_and_run(&ckpt, case, dtype, act, &[]);
-                let err = got
-                    .iter()
-                    .zip(&reference)
-                    .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let err = max_abs_diff(&got, &reference);
                 eprintln!("{case} {file} {dtype}: relative error {:.2e}", err / scale);
                 assert!(
                     err <= tol * scale,
@@ -90,7 +87,7 @@ fn golden_cases_convert_from_pth_and_safetensors_and_match_the_reference() {
 
 #[test]
 fn every_wrapper_layout_converts_to_the_same_model() {
-    let reference = npy::read(&data("golden/micro_64/logits.npy")).unwrap().data;
+    let reference = golden::npy("micro_64", "logits.npy").data;
     let scale = max_abs(&reference);
     for (file, tol) in [
         ("fixtures/wrap_model.pth", 1e-4),
@@ -100,10 +97,7 @@ fn every_wrapper_layout_converts_to_the_same_model() {
         ("fixtures/bf16.pth", 5e-2),
     ] {
         let got = convert_and_run(&data(file), "micro_64", "f32", "f32", &[]);
-        let err = got
-            .iter()
-            .zip(&reference)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let err = max_abs_diff(&got, &reference);
         assert!(err <= tol * scale, "{file}: error {err}");
     }
     // The timm fixture's state_dict has head.bias + 1: --no-ema must take it.
@@ -121,36 +115,17 @@ fn every_wrapper_layout_converts_to_the_same_model() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    soft()
-        .args(["convert"])
-        .arg(data("fixtures/wrap_timm_module.pth"))
-        .arg("-o")
-        .arg(dir.path().join("m.soft"))
-        .args(["--variant", "plain"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("took state_dict_ema"));
+    convert(
+        &data("fixtures/wrap_timm_module.pth"),
+        &dir.path().join("m.soft"),
+        &[],
+    )
+    .stdout(predicate::str::contains("took state_dict_ema"));
 }
 
 /// The golden micro_64 `.pth` with its `data.pkl` replaced.
 fn pth_with_pickle(pickle: &[u8]) -> Vec<u8> {
-    let bytes = std::fs::read(data("golden/micro_64/ckpt.pth")).unwrap();
-    let mut src = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for i in 0..src.len() {
-        let mut f = src.by_index(i).unwrap();
-        let name = f.name().to_string();
-        let mut content = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut content).unwrap();
-        if name.ends_with("data.pkl") {
-            content = pickle.to_vec();
-        }
-        out.start_file(name, stored).unwrap();
-        out.write_all(&content).unwrap();
-    }
-    out.finish().unwrap().into_inner()
+    edited_pth("micro_64", |_| pickle.to_vec())
 }
 
 /// The golden micro_64 checkpoint without `key` (`"+sr"`: with a PVT spatial-reduction
@@ -400,14 +375,7 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
 
     let blob = dir.path().join("m.soft");
     let ckpt = data("golden/micro_64/ckpt.pth");
-    soft()
-        .arg("convert")
-        .arg(&ckpt)
-        .arg("-o")
-        .arg(&blob)
-        .args(["--dtype", "int8", "--variant", "plain"])
-        .assert()
-        .success();
+    convert(&ckpt, &blob, &["--dtype", "int8"]);
     soft().arg("inspect").arg(&blob).assert().success().stdout(
         predicate::str::contains("ok")
             .and(predicate::str::contains("block1.0.att.mha.W_q.weight"))
@@ -444,14 +412,7 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
 fn image_input_runs() {
     let dir = tempfile::tempdir().unwrap();
     let blob = dir.path().join("m.soft");
-    soft()
-        .arg("convert")
-        .arg(data("golden/micro_64/ckpt.pth"))
-        .arg("-o")
-        .arg(&blob)
-        .args(["--variant", "plain"])
-        .assert()
-        .success();
+    convert(&data("golden/micro_64/ckpt.pth"), &blob, &[]);
     let img = dir.path().join("x.png");
     image::RgbImage::from_fn(90, 70, |x, y| {
         image::Rgb([(x * 2) as u8, (y * 3) as u8, 128])
@@ -607,18 +568,6 @@ fn run_gives_the_same_bits_on_any_number_of_threads_in_the_planned_arena() {
     }
     // Each thread has its own scratch.
     assert_ne!(arenas[0], arenas[1]);
-}
-
-/// Runs `soft args…`, expects success, parses standard output as one JSON object.
-fn json_of(args: &[&std::ffi::OsStr]) -> serde_json::Value {
-    let out = soft()
-        .args(args)
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
 #[test]

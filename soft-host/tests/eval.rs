@@ -7,9 +7,10 @@ use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{data, micro_blob, one_error_line, soft};
+use common::{convert, json_output, micro_blob, one_error_line, soft};
 use predicates::prelude::*;
 use soft_host::npy;
+use soft_tests::data;
 
 /// A PNG of `w × h` pixels whose colours depend on `seed`.
 fn png(path: &Path, w: u32, h: u32, seed: u32) {
@@ -41,8 +42,7 @@ fn folder(dir: &Path, classes: &[&str], images: u32) -> PathBuf {
 
 /// Runs `soft args…`, expects success, returns standard output as JSON and standard error.
 fn json_of(args: &[&OsStr]) -> (serde_json::Value, String) {
-    let out = soft().args(args).assert().success().get_output().clone();
-    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let (v, out) = json_output(args);
     (v, String::from_utf8(out.stderr).unwrap())
 }
 
@@ -164,14 +164,7 @@ fn the_demo_digits_as_a_batch_are_classified_and_agree_with_their_checkpoint() {
     // W8A8 blobs carry a config flag their checkpoint does not: still the same model.
     for dtype in ["w8a8", "int8"] {
         let blob = dir.path().join("digits.soft");
-        soft()
-            .arg("convert")
-            .arg(&ckpt)
-            .arg("-o")
-            .arg(&blob)
-            .args(["--dtype", dtype, "--variant", "plain"])
-            .assert()
-            .success();
+        convert(&ckpt, &blob, &["--dtype", dtype]);
         let (v, stderr) = json_of(&[
             "eval".as_ref(),
             blob.as_os_str(),
@@ -426,14 +419,7 @@ fn bad_data_gives_one_clear_error_line_and_no_output() {
 
     // A model compared against one of other classes, or another architecture.
     let deep = dir.path().join("deep.soft");
-    soft()
-        .arg("convert")
-        .arg(data("golden/deep_96_timm/ckpt.safetensors"))
-        .arg("-o")
-        .arg(&deep)
-        .args(["--variant", "plain"])
-        .assert()
-        .success();
+    convert(&data("golden/deep_96_timm/ckpt.safetensors"), &deep, &[]);
     let with = |other: &Path, want: &str| {
         eval_fails(
             &[

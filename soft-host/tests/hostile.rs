@@ -11,9 +11,10 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::{data, edited_micro_checkpoint, micro_blob, one_error_line, soft, soft_process};
+use common::{convert, edited_micro_checkpoint, micro_blob, one_error_line, soft, soft_process};
 use predicates::prelude::*;
 use soft_host::npy;
+use soft_tests::data;
 
 fn input_npy() -> PathBuf {
     data("golden/micro_64/input.npy")
@@ -435,14 +436,7 @@ fn overflowing_f16_activations_are_an_error_that_names_the_phase() {
     )
     .unwrap();
     let blob = dir.path().join("loud.soft");
-    soft()
-        .arg("convert")
-        .arg(&ckpt)
-        .arg("-o")
-        .arg(&blob)
-        .args(["--dtype", "f32", "--variant", "plain"])
-        .assert()
-        .success()
+    convert(&ckpt, &blob, &["--dtype", "f32"])
         .stderr(predicate::str::contains("warning").and(predicate::str::contains("f16")));
     let a = soft()
         .arg("run")

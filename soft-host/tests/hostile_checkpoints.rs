@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{convert_fails, edited_golden, soft, Tensors};
+use common::{convert, convert_fails, edited_golden, Tensors};
 use safetensors::Dtype;
 
 /// Sets element 0 of f32 tensor `key`.
@@ -42,14 +42,7 @@ fn a_bias_beyond_f16_names_the_remedy() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("ckpt.safetensors");
     std::fs::write(&input, &bytes).unwrap();
-    soft()
-        .arg("convert")
-        .arg(&input)
-        .arg("-o")
-        .arg(dir.path().join("out.soft"))
-        .args(["--dtype", "f32", "--variant", "plain"])
-        .assert()
-        .success();
+    convert(&input, &dir.path().join("out.soft"), &["--dtype", "f32"]);
 }
 
 #[test]

@@ -5,9 +5,10 @@ mod common;
 
 use std::path::Path;
 
-use common::{data, micro_blob, one_line, soft};
+use common::{micro_blob, one_line, soft};
 use image::{ImageFormat, Rgb, RgbImage};
 use predicates::prelude::*;
+use soft_tests::data;
 
 #[test]
 fn extreme_aspect_ratio_images_run() {

@@ -4,19 +4,14 @@
 //! hostile metadata in a blob as one clear error.
 
 use std::ffi::OsStr;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod common;
 
-use common::{data, one_error_line, soft};
+use common::{convert, edited_pth, json_of, one_error_line, soft};
 use soft_host::npy;
-use soft_host::verify::max_abs;
-
-fn json_of(args: &[&OsStr]) -> serde_json::Value {
-    let out = soft().args(args).assert().success().get_output().clone();
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
+use soft_host::verify::{max_abs, max_abs_diff};
+use soft_tests::data;
 
 /// Runs `soft args…`, checks it fails with exit 1 and one line holding every `want`.
 fn fails(args: &[&OsStr], wants: &[&str]) -> String {
@@ -36,30 +31,16 @@ fn os<'a>(args: &'a [&'a str]) -> Vec<&'a OsStr> {
 /// `{'state_dict': <the state dict>, <extra>}`, `extra` being pickle opcodes that push
 /// key–value pairs (no memo use, so the original's memo indices stay valid).
 fn wrapped_pth(case: &str, extra: &[u8]) -> Vec<u8> {
-    let bytes = std::fs::read(data(&format!("golden/{case}/ckpt.pth"))).unwrap();
-    let mut src = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
-    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for i in 0..src.len() {
-        let mut f = src.by_index(i).unwrap();
-        let name = f.name().to_string();
-        let mut content = Vec::new();
-        std::io::Read::read_to_end(&mut f, &mut content).unwrap();
-        if name.ends_with("data.pkl") {
-            assert!(content.starts_with(b"\x80\x02") && content.ends_with(b"."));
-            let body = &content[2..content.len() - 1];
-            let mut p = b"\x80\x02}(".to_vec();
-            p.extend(text("state_dict"));
-            p.extend_from_slice(body);
-            p.extend_from_slice(extra);
-            p.extend_from_slice(b"u.");
-            content = p;
-        }
-        out.start_file(name, stored).unwrap();
-        out.write_all(&content).unwrap();
-    }
-    out.finish().unwrap().into_inner()
+    edited_pth(case, |content| {
+        assert!(content.starts_with(b"\x80\x02") && content.ends_with(b"."));
+        let body = &content[2..content.len() - 1];
+        let mut p = b"\x80\x02}(".to_vec();
+        p.extend(text("state_dict"));
+        p.extend_from_slice(body);
+        p.extend_from_slice(extra);
+        p.extend_from_slice(b"u.");
+        p
+    })
 }
 
 /// Pickle opcodes pushing the text `s`.
@@ -136,13 +117,8 @@ fn convert_and_run(ckpt: &Path, case: &str, extra: &[&str]) -> (Vec<f32>, String
 }
 
 fn close(got: &[f32], case: &str) -> bool {
-    let want = npy::read(&data(&format!("golden/{case}/logits.npy")))
-        .unwrap()
-        .data;
-    let err = got
-        .iter()
-        .zip(&want)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let want = soft_tests::golden::npy(case, "logits.npy").data;
+    let err = max_abs_diff(got, &want);
     err <= 1e-4 * max_abs(&want)
 }
 
@@ -733,14 +709,7 @@ fn verify_refuses_a_blob_of_the_other_variant_than_its_checkpoint_says() {
     );
     // As an older build would have converted it: plain, from the bare state dict.
     let blob = dir.path().join("plain.soft");
-    soft()
-        .arg("convert")
-        .arg(data("golden/norm_micro_64/ckpt.pth"))
-        .arg("-o")
-        .arg(&blob)
-        .args(["--variant", "plain"])
-        .assert()
-        .success();
+    convert(&data("golden/norm_micro_64/ckpt.pth"), &blob, &[]);
     fails(
         &[
             "verify".as_ref(),

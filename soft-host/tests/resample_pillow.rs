@@ -10,15 +10,10 @@ use image::DynamicImage;
 use serde_json::Value;
 use soft_core::metadata::{Channels, Interpolation, Resize};
 use soft_host::image_input::{self, Preprocess};
-
-fn dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests")
-}
+use soft_tests::data;
 
 fn cases() -> Vec<Value> {
-    let path = dir().join("resample/cases.json");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let manifest: Value = serde_json::from_slice(&bytes).unwrap();
+    let manifest = soft_tests::json::read(&data("resample/cases.json"));
     manifest["cases"].as_array().unwrap().clone()
 }
 
@@ -28,12 +23,7 @@ fn open(path: PathBuf) -> DynamicImage {
 
 /// Pillow's crop as CHW bytes (an L crop repeated in three channels).
 fn pillow_pixels(case: &Value) -> Vec<u8> {
-    let image = open(
-        dir()
-            .join("resample")
-            .join(case["pixels"].as_str().unwrap()),
-    )
-    .to_rgb8();
+    let image = open(data("resample").join(case["pixels"].as_str().unwrap())).to_rgb8();
     let crop = image.width() as usize;
     let mut chw = vec![0; 3 * crop * crop];
     for (x, y, pixel) in image.enumerate_pixels() {
@@ -81,9 +71,9 @@ fn resampled_pixels_equal_pillows() {
             case["resize"].as_u64().unwrap(),
             "{case}"
         );
-        let path = dir().join("resize").join(case["source"].as_str().unwrap());
+        let path = data("resize").join(case["source"].as_str().unwrap());
         let got: Vec<u8> = if case["source"].as_str().unwrap().starts_with("digit") {
-            let bytes = std::fs::read(dir().join("resample/digit8.png")).unwrap();
+            let bytes = std::fs::read(data("resample/digit8.png")).unwrap();
             image_input::load_bytes_with(&bytes, &pre, Default::default())
         } else {
             image_input::load_with(&path, &pre)
@@ -110,7 +100,7 @@ fn resampled_pixels_equal_pillows() {
 #[test]
 fn bgr_and_value_range() {
     let case = &cases()[1];
-    let path = dir().join("resize").join(case["source"].as_str().unwrap());
+    let path = data("resize").join(case["source"].as_str().unwrap());
     let rgb = image_input::load_with(&path, &preprocess(case)).unwrap();
     let bgr = image_input::load_with(
         &path,

@@ -23,14 +23,12 @@ use soft_host::npy;
 fn dir() -> PathBuf {
     match std::env::var_os("SOFT_RESIZE_CASES") {
         Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/resize"),
+        None => soft_tests::data("resize"),
     }
 }
 
 fn manifest() -> Value {
-    let path = dir().join("cases.json");
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_slice(&bytes).unwrap()
+    soft_tests::json::read(&dir().join("cases.json"))
 }
 
 fn cases() -> Vec<Value> {

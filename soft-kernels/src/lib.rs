@@ -3,6 +3,9 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+#[cfg(any(test, feature = "test-support"))]
+extern crate alloc;
+
 #[cfg(soft_arm_dsp)]
 #[allow(unsafe_code)]
 pub mod arm;
@@ -11,6 +14,8 @@ pub mod generic;
 pub mod math;
 pub mod operand;
 pub mod quant;
+#[cfg(any(test, feature = "test-support"))]
+pub mod reference;
 pub mod rng;
 mod table;
 #[cfg(target_arch = "x86_64")]

@@ -3,27 +3,14 @@
 //! of the checkpoint schema leaves these digests unchanged; a deliberate change of the
 //! blob format moves them, and updates them in the same commit.
 
-use std::path::Path;
-
 use soft_core::ModelConfig;
-use soft_host::checkpoint::{read_checkpoint, read_safetensors};
+use soft_host::checkpoint::read_checkpoint;
 use soft_host::pth::Prefer;
 use soft_host::{build_blob, build_blob_with, infer_config, synthetic_checkpoint, ArchOptions};
-use soft_host::{demo, TensorMap, WeightDtype};
-
-const DTYPES: [WeightDtype; 4] = [
-    WeightDtype::F32,
-    WeightDtype::F16,
-    WeightDtype::I8,
-    WeightDtype::W8A8,
-];
-
-/// FNV-1a over the blob's bytes.
-fn digest(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
+use soft_host::{demo, TensorMap};
+use soft_tests::golden::{self, CASES};
+use soft_tests::models::DTYPES;
+use soft_tests::pinned;
 
 fn lines(name: &str, map: &TensorMap, cfg: &ModelConfig, demo: bool) -> Vec<String> {
     DTYPES
@@ -38,7 +25,7 @@ fn lines(name: &str, map: &TensorMap, cfg: &ModelConfig, demo: bool) -> Vec<Stri
                 "{name} {} {} {:016x}",
                 dtype.name(),
                 blob.len(),
-                digest(&blob)
+                pinned::fnv1a(blob.iter().copied())
             )
         })
         .collect()
@@ -46,21 +33,9 @@ fn lines(name: &str, map: &TensorMap, cfg: &ModelConfig, demo: bool) -> Vec<Stri
 
 #[test]
 fn converted_blobs_are_pinned_byte_for_byte() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut got = Vec::new();
-    for case in ["micro_64", "norm_micro_64", "deep_96_timm"] {
-        let map =
-            read_safetensors(&root.join("golden").join(case).join("ckpt.safetensors")).unwrap();
-        let meta: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(root.join("golden").join(case).join("meta.json")).unwrap(),
-        )
-        .unwrap();
-        let opts = ArchOptions {
-            normalized: meta["config"]["normalized_attention"].as_bool().unwrap(),
-            newton_iters: meta["config"]["newton_maxiter"].as_u64().unwrap() as usize,
-            stage4_heads: None,
-        };
-        let cfg = infer_config(&map, &opts).unwrap();
+    for case in CASES {
+        let (map, cfg) = golden::checkpoint(case);
         got.extend(lines(case, &map, &cfg, false));
     }
     let ckpt = demo::default_dir().join("soft_digits.pth");
@@ -81,12 +56,8 @@ fn converted_blobs_are_pinned_byte_for_byte() {
         assert_eq!(infer_config(&map, &ArchOptions::default()).unwrap(), cfg);
         got.extend(lines(arch, &map, &cfg, false));
     }
-    let pinned = PINNED
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>();
-    assert_eq!(got, pinned, "blob bytes changed:\n{}", got.join("\n"));
+    let want = pinned::lines(PINNED);
+    assert_eq!(got, want, "blob bytes changed:\n{}", got.join("\n"));
 }
 
 const PINNED: &str = "

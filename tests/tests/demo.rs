@@ -4,6 +4,7 @@
 
 use soft_host::demo;
 use soft_host::npy;
+use soft_host::verify::{max_abs, max_abs_diff};
 
 #[test]
 fn digits_demo_meets_its_accuracy_floors() {
@@ -24,11 +25,8 @@ fn digits_demo_meets_its_accuracy_floors() {
         .iter()
         .zip(reference.data.chunks_exact(classes))
     {
-        let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-        let err = got
-            .iter()
-            .zip(want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let scale = max_abs(want);
+        let err = max_abs_diff(got, want);
         worst = worst.max(err / scale);
     }
     eprintln!("worst f32 logit error against PyTorch: {worst:.2e} of max |logit|");

@@ -7,40 +7,20 @@ use soft_core::{
     plan, Arenas, ChwImage, Error, ImageSource, Model, ModelConfig, Placement, Precision,
     RunOptions, Site,
 };
+use soft_host::verify::{max_abs, max_abs_diff};
 use soft_host::{build_blob, synthetic_checkpoint, AlignedBlob, WeightDtype};
+use soft_tests::models::{micro_config, pixels, run_planned, synthetic_blob, DTYPES};
 
-/// The demo-sized configuration of the golden `micro_64` case.
-fn micro() -> ModelConfig {
-    let mut c = ModelConfig::preset("soft_tiny").unwrap();
-    c.embed_dims = [16, 32, 48, 64];
-    c.heads = [1, 2, 3, 4];
-    c.depths = [1, 1, 1, 1];
-    c.stage4_mlp_hidden = 256;
-    c.num_classes = 10;
-    c.pos_grids = [16, 8, 4, 2];
-    c
-}
-
+/// `cfg` with the synthetic weights of seed 3.
 fn blob(cfg: &ModelConfig, dtype: WeightDtype) -> AlignedBlob {
-    AlignedBlob::new(&build_blob(&synthetic_checkpoint(cfg, 3), cfg, dtype).unwrap())
+    synthetic_blob(cfg, 3, dtype)
 }
 
-fn pixels(h: usize, w: usize) -> Vec<f32> {
-    (0..3 * h * w)
-        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect()
-}
-
+/// Runs `model` on [`pixels`] in its planned arena: the logits, the arena's high-water
+/// mark and the plan's peak.
 fn run(model: &Model<'_>, h: usize, w: usize, p: Precision) -> (Vec<f32>, usize, usize) {
-    let plan = model.plan(h, w, p).unwrap();
-    let mut arena = vec![0u8; plan.peak_bytes + 16];
-    let mut logits = vec![0.0; model.config().num_classes];
-    let data = pixels(h, w);
-    let mut img = ChwImage::new(&data, h, w).unwrap();
-    let report = model
-        .run(&mut img, &mut arena, p, &mut logits, &mut ())
-        .unwrap();
-    (logits, report.peak_bytes, plan.peak_bytes)
+    let out = run_planned(model, &pixels(h, w), h, w, p, &mut ());
+    (out.logits, out.peak, out.planned)
 }
 
 #[test]
@@ -90,13 +70,8 @@ fn plan_grows_linearly_in_tokens_apart_from_the_landmark_matrices() {
 
 #[test]
 fn high_water_mark_equals_plan_for_square_and_rectangular_inputs() {
-    let cfg = micro();
-    for dtype in [
-        WeightDtype::F32,
-        WeightDtype::F16,
-        WeightDtype::I8,
-        WeightDtype::W8A8,
-    ] {
+    let cfg = micro_config();
+    for dtype in DTYPES {
         let b = blob(&cfg, dtype);
         let model = Model::from_blob(b.as_bytes()).unwrap();
         for (h, w) in [(64, 64), (64, 128), (96, 64), (80, 72)] {
@@ -113,7 +88,7 @@ fn high_water_mark_equals_plan_for_square_and_rectangular_inputs() {
 fn high_water_mark_equals_plan_when_stage_4_is_the_peak() {
     // Narrow early stages and a wide stage 4: the stage-4 blocks' K/V maps and MLP
     // tiles dominate the arena.
-    let mut cfg = micro();
+    let mut cfg = micro_config();
     cfg.embed_dims = [16, 32, 64, 256];
     cfg.heads = [1, 2, 4, 8];
     cfg.stage4_mlp_hidden = 1024;
@@ -142,7 +117,7 @@ fn soft_tiny_224_runs_in_its_planned_arena() {
 
 #[test]
 fn runs_are_deterministic_and_precisions_agree() {
-    let cfg = micro();
+    let cfg = micro_config();
     let b = blob(&cfg, WeightDtype::F32);
     let model = Model::from_blob(b.as_bytes()).unwrap();
     let (a, _, _) = run(&model, 64, 96, Precision::F32);
@@ -152,7 +127,7 @@ fn runs_are_deterministic_and_precisions_agree() {
         again.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
     );
     let (h, _, _) = run(&model, 64, 96, Precision::F16);
-    let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+    let scale = max_abs(&a);
     for (x, y) in a.iter().zip(&h) {
         assert!((x - y).abs() <= 2e-2 * scale, "{a:?} vs {h:?}");
     }
@@ -176,7 +151,7 @@ impl ImageSource for Counting<'_> {
 
 #[test]
 fn too_small_arena_fails_before_any_work() {
-    let cfg = micro();
+    let cfg = micro_config();
     let b = blob(&cfg, WeightDtype::F32);
     let model = Model::from_blob(b.as_bytes()).unwrap();
     let needed = model.plan(64, 64, Precision::F32).unwrap().peak_bytes;
@@ -200,7 +175,7 @@ fn too_small_arena_fails_before_any_work() {
 
 #[test]
 fn too_small_memories_fail_before_any_work_naming_which() {
-    let b = blob(&micro(), WeightDtype::F16);
+    let b = blob(&micro_config(), WeightDtype::F16);
     let model = Model::from_blob(b.as_bytes()).unwrap();
     let options = RunOptions::new(Precision::F16);
     let plan = model
@@ -258,7 +233,7 @@ fn too_small_memories_fail_before_any_work_naming_which() {
 
 #[test]
 fn bad_inputs_are_errors() {
-    let cfg = micro();
+    let cfg = micro_config();
     let b = blob(&cfg, WeightDtype::F32);
     let model = Model::from_blob(b.as_bytes()).unwrap();
     let mut arena = vec![0u8; 1 << 20];
@@ -311,7 +286,7 @@ fn bad_inputs_are_errors() {
 
 #[test]
 fn overflowing_attention_is_reported_not_propagated() {
-    let cfg = micro();
+    let cfg = micro_config();
     let mut ckpt = synthetic_checkpoint(&cfg, 3);
     // Landmark sums overflow to infinity, LayerNorm turns them into NaN, and the
     // Newton–Schulz step must report it instead of producing NaN logits.
@@ -339,9 +314,9 @@ fn overflowing_attention_is_reported_not_propagated() {
     assert_eq!(err, Error::NonFiniteAttention { stage: 1, block: 0 });
 }
 
-/// Runs `micro()` with the synthetic weights, each key's values multiplied by its factor.
+/// Runs `micro_config()` with the synthetic weights, each key's values multiplied by its factor.
 fn run_scaled(scaled: &[(&str, f32)], precision: Precision) -> Result<Vec<f32>, Error> {
-    let cfg = micro();
+    let cfg = micro_config();
     let mut ckpt = synthetic_checkpoint(&cfg, 3);
     for (key, factor) in scaled {
         for v in &mut ckpt.get_mut(*key).unwrap().data {
@@ -399,7 +374,7 @@ fn f16_maps_that_overflow_are_reported_at_their_phase() {
 
 #[test]
 fn corrupt_and_truncated_blobs_are_errors() {
-    let cfg = micro();
+    let cfg = micro_config();
     let b = blob(&cfg, WeightDtype::F16);
     let bytes = b.as_bytes();
     // Every single-bit flip is caught (by the checksum or an earlier check).
@@ -452,6 +427,13 @@ fn spec<'a>(t: &'a TensorRef<'a>) -> TensorSpec<'a> {
     }
 }
 
+/// Every tensor of the blob, in its table's order.
+fn tensors<'a>(parsed: &Blob<'a>) -> Vec<TensorRef<'a>> {
+    (0..parsed.tensor_count())
+        .map(|i| parsed.tensor_at(i).unwrap())
+        .collect()
+}
+
 /// A blob of `cfg` with exactly these tensors.
 fn reencode(cfg: &ModelConfig, specs: &[TensorSpec<'_>]) -> AlignedBlob {
     let mut out = vec![0u8; encoded_len(specs)];
@@ -461,12 +443,10 @@ fn reencode(cfg: &ModelConfig, specs: &[TensorSpec<'_>]) -> AlignedBlob {
 
 #[test]
 fn missing_and_misshapen_tensors_are_named() {
-    let cfg = micro();
+    let cfg = micro_config();
     let b = blob(&cfg, WeightDtype::F32);
     let parsed = Blob::parse(b.as_bytes()).unwrap();
-    let tensors: Vec<_> = (0..parsed.tensor_count())
-        .map(|i| parsed.tensor_at(i).unwrap())
-        .collect();
+    let tensors = tensors(&parsed);
     let reencode = |specs: &[TensorSpec<'_>]| reencode(&cfg, specs);
     let without: Vec<_> = tensors.iter().skip(1).map(spec).collect();
     let err = Model::from_blob(reencode(&without).as_bytes()).unwrap_err();
@@ -489,18 +469,11 @@ fn missing_and_misshapen_tensors_are_named() {
 
 #[test]
 fn non_finite_weights_are_refused_at_load() {
-    let cfg = micro();
-    for dtype in [
-        WeightDtype::F32,
-        WeightDtype::F16,
-        WeightDtype::I8,
-        WeightDtype::W8A8,
-    ] {
+    let cfg = micro_config();
+    for dtype in DTYPES {
         let b = blob(&cfg, dtype);
         let parsed = Blob::parse(b.as_bytes()).unwrap();
-        let tensors: Vec<_> = (0..parsed.tensor_count())
-            .map(|i| parsed.tensor_at(i).unwrap())
-            .collect();
+        let tensors = tensors(&parsed);
         // The first matrix of this dtype; for int8, poison a scale instead of a weight.
         let stored = match dtype {
             WeightDtype::F32 => Dtype::F32,
@@ -591,7 +564,7 @@ fn bits_do_not_depend_on_kernels_schedule_or_threads() {
     let mut norm = ModelConfig::preset("soft_tiny").unwrap();
     norm.normalized = true;
     norm.depths = [1, 1, 1, 1];
-    for (cfg, h, w) in [(micro(), 80, 72), (norm, 96, 96)] {
+    for (cfg, h, w) in [(micro_config(), 80, 72), (norm, 96, 96)] {
         for dtype in [WeightDtype::F16, WeightDtype::I8, WeightDtype::W8A8] {
             let b = blob(&cfg, dtype);
             let model = Model::from_blob(b.as_bytes()).unwrap();
@@ -625,7 +598,7 @@ fn bits_do_not_depend_on_kernels_schedule_or_threads() {
 
 #[test]
 fn w8a8_blobs_are_version_2_and_close_to_f32() {
-    let cfg = micro();
+    let cfg = micro_config();
     let w8a8 = blob(&cfg, WeightDtype::W8A8);
     let parsed = Blob::parse(w8a8.as_bytes()).unwrap();
     assert_eq!(parsed.version(), 2);
@@ -638,11 +611,8 @@ fn w8a8_blobs_are_version_2_and_close_to_f32() {
     for (h, w) in [(64, 64), (80, 72)] {
         let (got, ..) = run(&model, h, w, Precision::F32);
         let (want, ..) = run(&reference, h, w, Precision::F32);
-        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let err = got
-            .iter()
-            .zip(&want)
-            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        let scale = max_abs(&want);
+        let err = max_abs_diff(&got, &want);
         assert!(err <= 0.1 * scale, "{h}x{w}: {err} of {scale}");
     }
 }
@@ -651,13 +621,11 @@ fn w8a8_blobs_are_version_2_and_close_to_f32() {
 fn w8a8_and_float_weights_do_not_mix() {
     // A W8A8 config with float matrices, and a float config with W8A8 matrices, are
     // refused at load: the plan counts quantisation scratch from the config alone.
-    let cfg = micro();
+    let cfg = micro_config();
     for (dtype, flag) in [(WeightDtype::F16, true), (WeightDtype::W8A8, false)] {
         let b = blob(&cfg, dtype);
         let parsed = Blob::parse(b.as_bytes()).unwrap();
-        let tensors: Vec<_> = (0..parsed.tensor_count())
-            .map(|i| parsed.tensor_at(i).unwrap())
-            .collect();
+        let tensors = tensors(&parsed);
         let specs: Vec<_> = tensors.iter().map(spec).collect();
         let mut out = vec![0u8; encoded_len(&specs)];
         let mixed = ModelConfig { w8a8: flag, ..cfg };
@@ -683,7 +651,7 @@ fn plan_equals_peak_when_workers_outnumber_a_chunks_tokens() {
     use soft_host::threads::Threads;
     for (h, w) in [(64, 64), (40, 200)] {
         for dtype in [WeightDtype::F16, WeightDtype::W8A8] {
-            let b = blob(&micro(), dtype);
+            let b = blob(&micro_config(), dtype);
             let model = Model::from_blob(b.as_bytes()).unwrap();
             let one = Threads::new(1).unwrap();
             let reference = RunOptions::new(Precision::F16).with_kernels(Kernels::generic());

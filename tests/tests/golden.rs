@@ -1,21 +1,13 @@
 //! Golden tests: the engine against activations and logits of the reference PyTorch code
 //! (cases in `tests/golden/*/`, described by each `meta.json`).
 
-use std::path::{Path, PathBuf};
-
-use soft_core::{argmax, Checkpoint, ChwImage, Model, Precision, Probe, Tokens};
-use soft_host::checkpoint::read_safetensors;
-use soft_host::npy;
+use soft_core::{argmax, Checkpoint, Model, Precision, Probe, Tokens};
 use soft_host::verify::{max_abs, max_abs_diff};
-use soft_host::{build_blob, infer_config, AlignedBlob, ArchOptions, WeightDtype};
-
-const CASES: [&str; 3] = ["micro_64", "norm_micro_64", "deep_96_timm"];
-
-fn case_dir(case: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("golden")
-        .join(case)
-}
+use soft_host::{build_blob, AlignedBlob, WeightDtype};
+use soft_tests::golden::{self, CASES};
+use soft_tests::json::usizes;
+use soft_tests::models::run_planned;
+use soft_tests::pinned;
 
 #[derive(Default)]
 struct Capture(Vec<(Checkpoint, Vec<f32>, usize, usize)>);
@@ -43,31 +35,15 @@ struct Outcome {
 }
 
 fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
-    let dir = case_dir(case);
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
-    let cfg_meta = &meta["config"];
-    let opts = ArchOptions {
-        normalized: cfg_meta["normalized_attention"].as_bool().unwrap(),
-        newton_iters: cfg_meta["newton_maxiter"].as_u64().unwrap() as usize,
-        stage4_heads: None,
-    };
-    let map = read_safetensors(&dir.join("ckpt.safetensors")).unwrap();
-    let cfg = infer_config(&map, &opts).unwrap();
-    let as_vec = |v: &serde_json::Value| -> Vec<usize> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as usize)
-            .collect()
-    };
+    let (map, cfg) = golden::checkpoint(case);
+    let cfg_meta = &golden::meta(case)["config"];
     assert_eq!(
         cfg.embed_dims.to_vec(),
-        as_vec(&cfg_meta["embed_dims"]),
+        usizes(&cfg_meta["embed_dims"]),
         "{case}"
     );
-    assert_eq!(cfg.heads.to_vec(), as_vec(&cfg_meta["num_heads"]), "{case}");
-    assert_eq!(cfg.depths.to_vec(), as_vec(&cfg_meta["depths"]), "{case}");
+    assert_eq!(cfg.heads.to_vec(), usizes(&cfg_meta["num_heads"]), "{case}");
+    assert_eq!(cfg.depths.to_vec(), usizes(&cfg_meta["depths"]), "{case}");
     assert_eq!(
         cfg.num_classes as u64,
         cfg_meta["num_classes"].as_u64().unwrap()
@@ -75,22 +51,16 @@ fn run_case(case: &str, dtype: WeightDtype, precision: Precision) -> Outcome {
 
     let blob = AlignedBlob::new(&build_blob(&map, &cfg, dtype).unwrap());
     let model = Model::from_blob(blob.as_bytes()).unwrap();
-    let input = npy::read(&dir.join("input.npy")).unwrap();
+    let input = golden::npy(case, "input.npy");
     let (h, w) = (input.shape[2], input.shape[3]);
-    let plan = model.plan(h, w, precision).unwrap();
-    let mut arena = vec![0u8; plan.peak_bytes + 16];
-    let mut logits = vec![0.0; cfg.num_classes];
     let mut stages = Capture::default();
-    let mut image = ChwImage::new(&input.data, h, w).unwrap();
-    let report = model
-        .run(&mut image, &mut arena, precision, &mut logits, &mut stages)
-        .unwrap();
+    let run = run_planned(&model, &input.data, h, w, precision, &mut stages);
     Outcome {
-        logits,
-        reference: npy::read(&dir.join("logits.npy")).unwrap().data,
+        logits: run.logits,
+        reference: golden::npy(case, "logits.npy").data,
         stages,
-        peak: report.peak_bytes,
-        planned: plan.peak_bytes,
+        peak: run.peak,
+        planned: run.planned,
     }
 }
 
@@ -122,7 +92,7 @@ fn f32_matches_reference_logits_and_every_stage() {
         );
         assert_eq!(out.stages.0.len(), 6, "{case}");
         for (at, values, rows, cols) in &out.stages.0 {
-            let reference = npy::read(&case_dir(case).join(stage_file(*at))).unwrap();
+            let reference = golden::npy(case, stage_file(*at));
             assert_eq!(reference.shape, vec![*rows, *cols], "{case} {at:?}");
             let err = max_err(values, &reference.data);
             let scale = max_abs(&reference.data);
@@ -147,26 +117,36 @@ fn f32_matches_reference_logits_and_every_stage() {
     }
 }
 
-#[test]
-fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
+/// `dtype` weights with `precision` maps, on every case: the arena's high-water mark is
+/// the plan's, the top-1 is the reference's and the logits are within `tol` × max|logit|.
+fn keeps_top1_and_logits_within(dtype: WeightDtype, precision: Precision, tol: f32) {
     for case in CASES {
-        let out = run_case(case, WeightDtype::F16, Precision::F16);
+        let out = run_case(case, dtype, precision);
         assert_eq!(out.peak, out.planned, "{case}");
         let err = max_err(&out.logits, &out.reference);
         let scale = max_abs(&out.reference);
-        eprintln!("{case} f16 logits: relative error {:e}", err / scale);
+        eprintln!(
+            "{case} {} logits: relative error {:e}",
+            dtype.name(),
+            err / scale
+        );
         assert_eq!(
             argmax(&out.logits),
             argmax(&out.reference),
             "{case}: top-1 differs"
         );
         assert!(
-            err <= 2e-2 * scale,
+            err <= tol * scale,
             "{case}: logits {:?} vs {:?}",
             out.logits,
             out.reference
         );
     }
+}
+
+#[test]
+fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
+    keeps_top1_and_logits_within(WeightDtype::F16, Precision::F16, 2e-2);
 }
 
 /// W8A8 against the reference, issue 11's bar: the same top-1 and logits within
@@ -174,24 +154,7 @@ fn f16_weights_and_maps_keep_top1_and_logits_within_2e_2() {
 /// norm_micro_64 2.53e-2, deep_96_timm 2.74e-2, every top-1 kept.
 #[test]
 fn w8a8_keeps_top1_and_logits_within_5e_2() {
-    for case in CASES {
-        let out = run_case(case, WeightDtype::W8A8, Precision::F16);
-        assert_eq!(out.peak, out.planned, "{case}");
-        let err = max_err(&out.logits, &out.reference);
-        let scale = max_abs(&out.reference);
-        eprintln!("{case} w8a8 logits: relative error {:e}", err / scale);
-        assert_eq!(
-            argmax(&out.logits),
-            argmax(&out.reference),
-            "{case}: top-1 differs"
-        );
-        assert!(
-            err <= 5e-2 * scale,
-            "{case}: logits {:?} vs {:?}",
-            out.logits,
-            out.reference
-        );
-    }
+    keeps_top1_and_logits_within(WeightDtype::W8A8, Precision::F16, 5e-2);
 }
 
 #[test]
@@ -199,23 +162,13 @@ fn pth_and_safetensors_hold_the_same_tensors() {
     use soft_host::checkpoint::read_checkpoint;
     use soft_host::pth::Prefer;
     for case in CASES {
-        let dir = case_dir(case);
+        let dir = golden::dir(case);
         let pth = read_checkpoint(&dir.join("ckpt.pth"), Prefer::Ema).unwrap();
         let st = read_checkpoint(&dir.join("ckpt.safetensors"), Prefer::Ema).unwrap();
         assert_eq!(pth.tensors.len(), st.tensors.len(), "{case}");
         assert!(pth.tensors == st.tensors, "{case}: tensors differ");
         eprintln!("{case}: {:?}", pth.notes);
     }
-}
-
-/// FNV-1a over the logits' bit patterns.
-fn bits_digest(logits: &[f32]) -> u64 {
-    logits
-        .iter()
-        .flat_map(|v| v.to_bits().to_le_bytes())
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        })
 }
 
 #[test]
@@ -236,16 +189,12 @@ fn logit_bits_are_pinned() {
             got.push(format!(
                 "{case} {} {precision:?} {:016x}",
                 dtype.name(),
-                bits_digest(&out.logits)
+                pinned::bits_digest(&out.logits)
             ));
         }
     }
-    let pinned = PINNED
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>();
-    assert_eq!(got, pinned, "logit bits changed:\n{}", got.join("\n"));
+    let want = pinned::lines(PINNED);
+    assert_eq!(got, want, "logit bits changed:\n{}", got.join("\n"));
 }
 
 const PINNED: &str = "

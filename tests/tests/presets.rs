@@ -3,31 +3,23 @@
 
 use soft_core::ModelConfig;
 use soft_host::{checkpoint::read_checkpoint, infer_config, pth::Prefer, ArchOptions};
+use soft_tests::json::usizes;
 
 fn json() -> serde_json::Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/presets.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn list(v: &serde_json::Value) -> Vec<usize> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect()
+    soft_tests::json::read(&soft_tests::repo("models/presets.json"))
 }
 
 fn check(cfg: &ModelConfig, entry: &serde_json::Value, shared: &serde_json::Value) {
     let field = |k: &str| entry.get(k).unwrap_or(&shared[k]).clone();
-    assert_eq!(cfg.embed_dims.to_vec(), list(&field("embed_dims")));
-    assert_eq!(cfg.heads.to_vec(), list(&field("heads")));
-    assert_eq!(cfg.depths.to_vec(), list(&field("depths")));
+    assert_eq!(cfg.embed_dims.to_vec(), usizes(&field("embed_dims")));
+    assert_eq!(cfg.heads.to_vec(), usizes(&field("heads")));
+    assert_eq!(cfg.depths.to_vec(), usizes(&field("depths")));
     assert_eq!(
         cfg.landmark_ratios.to_vec(),
-        list(&field("landmark_ratios"))
+        usizes(&field("landmark_ratios"))
     );
-    assert_eq!(cfg.vconv_sizes.to_vec(), list(&field("vconv_sizes")));
-    assert_eq!(cfg.pos_grids.to_vec(), list(&field("pos_grids")));
+    assert_eq!(cfg.vconv_sizes.to_vec(), usizes(&field("vconv_sizes")));
+    assert_eq!(cfg.pos_grids.to_vec(), usizes(&field("pos_grids")));
     assert_eq!(cfg.stem_width as u64, field("stem_width").as_u64().unwrap());
     assert_eq!(
         cfg.stage4_mlp_hidden as u64,

@@ -885,16 +885,8 @@ mod tests {
     /// own logits (a small random W8A8 model at 64×64): passes, then names a flipped bit.
     #[test]
     fn compare_blob_checks_both_logs_with_soft_crosscheck() {
-        let mut cfg = ModelConfig::preset("soft_tiny").unwrap();
-        cfg.embed_dims = [16, 32, 48, 64];
-        cfg.heads = [1, 2, 3, 4];
-        cfg.depths = [1, 1, 1, 1];
-        cfg.stage4_mlp_hidden = 256;
-        cfg.num_classes = 10;
-        cfg.pos_grids = [16, 8, 4, 2];
-        let checkpoint = soft_host::synthetic_checkpoint(&cfg, 11);
-        let blob =
-            AlignedBlob::new(&soft_host::build_blob(&checkpoint, &cfg, WeightDtype::W8A8).unwrap());
+        use soft_host::testing::{micro_config, synthetic_blob};
+        let blob = synthetic_blob(&micro_config(), 11, WeightDtype::W8A8);
         let model = Model::from_blob(blob.as_bytes()).unwrap();
         let crc32 = soft_core::Blob::stored_crc32(blob.as_bytes()).unwrap();
         let models = repo_root().join("models").join("digits");

@@ -1,18 +1,17 @@
-//! What the CLI test files share: the project's test data, the binary, a small blob.
+//! What the CLI test files share and only they can: the `soft` binary, runs of it, and
+//! checkpoints edited for them. Helpers that need no binary (where the test data is, the
+//! golden cases) are `soft_tests`'s, the workspace's test-support crate.
 
 // Each test file uses its own subset.
 #![allow(dead_code)]
 
+use std::ffi::OsStr;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use assert_cmd::assert::Assert;
 use assert_cmd::Command;
-
-/// A file under the project's `tests/` directory (golden cases, fixtures).
-pub fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests")
-        .join(rel)
-}
+use soft_tests::data;
 
 /// The `soft` binary.
 pub fn soft() -> Command {
@@ -24,18 +23,37 @@ pub fn soft_process() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_soft"))
 }
 
+/// `soft convert ckpt -o blob --variant plain extra…`, which must succeed.
+pub fn convert(ckpt: &Path, blob: &Path, extra: &[&str]) -> Assert {
+    soft()
+        .arg("convert")
+        .arg(ckpt)
+        .arg("-o")
+        .arg(blob)
+        .args(["--variant", "plain"])
+        .args(extra)
+        .assert()
+        .success()
+}
+
 /// The micro_64 golden model as a blob in `dir`.
 pub fn micro_blob(dir: &Path) -> PathBuf {
     let blob = dir.join("m.soft");
-    soft()
-        .arg("convert")
-        .arg(data("golden/micro_64/ckpt.safetensors"))
-        .arg("-o")
-        .arg(&blob)
-        .args(["--variant", "plain"])
-        .assert()
-        .success();
+    convert(&data("golden/micro_64/ckpt.safetensors"), &blob, &[]);
     blob
+}
+
+/// Runs `soft args…`, which must succeed: its standard output parsed as JSON, and the
+/// whole output.
+pub fn json_output(args: &[&OsStr]) -> (serde_json::Value, std::process::Output) {
+    let out = soft().args(args).assert().success().get_output().clone();
+    let v = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    (v, out)
+}
+
+/// Runs `soft args…`, which must succeed: its standard output parsed as JSON.
+pub fn json_of(args: &[&OsStr]) -> serde_json::Value {
+    json_output(args).0
 }
 
 /// A checkpoint's tensors as `(key, dtype, shape, little-endian bytes)`.
@@ -76,11 +94,31 @@ pub fn edited_micro_checkpoint(mut edit: impl FnMut(&str, &mut [f32])) -> Vec<u8
     })
 }
 
+/// The golden case's `.pth` with its pickle (`data.pkl`) replaced by `edit(pickle)`,
+/// every entry stored uncompressed.
+pub fn edited_pth(case: &str, mut edit: impl FnMut(Vec<u8>) -> Vec<u8>) -> Vec<u8> {
+    let bytes = std::fs::read(data(&format!("golden/{case}/ckpt.pth"))).unwrap();
+    let mut src = zip::ZipArchive::new(std::io::Cursor::new(bytes)).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..src.len() {
+        let mut f = src.by_index(i).unwrap();
+        let name = f.name().to_string();
+        let mut content = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut content).unwrap();
+        if name.ends_with("data.pkl") {
+            content = edit(content);
+        }
+        out.start_file(name, stored).unwrap();
+        out.write_all(&content).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
 /// The variant of a golden case, as its `meta.json` says: `plain` or `norm`.
 pub fn golden_variant(case: &str) -> &'static str {
-    let meta = std::fs::read(data(&format!("golden/{case}/meta.json"))).unwrap();
-    let meta: serde_json::Value = serde_json::from_slice(&meta).unwrap();
-    match meta["config"]["normalized_attention"].as_bool().unwrap() {
+    match soft_tests::golden::arch_options(case).normalized {
         true => "norm",
         false => "plain",
     }
