@@ -1086,6 +1086,7 @@ mod tests {
     use crate::newton::InverseConfig;
     use crate::weights::Weights;
     use proptest::prelude::*;
+    use soft_kernels::reference::{self, matmul};
     use soft_kernels::Kernels;
 
     struct Case {
@@ -1248,21 +1249,6 @@ mod tests {
         Ok(map)
     }
 
-    fn mat(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
-        (0..n * m)
-            .map(|ij| (0..k).map(|l| a[ij / m * k + l] * b[l * m + ij % m]).sum())
-            .collect()
-    }
-
-    fn ln(x: &mut [f64], w: &[f32], b: &[f32]) {
-        let n = x.len() as f64;
-        let mean = x.iter().sum::<f64>() / n;
-        let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
-        for (i, v) in x.iter_mut().enumerate() {
-            *v = (*v - mean) / (var + 1e-5).sqrt() * f64::from(w[i]) + f64::from(b[i]);
-        }
-    }
-
     /// The dense block output, and whether the pseudo-inverse is well posed: every head's
     /// `K2` safely non-singular (Gershgorin: each diagonal exceeds its row's off-diagonal
     /// sum by 0.05) and, for SOFT-Norm, the first Newton step a contraction with margin
@@ -1295,7 +1281,7 @@ mod tests {
         let x: Vec<f64> = case.x.iter().map(|&v| f64::from(v)).collect();
         let affine = |x: &[f64], wk: K, bk: K, ni: usize, no: usize| -> Vec<f64> {
             let (wm, b) = (w(wk), w(bk));
-            let mut y = mat(x, &wm, x.len() / ni, ni, no);
+            let mut y = matmul(x, &wm, x.len() / ni, ni, no);
             for (i, v) in y.iter_mut().enumerate() {
                 *v += b[i % no];
             }
@@ -1309,9 +1295,6 @@ mod tests {
         let v = affine(&x, K::VWeight, K::VBias, c, c);
         let lw = w(K::LandmarkWeight);
         let lcols = cols / r;
-        let gauss = |a: &[f64], b: &[f64]| {
-            (-a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / 2.0).exp()
-        };
         let mut landmarks = vec![vec![0.0; m * d]; heads];
         for (j, lm) in landmarks.iter_mut().enumerate() {
             for l in 0..m {
@@ -1327,9 +1310,10 @@ mod tests {
                         }
                     }
                 }
-                ln(row, &w32(K::LandmarkNormWeight), &w32(K::LandmarkNormBias));
+                let norm = (w32(K::LandmarkNormWeight), w32(K::LandmarkNormBias));
+                reference::layer_norm(row, &norm.0, &norm.1, 1e-5);
                 for v in row.iter_mut() {
-                    *v = 0.5 * *v * (1.0 + libm::erf(*v / 2f64.sqrt()));
+                    *v = reference::gelu_erf(*v);
                 }
             }
         }
@@ -1337,7 +1321,7 @@ mod tests {
             .iter()
             .map(|lm| {
                 (0..m * m)
-                    .map(|ab| gauss(&lm[ab / m * d..][..d], &lm[ab % m * d..][..d]))
+                    .map(|ab| reference::gaussian(&lm[ab / m * d..][..d], &lm[ab % m * d..][..d]))
                     .collect()
             })
             .collect();
@@ -1349,7 +1333,7 @@ mod tests {
         });
         let newton = |mut vv: Vec<f64>, p: &[f64]| {
             for _ in 0..20 {
-                let vpv = mat(&mat(&vv, p, m, m, m), &vv, m, m, m);
+                let vpv = matmul(&matmul(&vv, p, m, m, m), &vv, m, m, m);
                 vv = vv.iter().zip(&vpv).map(|(a, b)| 2.0 * a - b).collect();
             }
             vv
@@ -1366,7 +1350,7 @@ mod tests {
                 k2s.iter()
                     .map(|k2| {
                         let vv: Vec<f64> = k2.iter().map(|x| alpha * x).collect();
-                        let prod = mat(k2, &vv, m, m, m);
+                        let prod = matmul(k2, &vv, m, m, m);
                         (0..m)
                             .map(|jj| {
                                 (0..m)
@@ -1386,7 +1370,7 @@ mod tests {
                 let mut e = vec![1.0; m];
                 let mut lambda = 0.0;
                 for _ in 0..200 {
-                    let next = mat(k2, &e, m, m, 1);
+                    let next = matmul(k2, &e, m, m, 1);
                     lambda = next.iter().map(|x| x * x).sum::<f64>().sqrt();
                     e = next.iter().map(|x| x / lambda).collect();
                 }
@@ -1413,13 +1397,21 @@ mod tests {
                 newton(p.iter().map(|x| alpha * x).collect(), &p)
             };
             let k1: Vec<f64> = (0..n * m)
-                .map(|tl| gauss(&q[tl / m * c + j * d..][..d], &lm[tl % m * d..][..d]))
+                .map(|tl| {
+                    reference::gaussian(&q[tl / m * c + j * d..][..d], &lm[tl % m * d..][..d])
+                })
                 .collect();
             let vh: Vec<f64> = (0..n * d)
                 .map(|ti| v[ti / d * c + j * d + ti % d])
                 .collect();
             let k1t: Vec<f64> = (0..m * n).map(|lt| k1[lt % n * m + lt / n]).collect();
-            let out = mat(&mat(&k1, &kinv, n, m, m), &mat(&k1t, &vh, m, n, d), n, m, d);
+            let out = matmul(
+                &matmul(&k1, &kinv, n, m, m),
+                &matmul(&k1t, &vh, m, n, d),
+                n,
+                m,
+                d,
+            );
             for t in 0..n {
                 let (y, xx) = (t / cols, t % cols);
                 for i in 0..d {
@@ -1443,23 +1435,18 @@ mod tests {
         let projected = affine(&attn, K::OutWeight, K::OutBias, c, c);
         let mut y: Vec<f64> = x.iter().zip(&projected).map(|(a, b)| a + b).collect();
         for tok in y.chunks_mut(c) {
-            ln(tok, &w32(K::Norm1Weight), &w32(K::Norm1Bias));
+            reference::layer_norm(tok, &w32(K::Norm1Weight), &w32(K::Norm1Bias), 1e-5);
         }
         let h: Vec<f64> = affine(&y, K::Mlp1Weight, K::Mlp1Bias, c, 4 * c)
             .iter()
-            .map(|&x| {
-                0.5 * x
-                    * (1.0
-                        + ((2.0 / core::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x))
-                            .tanh())
-            })
+            .map(|&x| reference::gelu_tanh(x))
             .collect();
         let f = affine(&h, K::Mlp2Weight, K::Mlp2Bias, 4 * c, c);
         for (a, b) in y.iter_mut().zip(&f) {
             *a += b;
         }
         for tok in y.chunks_mut(c) {
-            ln(tok, &w32(K::Norm2Weight), &w32(K::Norm2Bias));
+            reference::layer_norm(tok, &w32(K::Norm2Weight), &w32(K::Norm2Bias), 1e-5);
         }
         (y, well_posed)
     }

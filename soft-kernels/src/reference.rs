@@ -25,9 +25,9 @@ pub fn matmul(a: &[f64], b: &[f64], n: usize, k: usize, m: usize) -> Vec<f64> {
 pub fn layer_norm(x: &mut [f64], w: &[f32], b: &[f32], eps: f64) {
     let n = x.len() as f64;
     let mean = x.iter().sum::<f64>() / n;
-    let var = x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
     for (i, v) in x.iter_mut().enumerate() {
-        *v = (*v - mean) / (var + eps).sqrt() * f64::from(w[i]) + f64::from(b[i]);
+        *v = (*v - mean) / libm::sqrt(var + eps) * f64::from(w[i]) + f64::from(b[i]);
     }
 }
 
