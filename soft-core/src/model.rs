@@ -1,10 +1,11 @@
 //! The whole network: stem on line buffers, stages in place on one token map, head; and
 //! the planner that gives the exact arena bytes of a run before it starts.
 //!
-//! Arena layout: the token map always sits at the arena's start, sized for the current
-//! stage, so the scratch of later (smaller) stages reuses what earlier maps gave up. Every
-//! step's scratch is declared once (the `scratch!` macro); the planner adds up the
-//! same declarations the run allocates.
+//! Arena layout: the token map always sits at the arena's start (the large memory's, with
+//! two), sized for the current stage, so the scratch of later (smaller) stages reuses what
+//! earlier maps gave up. Every step's scratch is declared once (the `scratch!` macro), each
+//! buffer with its [`Class`]; the planner adds up the same declarations the run allocates,
+//! for each memory the [`Placement`] uses.
 
 use half::f16;
 use soft_kernels::{Kernels, Lhs, Out, Start, Strided, TokenElem};
