@@ -50,6 +50,13 @@ enum OutputKind {
 }
 
 impl Output {
+    /// An optional output (`--logits-out`, `--confusion`) of a command that reads the
+    /// given ones of `inputs`: [`Output::new`] when there is a path.
+    pub fn optional(path: Option<&Path>, inputs: &[Option<&Path>]) -> Result<Option<Output>> {
+        let inputs: Vec<&Path> = inputs.iter().flatten().copied().collect();
+        path.map(|p| Output::new(p, &inputs)).transpose()
+    }
+
     /// Checks `path` as an output of a command that reads `inputs` (inputs that do not
     /// exist are ignored: reading them fails later with its own message).
     pub fn new(path: &Path, inputs: &[&Path]) -> Result<Output> {

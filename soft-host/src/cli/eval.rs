@@ -84,20 +84,13 @@ pub fn run(args: Args) -> Result<()> {
     let p: Precision = args.activations.into();
     let path = args.model.as_path();
     require!(args.limit != Some(0), Usage, "--limit must be at least 1");
-    let inputs: Vec<&Path> = [
+    let inputs = [
         Some(path),
         Some(args.data.as_path()),
         args.labels.as_deref(),
         args.against.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let confusion = args
-        .confusion
-        .as_deref()
-        .map(|out| Output::new(out, &inputs))
-        .transpose()?;
+    ];
+    let confusion = Output::optional(args.confusion.as_deref(), &inputs)?;
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
     let classes = model.config().num_classes;

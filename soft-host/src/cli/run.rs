@@ -1,6 +1,6 @@
 //! `soft run`: one input through a blob, the top classes printed.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use soft_core::Precision;
 
@@ -62,20 +62,13 @@ pub fn run(args: Args) -> Result<()> {
     let threads = threads_arg(args.threads)?;
     let p: Precision = args.activations.into();
     let path = args.model.as_path();
-    let inputs: Vec<&Path> = [
+    let inputs = [
         Some(path),
         args.input_npy.as_deref(),
         args.image.as_deref(),
         args.labels.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let logits_out = args
-        .logits_out
-        .as_deref()
-        .map(|out| Output::new(out, &inputs))
-        .transpose()?;
+    ];
+    let logits_out = Output::optional(args.logits_out.as_deref(), &inputs)?;
     let blob = load_blob(path)?;
     let model = open_model(&blob, path)?;
     let classes = model.config().num_classes;
