@@ -120,7 +120,8 @@ pub fn bench_linear() {
 /// landmarks, soft_tiny at 224×224).
 const SQUARE: usize = 49;
 
-/// Times one `m × m` f32 product, `Start::Zero`, as `newton::product` calls it.
+/// Times one `m × m` f32 product, `Start::Zero`, as the Newton–Schulz step calls it (with
+/// `P` stored, on one worker).
 #[inline(never)]
 fn bench_square() {
     let a: [f32; SQUARE * SQUARE] = core::array::from_fn(|i| BENCH_F32[i]);

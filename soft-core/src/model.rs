@@ -1325,6 +1325,20 @@ pub fn newton_bytes(cfg: &ModelConfig, height: usize, width: usize, s: usize) ->
     })
 }
 
+/// Whether stage `s`'s pseudo-inverse (0-based, 0..3) forms `P` again at every
+/// Newton–Schulz step with `schedule`, rather than keeping it: where keeping it would raise
+/// the block's peak.
+pub fn newton_forms_p(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    s: usize,
+    schedule: &Schedule,
+) -> Result<bool> {
+    let geo = Geometry::new(cfg, height, width)?;
+    Ok(s < 3 && geo.soft_dims(cfg, s).newton_forms_p(schedule))
+}
+
 const _: () = assert!(ARENA_ALIGN.is_multiple_of(4));
 
 #[cfg(test)]

@@ -117,12 +117,58 @@ impl SoftDims {
     /// The buffers of one block above the token map at its peak: the block's state plus
     /// the largest step's scratch.
     pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_, '_>) {
-        let chunk = self.chunk(s);
-        let (emit_workers, emit_tokens) = self.emit_split(s);
-        let tokens = self.workers(s, self.n());
         BlockState::<E>::layout(self, s.whole_maps)
             .iter()
             .for_each(|b| emit.push(*b));
+        let room = self.newton_room(s);
+        let newton =
+            |e: Emit<'_, '_>| newton::scratch_buffers(self.m, self.d, self.heads, s, room, e);
+        self.other_steps::<E, _>(s, |others, at| {
+            let (before, after) = others.split_at(at.min(others.len()));
+            let mut steps: heapless::Vec<&dyn Fn(Emit<'_, '_>), 8> = heapless::Vec::new();
+            for &step in before
+                .iter()
+                .chain([&newton as &dyn Fn(Emit<'_, '_>)].iter())
+                .chain(after)
+            {
+                // Capacity 8 holds the 6 steps.
+                let _ = steps.push(step);
+            }
+            largest(&steps, emit);
+        });
+    }
+
+    /// Bytes of a block's largest step but the pseudo-inverse, with f16 token maps: the
+    /// pseudo-inverse keeps `P` whole when it fits in them, which then costs no peak byte
+    /// at either precision (f32 maps only enlarge the other steps). Out of line: inlined,
+    /// it tipped `soft_block` out of `Model::run_as` on the M4, whose stack grew 5.8 KB.
+    #[inline(never)]
+    pub fn newton_room(&self, s: &Schedule) -> usize {
+        self.other_steps::<half::f16, _>(s, |steps, _| {
+            steps
+                .iter()
+                .map(|&step| crate::scratch::total(step))
+                .max()
+                .unwrap_or(0)
+        })
+    }
+
+    /// Whether the pseudo-inverse forms `P` again at every Newton–Schulz step (else it
+    /// keeps it whole): where keeping it would raise the block's peak.
+    pub fn newton_forms_p(&self, s: &Schedule) -> bool {
+        !newton::keeps_p(self.m, self.d, self.heads, s, self.newton_room(s))
+    }
+
+    /// Calls `f` with a block's steps but the pseudo-inverse, in run order, and the
+    /// place the pseudo-inverse runs at among them.
+    fn other_steps<E: TokenElem, R>(
+        &self,
+        s: &Schedule,
+        f: impl FnOnce(&[&dyn Fn(Emit<'_, '_>)], usize) -> R,
+    ) -> R {
+        let chunk = self.chunk(s);
+        let (emit_workers, emit_tokens) = self.emit_split(s);
+        let tokens = self.workers(s, self.n());
         let pass2 = |e: Emit<'_, '_>| {
             if !s.whole_maps {
                 emit_copies(e, 1, &RingScratch::<E>::layout(self));
@@ -137,7 +183,6 @@ impl SoftDims {
             let layout = LandmarkScratch::<E>::layout(self, self.workers(s, self.m), s.whole_maps);
             emit_copies(e, 1, &layout);
         };
-        let newton = |e: Emit<'_, '_>| newton::scratch_buffers(self.m, self.d, self.heads, s, e);
         if s.whole_maps {
             let projections =
                 |e: Emit<'_, '_>| emit_copies(e, tokens, &TokenScratch::<E>::layout(self, chunk));
@@ -147,17 +192,7 @@ impl SoftDims {
             };
             let round =
                 |e: Emit<'_, '_>| emit_copies(e, tokens, &RoundScratch::<E>::layout(self.c, chunk));
-            largest(
-                &[
-                    &projections,
-                    &landmarks,
-                    &key_value,
-                    &newton,
-                    &round,
-                    &pass2,
-                ],
-                emit,
-            );
+            f(&[&projections, &landmarks, &key_value, &round, &pass2], 3)
         } else {
             let key_value = |e: Emit<'_, '_>| {
                 emit_copies(
@@ -166,7 +201,7 @@ impl SoftDims {
                     &KeyValueScratch::<E>::layout(self, chunk, self.workers(s, chunk)),
                 );
             };
-            largest(&[&landmarks, &key_value, &newton, &pass2], emit);
+            f(&[&landmarks, &key_value, &pass2], 2)
         }
     }
 
@@ -425,6 +460,8 @@ pub(crate) fn soft_block<E: TokenElem>(
     let stage = inv.stage;
     let at = |step| Activity { stage, step };
     let whole = run.schedule.whole_maps;
+    // The pseudo-inverse keeps `P` whole where that costs no peak byte.
+    let room = dims.newton_room(&run.schedule);
     let mut ar = ar.scope();
     let state = BlockState::<E>::alloc(&mut ar, dims, whole)?;
     if whole {
@@ -459,7 +496,15 @@ pub(crate) fn soft_block<E: TokenElem>(
             state.z,
         )?;
         probe.enter(at(Step::Newton));
-        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
+        newton::solve(
+            run,
+            &mut ar.scope(),
+            dims,
+            state.landmarks,
+            state.z,
+            inv,
+            room,
+        )?;
         probe.enter(at(Step::Attention));
         round_values::<E>(run, &mut ar.scope(), dims, state.values)?;
         emit_whole(run, &mut ar.scope(), map, dims, wt, state, stage, probe)
@@ -477,7 +522,15 @@ pub(crate) fn soft_block<E: TokenElem>(
             state.z,
         )?;
         probe.enter(at(Step::Newton));
-        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
+        newton::solve(
+            run,
+            &mut ar.scope(),
+            dims,
+            state.landmarks,
+            state.z,
+            inv,
+            room,
+        )?;
         emit_streaming(
             run,
             &mut ar.scope(),
@@ -1449,6 +1502,40 @@ mod tests {
             reference::layer_norm(tok, &w32(K::Norm2Weight), &w32(K::Norm2Bias), 1e-5);
         }
         (y, well_posed)
+    }
+
+    /// A block whose pseudo-inverse is its largest step forms `P` again at every step; it
+    /// gives the bits of schedules with room to keep `P`, and its arena peak is the plan.
+    #[test]
+    fn pseudo_inverse_forming_p_gives_the_bits_of_keeping_it() {
+        for normalized in [false, true] {
+            // m = 64 landmarks of 2 heads of 16 over 16×16 tokens.
+            let case = case(16, 16, 2, 16, 2, 3, normalized, 5);
+            let compact = Schedule::COMPACT;
+            assert!(case.dims.newton_forms_p(&compact));
+            let want = streaming(&case, Kernels::generic(), compact).unwrap();
+            let mut kept = 0;
+            for (chunk, whole, workers) in [(256, true, 1), (64, true, 3), (8, false, 2)] {
+                let schedule = Schedule {
+                    chunk,
+                    whole_maps: whole,
+                    workers,
+                    min_split_macs: 0,
+                };
+                kept += usize::from(!case.dims.newton_forms_p(&schedule));
+                for kernels in Kernels::available() {
+                    let got = streaming(&case, kernels, schedule).unwrap();
+                    assert!(
+                        got.iter()
+                            .zip(&want)
+                            .all(|(a, b)| a.to_bits() == b.to_bits()),
+                        "{schedule:?} {}",
+                        kernels.name()
+                    );
+                }
+            }
+            assert!(kept > 0);
+        }
     }
 
     proptest! {

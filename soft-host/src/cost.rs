@@ -27,6 +27,7 @@
 //! | `K1` rows (both passes), `K1ᵀV` (pass 1), `K1·Z` (pass 2) | `4·N·m·C` |
 //! | `K2` and `Z = pinv·S`, per head | `2·h·m²·d` |
 //! | Newton–Schulz, per head | `h·iters·2·m³` |
+//! | where the plan has it form `P` again at every step ([`newton_forms_p`]), per head | `h·iters·m²·d` |
 //! | SOFT-Norm only: `K2` of the alpha search and one trial `K2·V` | `h·(2·m²·d + m³)` |
 //! | depthwise V-conv (in-image taps only) | `≈ N·k²·C` |
 //! | output projection, MLP `C→4C→C` | `N·C² + 8·N·C²` |
@@ -35,6 +36,7 @@
 //! `q` `n·C²`, `kv` `2n·C²`, scores and weighted sums `2·n²·C`, `proj` `n·C²`,
 //! MLP `2·n·C·hidden`. Then the head, `C4·classes`.
 
+use soft_core::model::newton_forms_p;
 use soft_core::{ModelConfig, Schedule};
 
 /// Output size of a 3×3, pad-1, stride-2 convolution, as the engine computes it.
@@ -73,8 +75,14 @@ fn conv3x3(
 }
 
 /// MACs of one SOFT block over a `rows × cols` map of stage `s` (0-based, 0..3), with
-/// whole maps or streamed.
-fn soft_block(cfg: &ModelConfig, s: usize, rows: usize, cols: usize, whole: bool) -> u64 {
+/// whole maps or streamed, `forms_p` where Newton–Schulz forms `P` again at every step.
+fn soft_block(
+    cfg: &ModelConfig,
+    s: usize,
+    (rows, cols): (usize, usize),
+    whole: bool,
+    forms_p: bool,
+) -> u64 {
     let u = |x: usize| x as u64;
     let (n, c, h, d) = (
         u(rows * cols),
@@ -94,7 +102,7 @@ fn soft_block(cfg: &ModelConfig, s: usize, rows: usize, cols: usize, whole: bool
     let landmark_conv = patch * h * d * d;
     let kernel = 4 * n * m * c;
     let k2_and_z = 2 * h * m * m * d;
-    let newton = h * iters * 2 * m * m * m;
+    let newton = h * iters * (2 * m * m * m + u64::from(forms_p) * m * m * d);
     let norm_search = if cfg.normalized {
         h * (2 * m * m * d + m * m * m)
     } else {
@@ -144,8 +152,9 @@ pub fn macs_for(cfg: &ModelConfig, height: usize, width: usize, schedule: &Sched
         let ((h, w), (oh, ow)) = (stage[s - 1], stage[s]);
         total += conv3x3(h, w, oh, ow, 2, c[s - 1], c[s]);
     }
-    for (s, &(rows, cols)) in stage.iter().enumerate().take(3) {
-        total += cfg.depths[s] as u64 * soft_block(cfg, s, rows, cols, schedule.whole_maps);
+    for (s, &size) in stage.iter().enumerate().take(3) {
+        let forms_p = newton_forms_p(cfg, height, width, s, schedule).unwrap_or(false);
+        total += cfg.depths[s] as u64 * soft_block(cfg, s, size, schedule.whole_maps, forms_p);
     }
     let n4 = stage[3].0 * stage[3].1 + 1;
     total += cfg.depths[3] as u64 * stage4_block(cfg, n4);
@@ -253,5 +262,37 @@ mod tests {
         let g448 = macs(&cfg, 448, 448) as f64 / 1e9;
         println!("soft_tiny 448x448: {g448:.3} GMAC");
         assert!(g448 > 4.0 * g);
+    }
+
+    #[test]
+    fn newton_counts_p_formed_again_where_the_plan_has_it() {
+        let cfg = ModelConfig::preset("soft_tiny").unwrap();
+        let compact = Schedule::COMPACT;
+        // At 224² other steps are larger and `P` is kept; at 448² the pseudo-inverse is
+        // every stage's largest step and forms `P` again at each of its 20 steps.
+        for s in 0..3 {
+            assert!(!newton_forms_p(&cfg, 224, 224, s, &compact).unwrap());
+            assert!(newton_forms_p(&cfg, 448, 448, s, &compact).unwrap());
+        }
+        // Newton–Schulz alone: 20 steps of two m×m products per head, and at 448² `P`
+        // formed again (m²·d squared-distance terms) at each.
+        let newton = |side: usize| {
+            let none = ModelConfig {
+                newton_iters: 0,
+                ..cfg
+            };
+            macs(&cfg, side, side) - macs(&none, side, side)
+        };
+        let want = |m: u64, forms_p: bool| -> u64 {
+            (0..3)
+                .map(|s| {
+                    let (n, h, d) = (cfg.depths[s], cfg.heads[s], cfg.head_dim(s));
+                    let step = 2 * m * m * m + u64::from(forms_p) * m * m * d as u64;
+                    (n * h) as u64 * 20 * step
+                })
+                .sum()
+        };
+        assert_eq!(newton(224), want(49, false));
+        assert_eq!(newton(448), want(196, true));
     }
 }
