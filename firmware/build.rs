@@ -9,7 +9,8 @@
 //!
 //! It also puts the board's memory map on the linker's search path as `memory.x` for
 //! cortex-m-rt's `link.x`: `memory-an386.x` (MPS2 AN386, Cortex-M4F) for `thumbv7em`
-//! targets (`memory-an386-psram.x`, 512 KiB of RAM, with `psram`), `memory-an505.x`
+//! targets (with `psram`, the same map with its RAM cut to `soft_device::psram::SRAM_BYTES`,
+//! so statics, SRAM arena and stack must fit in it), `memory-an505.x`
 //! (MPS2 AN505, Cortex-M33) for `thumbv8m.main`, which also sets the `mps2_an505` cfg
 //! for the code. (Neither is called `memory.x`: the linker looks in
 //! the crate's directory before the search path.)
@@ -41,12 +42,20 @@ fn main() {
     let memory = if target.starts_with("thumbv8m.main") {
         println!("cargo::rustc-cfg=mps2_an505");
         "memory-an505.x"
-    } else if psram {
-        "memory-an386-psram.x"
     } else {
         "memory-an386.x"
     };
-    std::fs::copy(root.join(memory), out.join("memory.x")).expect("copying the memory map");
+    let mut map = std::fs::read_to_string(root.join(memory)).expect("reading the memory map");
+    if psram {
+        const RAM: &str = "RAM   : ORIGIN = 0x20000000, LENGTH = 4M";
+        assert!(map.contains(RAM), "{memory} has no `{RAM}` line");
+        let kib = soft_device::psram::SRAM_BYTES / 1024;
+        map = map.replace(
+            RAM,
+            &format!("RAM   : ORIGIN = 0x20000000, LENGTH = {kib}K"),
+        );
+    }
+    std::fs::write(out.join("memory.x"), map).expect("writing the memory map");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed={memory}");
     println!("cargo:rerun-if-changed={TEST_IMAGES}");

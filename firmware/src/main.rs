@@ -185,7 +185,7 @@ fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core::Res
         run::run(
             &blob,
             &inputs,
-            &mut run::Memory::One(&mut *arena),
+            &mut run::Memories::One(&mut *arena),
             Precision::F16,
             &mut logits,
             ticks,

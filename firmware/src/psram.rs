@@ -2,7 +2,8 @@
 //! (random weights, about 13.6 MB) sits in the board's 16 MiB PSRAM, put there by QEMU's
 //! `-device loader` as a flasher would on a real board; the PSRAM after it is the large
 //! memory's arena, and the SRAM arena is a static sized by the build script. The image's
-//! memory map (`memory-an386-psram.x`) gives it 512 KiB of RAM in all. It runs
+//! memory map (`memory-an386.x` with its RAM cut to `soft_device::psram::SRAM_BYTES` by the
+//! build script) gives it 512 KiB of RAM in all. It runs
 //! [`soft_device::psram::RUNS`] (224×224 and 448×448 [`soft_core::TestPattern`] images,
 //! each with its placement), with per-layer progress. `cargo xtask psram` builds the
 //! blob, runs this and compares the logits with the host (`soft_host::crosscheck`).
@@ -19,32 +20,40 @@
 use defmt::println;
 use soft_core::{Blob, Error, Model, ARENA_ALIGN};
 use soft_device::input::Inputs;
-use soft_device::psram::{PRECISION, RUNS};
+use soft_device::psram::{IMAGE_SEED, PRECISION, PSRAM_BASE, PSRAM_BYTES, RUNS};
 use soft_device::{log, run};
 
 use crate::{ticks, CORE_HZ};
 
-/// PSRAM of the MPS2 AN385/AN386 FPGA images (QEMU `hw/arm/mps2.c`).
-const PSRAM_BASE: usize = 0x2100_0000;
-const PSRAM_BYTES: usize = 16 * 1024 * 1024;
-/// Test-pattern seed; `cargo xtask psram` reads it from the log.
-const SEED: u32 = 2024;
 /// Largest class count this binary logs.
 const MAX_CLASSES: usize = 1000;
 
 /// The blob's bytes at the start of PSRAM, and the rest of PSRAM from the next 16-byte
-/// boundary: the large memory's arena.
-fn psram() -> soft_core::Result<(&'static [u8], &'static mut [u8])> {
+/// boundary: the large memory's arena. Fails if the blob's header claims more than PSRAM.
+///
+/// # Safety
+///
+/// Call at most once: the arena it returns is `&'static mut`, and a second call would
+/// hand out another.
+unsafe fn psram() -> soft_core::Result<(&'static [u8], &'static mut [u8])> {
     // SAFETY: PSRAM is plain RAM in the board's memory map, present for the whole run;
-    // the linker's memory map has nothing there, so no Rust object aliases it. This
-    // shared view lives only to read the blob's length from its header, and ends before
-    // the two slices below are made. Its contents were loaded before reset.
+    // the linker's memory map has nothing there, so no Rust object aliases it, and any
+    // byte is a valid `u8`. This shared view lives only to read the blob's length from
+    // its header, and ends before the two slices below are made.
     let whole = unsafe { core::slice::from_raw_parts(PSRAM_BASE as *const u8, PSRAM_BYTES) };
-    let blob_len = Blob::declared_len(whole)?.min(PSRAM_BYTES);
-    let large_at = blob_len.next_multiple_of(ARENA_ALIGN).min(PSRAM_BYTES);
-    // SAFETY: as above; `0..blob_len` and `large_at..PSRAM_BYTES` do not overlap
-    // (`blob_len <= large_at`), so the shared blob and the exclusive arena never alias,
-    // and this function is called once, so no other reference to either range exists.
+    let blob_len = Blob::declared_len(whole)?;
+    if blob_len > PSRAM_BYTES {
+        return Err(Error::BlobTruncated {
+            needed: blob_len,
+            got: PSRAM_BYTES,
+        });
+    }
+    // PSRAM_BYTES is a multiple of the alignment, so this is at most PSRAM_BYTES.
+    let large_at = blob_len.next_multiple_of(ARENA_ALIGN);
+    // SAFETY: as above. `0..blob_len` (loaded before reset) and `large_at..PSRAM_BYTES`
+    // (whatever PSRAM holds) do not overlap since `blob_len <= large_at`, so the shared
+    // blob and the exclusive arena never alias; the caller calls this once, so no other
+    // reference to either range exists.
     let (blob, large) = unsafe {
         (
             core::slice::from_raw_parts(PSRAM_BASE as *const u8, blob_len),
@@ -62,7 +71,8 @@ pub fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core:
     println!("PSRAM-FIRMWARE {=usize}", arena.len());
     log::clock(CORE_HZ, "systick", serial);
     let t0 = ticks();
-    let (bytes, large) = psram()?;
+    // SAFETY: the only call, and `run` itself runs once (from `main`).
+    let (bytes, large) = unsafe { psram()? };
     let model = Model::from_blob(bytes)?;
     println!("LOADED {=usize} {=u64}", model.blob().len(), ticks() - t0);
     let mut buffer = [0.0f32; MAX_CLASSES];
@@ -92,10 +102,10 @@ pub fn run(arena: &mut [u8], serial: &mut impl embedded_io::Write) -> soft_core:
         };
         let inputs = Inputs {
             digits: &[],
-            patterns: &[SEED],
+            patterns: &[IMAGE_SEED],
             side,
         };
-        let mut memory = run::Memory::Two {
+        let mut memory = run::Memories::Two {
             fast: &mut *arena,
             large: &mut *large,
             placement,

@@ -69,7 +69,8 @@ pub enum Error {
     },
     /// The image source could not deliver a row.
     InputSource,
-    /// The arena is smaller than the plan for this model and input.
+    /// The arena (with two memories, the fast one's) is smaller than the plan for this
+    /// model and input.
     ArenaTooSmall {
         /// Bytes the run needs (16-byte aligned start).
         needed: usize,

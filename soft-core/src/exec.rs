@@ -34,7 +34,7 @@ impl Executor for Inline {
     }
 }
 
-/// How a run is laid out in the arena and across workers. No field changes a result bit;
+/// How a run is laid out in its arena (or arenas) and across workers. No field changes a result bit;
 /// each changes speed and the arena bytes [`plan`](crate::plan) asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

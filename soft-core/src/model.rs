@@ -1,8 +1,8 @@
 //! The whole network: stem on line buffers, stages in place on one token map, head; and
 //! the planner that gives the exact arena bytes of a run before it starts.
 //!
-//! Arena layout: the token map always sits at the arena's start (the large memory's, with
-//! two), sized for the current stage, so the scratch of later (smaller) stages reuses what
+//! Arena layout: the token map always sits at the start of the arena it is placed in,
+//! sized for the current stage, so the scratch of later (smaller) stages reuses what
 //! earlier maps gave up. Every step's scratch is declared once (the `scratch!` macro), each
 //! buffer with its [`Class`]; the planner adds up the same declarations the run allocates,
 //! for each memory the [`Placement`] uses.
@@ -637,8 +637,8 @@ impl<'a> Model<'a> {
     }
 
     /// Runs the model with `options` on two memories: the buffers `arenas.placement`
-    /// puts in the large memory go to `arenas.large`. The result bits are those of
-    /// [`Model::run_with`].
+    /// puts in the large memory go to `arenas.large` (with [`Placement::ONE`], nothing
+    /// does and it may be empty). The result bits are those of [`Model::run_with`].
     ///
     /// Fails before any work if either arena is smaller than [`Model::plan_placed`] says.
     pub fn run_split(
@@ -702,6 +702,7 @@ impl<'a> Model<'a> {
         let geo = Geometry::new(cfg, height, width)?;
         let placement = large.as_ref().map_or(Placement::ONE, |l| l.1);
         let plan = plan_placed(cfg, height, width, precision, &run.schedule, placement)?;
+        let keeps_p = newton_keeps_p(cfg, height, width, precision, &run.schedule, placement)?;
         let mark = Watermark::new();
         let mut root = match large {
             Some((large, placement)) => Arena::split(fast, large, placement, &mark),
@@ -766,6 +767,8 @@ impl<'a> Model<'a> {
                         iters: cfg.newton_iters,
                         stage,
                         block,
+                        // `s < 3` here: one of stages 1–3.
+                        keeps_p: keeps_p.get(s).copied().unwrap_or(false),
                     };
                     soft_block(run, &mut ar, map, &dims, &wt, &inv, probe)?;
                     finite(map, Site::Block { stage, block })?;
@@ -1241,77 +1244,153 @@ pub fn plan_buffers(
     cfg.validate()?;
     schedule.validate()?;
     let geo = Geometry::new(cfg, height, width)?;
-    let memories: &[Memory] = if placement.uses_large() {
-        &[Memory::Fast, Memory::Large]
-    } else {
-        &[Memory::Fast]
+    let plan = Plan {
+        cfg,
+        geo: &geo,
+        schedule,
+        placement,
     };
-    for &memory in memories {
+    let keeps = match precision {
+        Precision::F16 => plan.newton_keeps_p::<f16>(),
+        Precision::F32 => plan.newton_keeps_p::<f32>(),
+    };
+    for &memory in placement.memories() {
         let mut visit = |phase, buffer| visit(memory, phase, buffer);
         match precision {
-            Precision::F16 => {
-                phase_buffers::<f16>(cfg, &geo, schedule, placement, memory, &mut visit)
-            }
-            Precision::F32 => {
-                phase_buffers::<f32>(cfg, &geo, schedule, placement, memory, &mut visit)
-            }
+            Precision::F16 => plan.phase_buffers::<f16>(keeps, memory, &mut visit),
+            Precision::F32 => plan.phase_buffers::<f32>(keeps, memory, &mut visit),
         }
     }
     Ok(())
 }
 
-fn phase_buffers<E: TokenElem>(
+/// Whether each of stages 1–3's pseudo-inverses keeps `P` whole (else forms it again at
+/// every Newton–Schulz step; the bits are the same): wherever keeping it raises no
+/// memory's peak. Only the stage whose blocks set a peak forms it, so the extra Gaussian
+/// work stays where it saves bytes.
+pub fn newton_keeps_p(
     cfg: &ModelConfig,
-    geo: &Geometry,
+    height: usize,
+    width: usize,
+    precision: Precision,
     schedule: &Schedule,
     placement: Placement,
-    memory: Memory,
-    visit: &mut dyn FnMut(Phase, Buffer),
-) {
-    let map = |elems: usize| Buffer {
-        group: "map",
-        name: "token map",
-        bytes: bytes_for::<E>(elems),
-        class: Class::Tokens,
+) -> Result<[bool; 3]> {
+    cfg.validate()?;
+    schedule.validate()?;
+    let geo = Geometry::new(cfg, height, width)?;
+    let plan = Plan {
+        cfg,
+        geo: &geo,
+        schedule,
+        placement,
     };
-    let mut phase = |p: Phase, buffers: &dyn Fn(Emit<'_, '_>)| {
-        buffers(&mut Sink::new(placement, memory, &mut |b| visit(p, b)));
-    };
-    phase(Phase::Stem, &|e| {
-        e.push(map(geo.map_elems(cfg, 0)));
-        stem_buffers::<E>(geo, cfg, schedule, e);
-    });
-    for s in 0..STAGES {
-        let stage = s as u8 + 1;
-        if s > 0 {
-            let dims = geo.embed(cfg, s);
-            phase(Phase::Embed(stage), &|e| {
-                e.push(map(dims.map_elems()));
-                embed_buffers::<E>(&dims, schedule, e);
+    Ok(match precision {
+        Precision::F16 => plan.newton_keeps_p::<f16>(),
+        Precision::F32 => plan.newton_keeps_p::<f32>(),
+    })
+}
+
+/// What the planner plans: a model at an input size, with a schedule and a placement.
+struct Plan<'p> {
+    cfg: &'p ModelConfig,
+    geo: &'p Geometry,
+    schedule: &'p Schedule,
+    placement: Placement,
+}
+
+impl Plan<'_> {
+    /// Each memory's peak with `keeps`, over all phases or only `Blocks(stage)`.
+    fn peaks<E: TokenElem>(&self, keeps: [bool; 3], only: Option<Phase>) -> [usize; 2] {
+        let mut peaks = [0; 2];
+        for (i, &memory) in [Memory::Fast, Memory::Large].iter().enumerate() {
+            let mut current = (Phase::Stem, 0);
+            let mut most = 0;
+            self.phase_buffers::<E>(keeps, memory, &mut |phase, b| {
+                if only.is_some_and(|p| p != phase) {
+                    return;
+                }
+                if phase != current.0 {
+                    current = (phase, 0);
+                }
+                current.1 += b.bytes;
+                most = most.max(current.1);
+            });
+            peaks[i] = most;
+        }
+        peaks
+    }
+
+    /// [`newton_keeps_p`].
+    fn newton_keeps_p<E: TokenElem>(&self) -> [bool; 3] {
+        let formed = [false; 3];
+        let peaks = self.peaks::<E>(formed, None);
+        core::array::from_fn(|s| {
+            let mut keeps = formed;
+            keeps[s] = true;
+            let blocks = self.peaks::<E>(keeps, Some(Phase::Blocks(s as u8 + 1)));
+            blocks.iter().zip(&peaks).all(|(b, p)| b <= p)
+        })
+    }
+
+    /// Every buffer in `memory` at each phase's peak, in run order, the pseudo-inverses
+    /// keeping `P` per `keeps`.
+    fn phase_buffers<E: TokenElem>(
+        &self,
+        keeps: [bool; 3],
+        memory: Memory,
+        visit: &mut dyn FnMut(Phase, Buffer),
+    ) {
+        let (cfg, geo, schedule, placement) = (self.cfg, self.geo, self.schedule, self.placement);
+        let map = |elems: usize| Buffer {
+            group: "map",
+            name: "token map",
+            bytes: bytes_for::<E>(elems),
+            class: Class::Tokens,
+        };
+        let mut phase = |p: Phase, buffers: &dyn Fn(Emit<'_, '_>)| {
+            buffers(&mut Sink::new(placement, memory, &mut |b| visit(p, b)));
+        };
+        phase(Phase::Stem, &|e| {
+            e.push(map(geo.map_elems(cfg, 0)));
+            stem_buffers::<E>(geo, cfg, schedule, e);
+        });
+        for s in 0..STAGES {
+            let stage = s as u8 + 1;
+            if s > 0 {
+                let dims = geo.embed(cfg, s);
+                phase(Phase::Embed(stage), &|e| {
+                    e.push(map(dims.map_elems()));
+                    embed_buffers::<E>(&dims, schedule, e);
+                });
+            }
+            let c = cfg.embed_dims[s];
+            phase(Phase::Position(stage), &|e| {
+                e.push(map(geo.map_elems(cfg, s)));
+                emit_copies(e, 1, &PositionScratch::<E>::layout(c));
+            });
+            phase(Phase::Blocks(stage), &|e| {
+                e.push(map(geo.map_elems(cfg, s)));
+                match (cfg.depths[s], s) {
+                    (0, _) => {}
+                    (_, 0..=2) => {
+                        let keeps_p = keeps.get(s).copied().unwrap_or(false);
+                        geo.soft_dims(cfg, s)
+                            .block_buffers::<E>(schedule, keeps_p, e)
+                    }
+                    _ => geo.stage4_dims(cfg).block_buffers::<E>(schedule, e),
+                }
             });
         }
-        let c = cfg.embed_dims[s];
-        phase(Phase::Position(stage), &|e| {
-            e.push(map(geo.map_elems(cfg, s)));
-            emit_copies(e, 1, &PositionScratch::<E>::layout(c));
-        });
-        phase(Phase::Blocks(stage), &|e| {
-            e.push(map(geo.map_elems(cfg, s)));
-            match (cfg.depths[s], s) {
-                (0, _) => {}
-                (_, 0..=2) => geo.soft_dims(cfg, s).block_buffers::<E>(schedule, e),
-                _ => geo.stage4_dims(cfg).block_buffers::<E>(schedule, e),
-            }
+        phase(Phase::Head, &|e| {
+            e.push(map(geo.map_elems(cfg, 3)));
+            emit_copies(
+                e,
+                1,
+                &TokenScratch::<E>::layout(cfg.embed_dims[3], cfg.w8a8),
+            );
         });
     }
-    phase(Phase::Head, &|e| {
-        e.push(map(geo.map_elems(cfg, 3)));
-        emit_copies(
-            e,
-            1,
-            &TokenScratch::<E>::layout(cfg.embed_dims[3], cfg.w8a8),
-        );
-    });
 }
 
 /// Bytes of the `m×m` Newton–Schulz buffers of stage `s` (0-based, 0..3) — the only part
@@ -1323,20 +1402,6 @@ pub fn newton_bytes(cfg: &ModelConfig, height: usize, width: usize, s: usize) ->
     } else {
         0
     })
-}
-
-/// Whether stage `s`'s pseudo-inverse (0-based, 0..3) forms `P` again at every
-/// Newton–Schulz step with `schedule`, rather than keeping it: where keeping it would raise
-/// the block's peak.
-pub fn newton_forms_p(
-    cfg: &ModelConfig,
-    height: usize,
-    width: usize,
-    s: usize,
-    schedule: &Schedule,
-) -> Result<bool> {
-    let geo = Geometry::new(cfg, height, width)?;
-    Ok(s < 3 && geo.soft_dims(cfg, s).newton_forms_p(schedule))
 }
 
 const _: () = assert!(ARENA_ALIGN.is_multiple_of(4));
@@ -1362,6 +1427,28 @@ mod tests {
             p.phases.iter().map(|x| x.0).collect::<std::vec::Vec<_>>(),
             want
         );
+        // The planner's walk visits exactly these phases, in this order: a phase missing
+        // from `phase_order` would drop its bytes.
+        let mut visited: std::vec::Vec<Phase> = std::vec::Vec::new();
+        let mut bytes = 0;
+        let (compact, one) = (Schedule::COMPACT, Placement::ONE);
+        plan_buffers(
+            &cfg,
+            224,
+            224,
+            Precision::F16,
+            &compact,
+            one,
+            &mut |_, phase, b| {
+                if visited.last() != Some(&phase) {
+                    visited.push(phase);
+                }
+                bytes += b.bytes;
+            },
+        )
+        .unwrap();
+        assert_eq!(visited, want);
+        assert_eq!(bytes, p.phases.iter().map(|x| x.1).sum::<usize>());
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub(crate) struct InverseConfig {
     pub iters: usize,
     pub stage: u8,
     pub block: u16,
+    /// Keep `P` whole rather than form it again at every step: the planner's choice
+    /// (`model::newton_keeps_p`), the bits are the same either way.
+    pub keeps_p: bool,
 }
 
 /// How a block's heads are split among the workers.
@@ -95,31 +98,23 @@ fn work_len(m: usize, d: usize, row_workers: usize, s: &Schedule) -> usize {
         .max(m * panel_cols(m))
 }
 
-/// The scratch of the pseudo-inverse step of a block with `heads` heads, `room` the
-/// bytes of the block's largest other step.
+/// The scratch of the pseudo-inverse step of a block with `heads` heads, with `P` kept
+/// whole or formed in panels.
 pub(crate) fn scratch_buffers(
     m: usize,
     d: usize,
     heads: usize,
     s: &Schedule,
-    room: usize,
+    keeps_p: bool,
     emit: Emit<'_, '_>,
 ) {
     let split = Split::of(heads, m, s);
     let work = work_len(m, d, split.row_workers(), s);
-    let keep = keeps_p(m, d, heads, s, room);
     emit_copies(
         emit,
         split.copies(),
-        &NewtonScratch::<f32>::layout(m, keep, work),
+        &NewtonScratch::<f32>::layout(m, keeps_p, work),
     );
-}
-
-/// Whether `P` is kept whole: when the step with it takes no more than `room` bytes.
-pub(crate) fn keeps_p(m: usize, d: usize, heads: usize, s: &Schedule, room: usize) -> bool {
-    let split = Split::of(heads, m, s);
-    let work = work_len(m, d, split.row_workers(), s);
-    split.copies() * NewtonScratch::<f32>::bytes(m, true, work) <= room
 }
 
 /// Bytes of one copy of [`NewtonScratch`] with `P` formed in panels, but its `work`
@@ -271,8 +266,7 @@ fn identity_gap(run: &Run<'_>, a: &[f32], b: &[f32], panel: &mut [f32], m: usize
     Ok(worst)
 }
 
-/// Per head: `Z_h = pinv(K2_h) · S_h`, written over `S_h` (`[head][m][d]`); `room`: the
-/// bytes of the block's largest other step ([`scratch_buffers`]).
+/// Per head: `Z_h = pinv(K2_h) · S_h`, written over `S_h` (`[head][m][d]`).
 pub(crate) fn solve(
     run: &Run<'_>,
     ar: &mut Arena<'_>,
@@ -280,14 +274,12 @@ pub(crate) fn solve(
     lm: &[f32],
     s: &mut [f32],
     inv: &InverseConfig,
-    room: usize,
 ) -> Result<()> {
     let (d, m, heads) = (dims.d, dims.m, dims.heads);
     let how = Split::of(heads, m, &run.schedule);
     let work = work_len(m, d, how.row_workers(), &run.schedule);
-    let keep = keeps_p(m, d, heads, &run.schedule, room);
     let mut copies = per_worker(how.copies(), || {
-        NewtonScratch::<f32>::alloc(ar, m, keep, work)
+        NewtonScratch::<f32>::alloc(ar, m, inv.keeps_p, work)
     })?;
     // SOFT-Norm scales all heads by one alpha, halved until the first step contracts.
     let mut alpha = None;
@@ -827,6 +819,7 @@ mod tests {
                     iters: 20,
                     stage: 2,
                     block: 1,
+                    keeps_p: false,
                 };
                 let dims = SoftDims {
                     rows: m,
@@ -849,20 +842,21 @@ mod tests {
                     finite[usize::from(normalized)] += usize::from(want_result.is_ok());
                     for k in Kernels::available() {
                         // P formed in panels, then kept whole.
-                        for ((workers, chunk), room) in [(1, 8), (2, 5), (3, 64), (4, 1)]
+                        for ((workers, chunk), keeps_p) in [(1, 8), (2, 5), (3, 64), (4, 1)]
                             .into_iter()
-                            .flat_map(|w| [(w, 0), (w, usize::MAX)])
+                            .flat_map(|w| [(w, false), (w, true)])
                         {
+                            let inv = InverseConfig { keeps_p, ..inv };
                             let run = run_on(k, workers, chunk);
                             let planned = crate::scratch::total(&|e| {
-                                scratch_buffers(m, d, heads, &run.schedule, room, e)
+                                scratch_buffers(m, d, heads, &run.schedule, keeps_p, e)
                             });
                             let mut buf = vec![0u8; planned + 16];
                             let mark = Watermark::new();
                             let mut ar = Arena::new(&mut buf, &mark);
                             let mut got = s0.clone();
-                            let result = solve(&run, &mut ar, &dims, &lm, &mut got, &inv, room);
-                            let at = format!("{} m {m} heads {heads} d {d} norm {normalized} twins {twins} workers {workers} room {room}", k.name());
+                            let result = solve(&run, &mut ar, &dims, &lm, &mut got, &inv);
+                            let at = format!("{} m {m} heads {heads} d {d} norm {normalized} twins {twins} workers {workers} keeps P {keeps_p}", k.name());
                             assert_eq!(result, want_result, "{at}");
                             if result.is_ok() {
                                 assert_eq!(bits(&got), bits(&want), "{at}");

@@ -7,8 +7,10 @@
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Class {
-    /// Tiles, rings and per-token working buffers: bounded by the chunk size and a map
-    /// row, so a fixed fast memory holds them at any input size. Always fast.
+    /// Tiles, rings and per-chunk working buffers: a chunk of tokens' rows (some as wide
+    /// as the landmark count, `heads·m`), or a few map rows. They grow with the input too,
+    /// but slowly (soft_tiny: 133 KB at 224², 389 KB at 896²), and the hot loops read
+    /// them, so they are always fast.
     Working,
     /// Grows with the landmark count `m` (∝ tokens): landmarks, `Z`, the `m×m`
     /// Newton–Schulz matrices.
@@ -51,7 +53,7 @@ impl Placement {
         tokens: Memory::Large,
     };
     /// Everything that grows with the input in the large memory: the fast memory then
-    /// needs only the working buffers, nearly flat in the input size.
+    /// needs only the working buffers, which grow far more slowly.
     pub const GROWING: Placement = Placement {
         landmarks: Memory::Large,
         tokens: Memory::Large,
@@ -87,6 +89,15 @@ impl Placement {
             .iter()
             .find(|(n, _)| *n == name)
             .map(|(_, p)| *p)
+    }
+
+    /// The memories it uses: the fast one, and the large one if anything goes there.
+    pub fn memories(&self) -> &'static [Memory] {
+        if self.uses_large() {
+            &[Memory::Fast, Memory::Large]
+        } else {
+            &[Memory::Fast]
+        }
     }
 
     /// Whether anything goes to the large memory.

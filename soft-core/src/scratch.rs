@@ -58,6 +58,7 @@ pub(crate) fn emit_copies(emit: Emit<'_, '_>, copies: usize, layout: &[Buffer]) 
 }
 
 /// Bytes of what `step` emits, all memories together.
+#[cfg(test)]
 pub(crate) fn total(step: Step<'_>) -> usize {
     let mut bytes = 0;
     step(&mut Sink::new(Placement::ONE, Memory::Fast, &mut |b| {

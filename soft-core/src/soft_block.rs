@@ -115,14 +115,13 @@ impl SoftDims {
     }
 
     /// The buffers of one block above the token map at its peak: the block's state plus
-    /// the largest step's scratch.
-    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, emit: Emit<'_, '_>) {
+    /// the largest step's scratch; the pseudo-inverse keeps `P` whole with `keeps_p`.
+    pub fn block_buffers<E: TokenElem>(&self, s: &Schedule, keeps_p: bool, emit: Emit<'_, '_>) {
         BlockState::<E>::layout(self, s.whole_maps)
             .iter()
             .for_each(|b| emit.push(*b));
-        let room = self.newton_room(s);
         let newton =
-            |e: Emit<'_, '_>| newton::scratch_buffers(self.m, self.d, self.heads, s, room, e);
+            |e: Emit<'_, '_>| newton::scratch_buffers(self.m, self.d, self.heads, s, keeps_p, e);
         self.other_steps::<E, _>(s, |others, at| {
             let (before, after) = others.split_at(at.min(others.len()));
             let mut steps: heapless::Vec<&dyn Fn(Emit<'_, '_>), 8> = heapless::Vec::new();
@@ -136,27 +135,6 @@ impl SoftDims {
             }
             largest(&steps, emit);
         });
-    }
-
-    /// Bytes of a block's largest step but the pseudo-inverse, with f16 token maps: the
-    /// pseudo-inverse keeps `P` whole when it fits in them, which then costs no peak byte
-    /// at either precision (f32 maps only enlarge the other steps). Out of line: inlined,
-    /// it tipped `soft_block` out of `Model::run_as` on the M4, whose stack grew 5.8 KB.
-    #[inline(never)]
-    pub fn newton_room(&self, s: &Schedule) -> usize {
-        self.other_steps::<half::f16, _>(s, |steps, _| {
-            steps
-                .iter()
-                .map(|&step| crate::scratch::total(step))
-                .max()
-                .unwrap_or(0)
-        })
-    }
-
-    /// Whether the pseudo-inverse forms `P` again at every Newton–Schulz step (else it
-    /// keeps it whole): where keeping it would raise the block's peak.
-    pub fn newton_forms_p(&self, s: &Schedule) -> bool {
-        !newton::keeps_p(self.m, self.d, self.heads, s, self.newton_room(s))
     }
 
     /// Calls `f` with a block's steps but the pseudo-inverse, in run order, and the
@@ -207,8 +185,8 @@ impl SoftDims {
 
     /// Arena bytes of one block above the token map ([`SoftDims::block_buffers`]).
     #[cfg(test)]
-    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule) -> usize {
-        crate::scratch::total(&|e| self.block_buffers::<E>(s, e))
+    pub fn block_bytes<E: TokenElem>(&self, s: &Schedule, keeps_p: bool) -> usize {
+        crate::scratch::total(&|e| self.block_buffers::<E>(s, keeps_p, e))
     }
 
     /// Bytes of the `m×m` Newton–Schulz buffers, the only part that grows faster than `N`.
@@ -460,8 +438,6 @@ pub(crate) fn soft_block<E: TokenElem>(
     let stage = inv.stage;
     let at = |step| Activity { stage, step };
     let whole = run.schedule.whole_maps;
-    // The pseudo-inverse keeps `P` whole where that costs no peak byte.
-    let room = dims.newton_room(&run.schedule);
     let mut ar = ar.scope();
     let state = BlockState::<E>::alloc(&mut ar, dims, whole)?;
     if whole {
@@ -496,15 +472,7 @@ pub(crate) fn soft_block<E: TokenElem>(
             state.z,
         )?;
         probe.enter(at(Step::Newton));
-        newton::solve(
-            run,
-            &mut ar.scope(),
-            dims,
-            state.landmarks,
-            state.z,
-            inv,
-            room,
-        )?;
+        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
         probe.enter(at(Step::Attention));
         round_values::<E>(run, &mut ar.scope(), dims, state.values)?;
         emit_whole(run, &mut ar.scope(), map, dims, wt, state, stage, probe)
@@ -522,15 +490,7 @@ pub(crate) fn soft_block<E: TokenElem>(
             state.z,
         )?;
         probe.enter(at(Step::Newton));
-        newton::solve(
-            run,
-            &mut ar.scope(),
-            dims,
-            state.landmarks,
-            state.z,
-            inv,
-            room,
-        )?;
+        newton::solve(run, &mut ar.scope(), dims, state.landmarks, state.z, inv)?;
         emit_streaming(
             run,
             &mut ar.scope(),
@@ -1217,6 +1177,16 @@ mod tests {
 
     /// The block on `case` (`case.dims.w8a8`: its matrices quantised to W8A8).
     fn streaming(case: &Case, kernels: &'static Kernels, schedule: Schedule) -> Result<Vec<f32>> {
+        streaming_keeping(case, kernels, schedule, false)
+    }
+
+    /// [`streaming`], the pseudo-inverse keeping `P` whole with `keeps_p`.
+    fn streaming_keeping(
+        case: &Case,
+        kernels: &'static Kernels,
+        schedule: Schedule,
+        keeps_p: bool,
+    ) -> Result<Vec<f32>> {
         let w8a8 = case.dims.w8a8;
         let matrix = |kind| {
             use K::*;
@@ -1279,9 +1249,10 @@ mod tests {
             iters: 20,
             stage: 1,
             block: 0,
+            keeps_p,
         };
         let mut map = case.x.clone();
-        let bytes = case.dims.block_bytes::<f32>(&schedule);
+        let bytes = case.dims.block_bytes::<f32>(&schedule, keeps_p);
         let mut arena = vec![0u8; bytes + 16];
         let mark = Watermark::new();
         let run = Run {
@@ -1504,37 +1475,42 @@ mod tests {
         (y, well_posed)
     }
 
-    /// A block whose pseudo-inverse is its largest step forms `P` again at every step; it
-    /// gives the bits of schedules with room to keep `P`, and its arena peak is the plan.
+    /// Forming `P` again at every step gives the bits of keeping it, in every schedule and
+    /// kernel set, and each arena peak is its plan (`streaming` checks it).
     #[test]
     fn pseudo_inverse_forming_p_gives_the_bits_of_keeping_it() {
         for normalized in [false, true] {
             // m = 64 landmarks of 2 heads of 16 over 16×16 tokens.
             let case = case(16, 16, 2, 16, 2, 3, normalized, 5);
-            let compact = Schedule::COMPACT;
-            assert!(case.dims.newton_forms_p(&compact));
-            let want = streaming(&case, Kernels::generic(), compact).unwrap();
-            let mut kept = 0;
-            for (chunk, whole, workers) in [(256, true, 1), (64, true, 3), (8, false, 2)] {
+            let want = streaming(&case, Kernels::generic(), Schedule::COMPACT).unwrap();
+            let schedules = [(256, true, 1), (64, true, 3), (8, false, 2), (8, false, 1)];
+            for (chunk, whole, workers) in schedules {
                 let schedule = Schedule {
                     chunk,
                     whole_maps: whole,
                     workers,
                     min_split_macs: 0,
                 };
-                kept += usize::from(!case.dims.newton_forms_p(&schedule));
                 for kernels in Kernels::available() {
-                    let got = streaming(&case, kernels, schedule).unwrap();
-                    assert!(
-                        got.iter()
-                            .zip(&want)
-                            .all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "{schedule:?} {}",
-                        kernels.name()
-                    );
+                    for keeps_p in [false, true] {
+                        let got = streaming_keeping(&case, kernels, schedule, keeps_p).unwrap();
+                        assert!(
+                            got.iter()
+                                .zip(&want)
+                                .all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "{schedule:?} {} keeps P {keeps_p}",
+                            kernels.name()
+                        );
+                    }
                 }
             }
-            assert!(kept > 0);
+            // Keeping `P` costs one m×m matrix more.
+            let compact = Schedule::COMPACT;
+            let (formed, kept) = (
+                case.dims.block_bytes::<f32>(&compact, false),
+                case.dims.block_bytes::<f32>(&compact, true),
+            );
+            assert_eq!(kept - formed, 64 * 64 * 4, "{formed} {kept}");
         }
     }
 

@@ -27,7 +27,7 @@
 //! | `K1` rows (both passes), `K1ᵀV` (pass 1), `K1·Z` (pass 2) | `4·N·m·C` |
 //! | `K2` and `Z = pinv·S`, per head | `2·h·m²·d` |
 //! | Newton–Schulz, per head | `h·iters·2·m³` |
-//! | where the plan has it form `P` again at every step ([`newton_forms_p`]), per head | `h·iters·m²·d` |
+//! | where the plan has it form `P` again at every step ([`newton_keeps_p`]), per head | `h·iters·m²·d` |
 //! | SOFT-Norm only: `K2` of the alpha search and one trial `K2·V` | `h·(2·m²·d + m³)` |
 //! | depthwise V-conv (in-image taps only) | `≈ N·k²·C` |
 //! | output projection, MLP `C→4C→C` | `N·C² + 8·N·C²` |
@@ -36,8 +36,8 @@
 //! `q` `n·C²`, `kv` `2n·C²`, scores and weighted sums `2·n²·C`, `proj` `n·C²`,
 //! MLP `2·n·C·hidden`. Then the head, `C4·classes`.
 
-use soft_core::model::newton_forms_p;
-use soft_core::{ModelConfig, Schedule};
+use soft_core::model::newton_keeps_p;
+use soft_core::{ModelConfig, Placement, Precision, Schedule};
 
 /// Output size of a 3×3, pad-1, stride-2 convolution, as the engine computes it.
 const fn half(x: usize) -> usize {
@@ -136,8 +136,23 @@ pub fn macs(cfg: &ModelConfig, height: usize, width: usize) -> u64 {
     macs_for(cfg, height, width, &Schedule::COMPACT)
 }
 
-/// [`macs`] for a run with `schedule`.
+/// [`macs`] for a run with `schedule` (f16 token maps, one arena).
 pub fn macs_for(cfg: &ModelConfig, height: usize, width: usize, schedule: &Schedule) -> u64 {
+    macs_placed(cfg, height, width, Precision::F16, schedule, Placement::ONE)
+}
+
+/// [`macs`] for a run with `precision` token maps, `schedule` and `placement`: they decide
+/// where the pseudo-inverse forms `P` again ([`newton_keeps_p`]).
+pub fn macs_placed(
+    cfg: &ModelConfig,
+    height: usize,
+    width: usize,
+    precision: Precision,
+    schedule: &Schedule,
+    placement: Placement,
+) -> u64 {
+    let keeps_p =
+        newton_keeps_p(cfg, height, width, precision, schedule, placement).unwrap_or([true; 3]);
     let c = cfg.embed_dims;
     let sw = cfg.stem_width;
     let stem = (half(height), half(width));
@@ -153,7 +168,7 @@ pub fn macs_for(cfg: &ModelConfig, height: usize, width: usize, schedule: &Sched
         total += conv3x3(h, w, oh, ow, 2, c[s - 1], c[s]);
     }
     for (s, &size) in stage.iter().enumerate().take(3) {
-        let forms_p = newton_forms_p(cfg, height, width, s, schedule).unwrap_or(false);
+        let forms_p = !keeps_p[s];
         total += cfg.depths[s] as u64 * soft_block(cfg, s, size, schedule.whole_maps, forms_p);
     }
     let n4 = stage[3].0 * stage[3].1 + 1;
@@ -268,12 +283,13 @@ mod tests {
     fn newton_counts_p_formed_again_where_the_plan_has_it() {
         let cfg = ModelConfig::preset("soft_tiny").unwrap();
         let compact = Schedule::COMPACT;
-        // At 224² other steps are larger and `P` is kept; at 448² the pseudo-inverse is
-        // every stage's largest step and forms `P` again at each of its 20 steps.
-        for s in 0..3 {
-            assert!(!newton_forms_p(&cfg, 224, 224, s, &compact).unwrap());
-            assert!(newton_forms_p(&cfg, 448, 448, s, &compact).unwrap());
-        }
+        // At 224² other steps are larger and `P` is kept; at 448² stage 1's
+        // pseudo-inverse sets the model's peak and forms `P` again at each of its 20
+        // steps, while stages 2–3, under that peak, keep it.
+        let keeps =
+            |side| newton_keeps_p(&cfg, side, side, Precision::F16, &compact, Placement::ONE);
+        assert_eq!(keeps(224).unwrap(), [true; 3]);
+        assert_eq!(keeps(448).unwrap(), [false, true, true]);
         // Newton–Schulz alone: 20 steps of two m×m products per head, and at 448² `P`
         // formed again (m²·d squared-distance terms) at each.
         let newton = |side: usize| {
@@ -283,16 +299,16 @@ mod tests {
             };
             macs(&cfg, side, side) - macs(&none, side, side)
         };
-        let want = |m: u64, forms_p: bool| -> u64 {
+        let want = |m: u64, forms_p: [bool; 3]| -> u64 {
             (0..3)
                 .map(|s| {
                     let (n, h, d) = (cfg.depths[s], cfg.heads[s], cfg.head_dim(s));
-                    let step = 2 * m * m * m + u64::from(forms_p) * m * m * d as u64;
+                    let step = 2 * m * m * m + u64::from(forms_p[s]) * m * m * d as u64;
                     (n * h) as u64 * 20 * step
                 })
                 .sum()
         };
-        assert_eq!(newton(224), want(49, false));
-        assert_eq!(newton(448), want(196, true));
+        assert_eq!(newton(224), want(49, [false; 3]));
+        assert_eq!(newton(448), want(196, [true, false, false]));
     }
 }

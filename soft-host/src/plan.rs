@@ -74,12 +74,8 @@ pub fn breakdown(
     placement: Placement,
 ) -> Result<Vec<PhaseParts>> {
     let plan = soft_core::plan_placed(cfg, height, width, precision, schedule, placement)?;
-    let memories: &[Memory] = if placement.uses_large() {
-        &[Memory::Fast, Memory::Large]
-    } else {
-        &[Memory::Fast]
-    };
-    let mut phases: Vec<PhaseParts> = memories
+    let mut phases: Vec<PhaseParts> = placement
+        .memories()
         .iter()
         .flat_map(|&memory| {
             plan.phases.iter().map(move |&(phase, _)| PhaseParts {

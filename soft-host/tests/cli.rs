@@ -324,8 +324,9 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         assert_eq!(sum, phase["bytes"].as_u64().unwrap(), "{phase}");
         assert_eq!(buffers[0]["name"], "token map");
     }
-    // At 448² stage 3's largest step is the pseudo-inverse: its two m×m matrices show
+    // At 448² stage 1's pseudo-inverse sets the model's peak: its two m×m matrices show
     // (`P` is formed a panel at a time in the work buffer), then the scale and the work.
+    // Stage 3's is under that peak and keeps `P` as a third matrix.
     let out = soft()
         .args([
             "plan",
@@ -338,22 +339,26 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         .output()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let stage3 = v["phases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["phase"] == "stage 3")
-        .unwrap();
-    let newton: Vec<_> = stage3["buffers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|b| b["category"] == "Newton-Schulz matrices")
-        .map(|b| b["bytes"].as_u64().unwrap())
-        .collect();
+    let newton = |stage: &str| -> Vec<u64> {
+        let phase = v["phases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["phase"] == stage)
+            .unwrap();
+        phase["buffers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["category"] == "Newton-Schulz matrices")
+            .map(|b| b["bytes"].as_u64().unwrap())
+            .collect()
+    };
+    let matrix = 196 * 196 * 4;
+    assert_eq!(newton("stage 1"), [matrix, matrix, 196 * 4, 196 * 32 * 4]);
     assert_eq!(
-        newton,
-        [196 * 196 * 4, 196 * 196 * 4, 196 * 4, 196 * 32 * 4]
+        newton("stage 3"),
+        [matrix, matrix, matrix, 196 * 4, 196 * 32 * 4]
     );
     // W8A8 presets plan their quantisation scratch.
     soft()

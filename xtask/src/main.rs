@@ -146,6 +146,7 @@ fn crosscheck(core: Core, timeout: Duration) -> Result<()> {
     // 3. QEMU.
     eprintln!("== running {} in qemu-system-arm", elf.display());
     let (output, uart) = run_qemu(core, &elf, &[], timeout)?;
+    no_warnings(&output)?;
     let Output {
         digits,
         kernels,
@@ -364,13 +365,22 @@ fn mismatches(c: &BlobCheck, source: &str) -> Vec<String> {
         .collect()
 }
 
-/// The PSRAM check: where QEMU loads the blob (the MPS2 boards' 16 MiB PSRAM), the
-/// input's seed and the seed of the random weights. `firmware/src/psram.rs` uses the same
-/// values; the runs (input side, placement) are `soft_device::psram::RUNS`.
-const PSRAM_BASE: u64 = 0x2100_0000;
-const PSRAM_BYTES: usize = 16 << 20;
-const PSRAM_IMAGE_SEED: u32 = 2024;
+/// The seed of the PSRAM check's random weights. Where QEMU loads the blob, the input's
+/// seed and the runs (input side, placement) are `soft_device::psram`'s, as the firmware
+/// uses them.
 const PSRAM_WEIGHT_SEED: u64 = 7;
+
+/// Fails on the firmware's `WARN` lines: a run whose arena high-water marks differ from
+/// its plan (`soft_device::run`).
+fn no_warnings(output: &str) -> Result<()> {
+    let warnings: Vec<&str> = output.lines().filter(|l| l.starts_with("WARN ")).collect();
+    ensure!(
+        warnings.is_empty(),
+        "the firmware warned:\n{}",
+        warnings.join("\n")
+    );
+    Ok(())
+}
 
 /// `cargo xtask psram`: random-weight `soft_tiny` blobs (int8, then W8A8) in PSRAM, on two
 /// memories (the large one in PSRAM after the blob, at most 512 KiB of SRAM in all), one
@@ -407,9 +417,10 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
     let checkpoint = soft_host::synthetic_checkpoint(&cfg, PSRAM_WEIGHT_SEED);
     let bytes = soft_host::build_blob(&checkpoint, &cfg, dtype)?;
     ensure!(
-        bytes.len() <= PSRAM_BYTES,
-        "the blob ({} bytes) does not fit the {PSRAM_BYTES}-byte PSRAM",
-        bytes.len()
+        bytes.len() <= soft_device::psram::PSRAM_BYTES,
+        "the blob ({} bytes) does not fit the {}-byte PSRAM",
+        bytes.len(),
+        soft_device::psram::PSRAM_BYTES
     );
     let dir = root.join("target").join("psram");
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -428,10 +439,12 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
         elf.display()
     );
     let loader = format!(
-        "loader,file={},addr={PSRAM_BASE:#x},force-raw=on",
-        blob_path.display()
+        "loader,file={},addr={:#x},force-raw=on",
+        blob_path.display(),
+        soft_device::psram::PSRAM_BASE
     );
     let (output, uart) = run_qemu(M4, elf, &["-device".into(), loader], timeout)?;
+    no_warnings(&output)?;
 
     let (mut plans, mut load_ticks) = (Vec::new(), None);
     let mut steps = Vec::new();
@@ -524,7 +537,7 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
             );
         };
         let expected = Input::Pattern {
-            seed: PSRAM_IMAGE_SEED,
+            seed: soft_device::psram::IMAGE_SEED,
             height: want.side,
             width: want.side,
         };
@@ -534,7 +547,14 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
             run.input
         );
         let instructions = run.ticks * INSTRUCTIONS_PER_TICK;
-        let macs = soft_host::cost::macs(&cfg, want.side, want.side);
+        let macs = soft_host::cost::macs_placed(
+            &cfg,
+            want.side,
+            want.side,
+            options.precision,
+            &options.schedule,
+            want.placement,
+        );
         println!(
             "| {s}×{s} | {} | {} | {} | {} | {:.2} | {}/{} | {} / {} |",
             want.placement.name(),
@@ -572,10 +592,13 @@ fn psram_model(root: &Path, elf: &Path, dtype: WeightDtype, timeout: Duration) -
         println!("{} ({}×{}):", want.tag, want.side, want.side);
         print_steps(&tag_steps, total);
     }
-    ensure!(
-        uart.contains("soft growing-448: pattern:"),
-        "the firmware wrote no result line to the UART"
-    );
+    for want in soft_device::psram::RUNS {
+        ensure!(
+            uart.contains(&format!("soft {}: pattern:", want.tag)),
+            "the firmware wrote no result line for {} to the UART",
+            want.tag
+        );
+    }
     ensure!(
         sram <= budget,
         "the image used {sram} bytes of SRAM (statics + stack), over {budget}"

@@ -177,7 +177,7 @@ fn run(arena: &mut [u8], serial: &mut Serial) -> soft_core::Result<()> {
     run::run(
         &blob,
         &inputs,
-        &mut run::Memory::One(arena),
+        &mut run::Memories::One(arena),
         Precision::F16,
         &mut logits,
         cycles,

@@ -3,7 +3,7 @@
 //! [`SRAM_BYTES`] of SRAM. One definition for the firmware, which runs them, and its
 //! build script, which sizes the SRAM arena by planning them ([`fast_arena_bytes`]).
 
-use soft_core::{ModelConfig, Placement, Precision, Schedule};
+use soft_core::{ModelConfig, Placement, Precision, RunOptions};
 
 /// One run of the PSRAM image.
 #[derive(Debug, Clone, Copy)]
@@ -38,8 +38,17 @@ pub const RUNS: [PsramRun; 3] = [
     },
 ];
 
-/// The whole SRAM the image may use (its memory map's RAM): statics, SRAM arena, stack.
+/// The whole SRAM the image may use (its memory map's RAM, which the build script writes
+/// from this): statics, SRAM arena, stack.
 pub const SRAM_BYTES: usize = 512 * 1024;
+
+/// PSRAM of the MPS2 AN385/AN386 FPGA images (QEMU `hw/arm/mps2.c`), where `cargo xtask
+/// psram` has QEMU load the blob.
+pub const PSRAM_BASE: usize = 0x2100_0000;
+/// Its size.
+pub const PSRAM_BYTES: usize = 16 * 1024 * 1024;
+/// The seed of every run's [`soft_core::TestPattern`] input.
+pub const IMAGE_SEED: u32 = 2024;
 
 /// Token maps' precision in every run.
 pub const PRECISION: Precision = Precision::F16;
@@ -53,7 +62,7 @@ pub fn fast_arena_bytes(cfg: &ModelConfig) -> soft_core::Result<usize> {
             run.side,
             run.side,
             PRECISION,
-            &Schedule::COMPACT,
+            &RunOptions::new(PRECISION).schedule,
             run.placement,
         )?;
         Ok(most.max(plan.peak_bytes))

@@ -16,7 +16,7 @@ pub struct Blob<'m, 'b> {
 }
 
 /// Where a run's buffers live.
-pub enum Memory<'a> {
+pub enum Memories<'a> {
     /// One arena.
     One(&'a mut [u8]),
     /// Two memories, the buffers placed by `placement` ([`soft_core::Model::run_split`]).
@@ -38,7 +38,7 @@ pub enum Memory<'a> {
 pub fn run(
     blob: &Blob<'_, '_>,
     inputs: &Inputs<'_>,
-    memory: &mut Memory<'_>,
+    memory: &mut Memories<'_>,
     precision: Precision,
     logits: &mut [f32],
     clock: fn() -> u64,
@@ -78,8 +78,8 @@ pub fn run(
         }
         let options = RunOptions::new(precision);
         let placement = match memory {
-            Memory::One(_) => Placement::ONE,
-            Memory::Two { placement, .. } => *placement,
+            Memories::One(_) => Placement::ONE,
+            Memories::Two { placement, .. } => *placement,
         };
         let plan = model.plan_placed(height, width, &options, placement)?;
         let mut progress = Progress::new(tag, input, clock);
@@ -92,10 +92,10 @@ pub fn run(
         };
         // Each arena is checked against the plan before any work.
         let report = match memory {
-            Memory::One(arena) => {
+            Memories::One(arena) => {
                 model.run_with(&options, &mut image, arena, logits, &mut progress)?
             }
-            Memory::Two {
+            Memories::Two {
                 fast,
                 large,
                 placement,

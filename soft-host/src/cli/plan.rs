@@ -41,7 +41,8 @@ pub struct Args {
     #[arg(long, value_parser = parse_placement, default_value = "one")]
     placement: Placement,
     /// Also draw the plan as an SVG chart: a bar per phase, stacked by what occupies
-    /// the arena (token map, V ring, landmarks, Newton–Schulz matrices, tiles, …).
+    /// the arena (token map, V ring, landmarks, Newton–Schulz matrices, tiles, …); with
+    /// two memories, the fast one's (the title gives the large one's bytes).
     #[arg(long)]
     svg: Option<PathBuf>,
     /// Print one JSON object: model, image_size, activations, schedule, threads,
@@ -199,13 +200,9 @@ fn plan(
         print_memory("arena", &plan.phases, plan.peak_bytes, &fast)?;
     } else {
         outln!(
-            "{name} at {h}x{w}, {p:?} activations{described}, {} in the large memory: \
+            "{name} at {h}x{w}, {p:?} activations{described}, placement {}: \
              fast memory {}, large memory {}",
-            if placement == Placement::MAPS {
-                "token-sized buffers"
-            } else {
-                "everything that grows with the input"
-            },
+            placement.name(),
             kib(plan.peak_bytes),
             kib(plan.large_bytes)
         )?;
