@@ -653,6 +653,9 @@ impl<'a> Model<'a> {
         self.run_in(options, input, arenas.fast, large, logits, probe)
     }
 
+    // Out of line: `run_with` and `run_split` both call it, and a caller that inlined both
+    // copies would carry both frames through the inference (4.2 KB more stack on the M4).
+    #[inline(never)]
     fn run_in(
         &self,
         options: &RunOptions<'_>,
@@ -1176,6 +1179,9 @@ pub fn plan_with(
 /// Exact bytes of each memory for running a model of `cfg` on a `height × width` input
 /// with `schedule` on two memories, buffers placed by `placement` (with
 /// [`Placement::ONE`], one arena: [`plan_with`]).
+// Out of line: `Model::run_as` calls it once before the inference; inlined, its locals
+// would sit in that frame for the whole inference.
+#[inline(never)]
 pub fn plan_placed(
     cfg: &ModelConfig,
     height: usize,
@@ -1268,6 +1274,9 @@ pub fn plan_buffers(
 /// every Newton–Schulz step; the bits are the same): wherever keeping it raises no
 /// memory's peak. Only the stage whose blocks set a peak forms it, so the extra Gaussian
 /// work stays where it saves bytes.
+// Out of line: `Model::run_as` calls it once before the inference; inlined, its locals
+// would sit in that frame for the whole inference.
+#[inline(never)]
 pub fn newton_keeps_p(
     cfg: &ModelConfig,
     height: usize,
