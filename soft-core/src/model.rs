@@ -71,6 +71,10 @@ pub struct MemoryPlan {
     pub large_bytes: usize,
     /// Peak bytes in use in it during each phase.
     pub large_phases: [(Phase, usize); PHASES],
+    /// Whether each of stages 1–3's pseudo-inverses keeps `P = K2 (+ 0.01·I)` whole, or
+    /// forms it again at every Newton–Schulz step (the bits are the same): it keeps it
+    /// wherever that raises no memory's peak, so the extra work stays where it saves bytes.
+    pub newton_keeps_p: [bool; 3],
 }
 
 /// What a run reports besides the logits.
@@ -705,7 +709,6 @@ impl<'a> Model<'a> {
         let geo = Geometry::new(cfg, height, width)?;
         let placement = large.as_ref().map_or(Placement::ONE, |l| l.1);
         let plan = plan_placed(cfg, height, width, precision, &run.schedule, placement)?;
-        let keeps_p = newton_keeps_p(cfg, height, width, precision, &run.schedule, placement)?;
         let mark = Watermark::new();
         let mut root = match large {
             Some((large, placement)) => Arena::split(fast, large, placement, &mark),
@@ -771,7 +774,7 @@ impl<'a> Model<'a> {
                         stage,
                         block,
                         // `s < 3` here: one of stages 1–3.
-                        keeps_p: keeps_p.get(s).copied().unwrap_or(false),
+                        keeps_p: plan.newton_keeps_p.get(s).copied().unwrap_or(false),
                     };
                     soft_block(run, &mut ar, map, &dims, &wt, &inv, probe)?;
                     finite(map, Site::Block { stage, block })?;
@@ -1192,14 +1195,8 @@ pub fn plan_placed(
 ) -> Result<MemoryPlan> {
     let order = phase_order();
     let (mut fast, mut large) = (order.map(|p| (p, 0)), order.map(|p| (p, 0)));
-    plan_buffers(
-        cfg,
-        height,
-        width,
-        precision,
-        schedule,
-        placement,
-        &mut |memory, phase, buffer| {
+    let newton_keeps_p = Plan::with(cfg, (height, width), schedule, placement, |plan| {
+        plan.visit(precision, &mut |memory, phase, buffer| {
             let phases = match memory {
                 Memory::Fast => &mut fast,
                 Memory::Large => &mut large,
@@ -1207,14 +1204,15 @@ pub fn plan_placed(
             if let Some(slot) = phases.iter_mut().find(|p| p.0 == phase) {
                 slot.1 += buffer.bytes;
             }
-        },
-    )?;
+        })
+    })?;
     let peak = |phases: &[(Phase, usize)]| phases.iter().map(|p| p.1).max().unwrap_or(0);
     Ok(MemoryPlan {
         peak_bytes: peak(&fast),
         phases: fast,
         large_bytes: peak(&large),
         large_phases: large,
+        newton_keeps_p,
     })
 }
 
@@ -1247,56 +1245,8 @@ pub fn plan_buffers(
     placement: Placement,
     visit: &mut dyn FnMut(Memory, Phase, Buffer),
 ) -> Result<()> {
-    cfg.validate()?;
-    schedule.validate()?;
-    let geo = Geometry::new(cfg, height, width)?;
-    let plan = Plan {
-        cfg,
-        geo: &geo,
-        schedule,
-        placement,
-    };
-    let keeps = match precision {
-        Precision::F16 => plan.newton_keeps_p::<f16>(),
-        Precision::F32 => plan.newton_keeps_p::<f32>(),
-    };
-    for &memory in placement.memories() {
-        let mut visit = |phase, buffer| visit(memory, phase, buffer);
-        match precision {
-            Precision::F16 => plan.phase_buffers::<f16>(keeps, memory, &mut visit),
-            Precision::F32 => plan.phase_buffers::<f32>(keeps, memory, &mut visit),
-        }
-    }
-    Ok(())
-}
-
-/// Whether each of stages 1–3's pseudo-inverses keeps `P` whole (else forms it again at
-/// every Newton–Schulz step; the bits are the same): wherever keeping it raises no
-/// memory's peak. Only the stage whose blocks set a peak forms it, so the extra Gaussian
-/// work stays where it saves bytes.
-// Out of line: `Model::run_as` calls it once before the inference; inlined, its locals
-// would sit in that frame for the whole inference.
-#[inline(never)]
-pub fn newton_keeps_p(
-    cfg: &ModelConfig,
-    height: usize,
-    width: usize,
-    precision: Precision,
-    schedule: &Schedule,
-    placement: Placement,
-) -> Result<[bool; 3]> {
-    cfg.validate()?;
-    schedule.validate()?;
-    let geo = Geometry::new(cfg, height, width)?;
-    let plan = Plan {
-        cfg,
-        geo: &geo,
-        schedule,
-        placement,
-    };
-    Ok(match precision {
-        Precision::F16 => plan.newton_keeps_p::<f16>(),
-        Precision::F32 => plan.newton_keeps_p::<f32>(),
+    Plan::with(cfg, (height, width), schedule, placement, |plan| {
+        plan.visit(precision, visit);
     })
 }
 
@@ -1309,10 +1259,52 @@ struct Plan<'p> {
 }
 
 impl Plan<'_> {
-    /// Each memory's peak with `keeps`, over all phases or only `Blocks(stage)`.
+    /// Checks the config, schedule and input size, then calls `f` with their plan.
+    fn with<R>(
+        cfg: &ModelConfig,
+        (height, width): (usize, usize),
+        schedule: &Schedule,
+        placement: Placement,
+        f: impl FnOnce(&Plan<'_>) -> R,
+    ) -> Result<R> {
+        cfg.validate()?;
+        schedule.validate()?;
+        let geo = Geometry::new(cfg, height, width)?;
+        Ok(f(&Plan {
+            cfg,
+            geo: &geo,
+            schedule,
+            placement,
+        }))
+    }
+
+    /// Hands `visit` every buffer of every memory the placement uses, at each phase's
+    /// peak ([`plan_buffers`]); returns whether each stage keeps `P`
+    /// ([`MemoryPlan::newton_keeps_p`]).
+    fn visit(
+        &self,
+        precision: Precision,
+        visit: &mut dyn FnMut(Memory, Phase, Buffer),
+    ) -> [bool; 3] {
+        match precision {
+            Precision::F16 => self.visit_as::<f16>(visit),
+            Precision::F32 => self.visit_as::<f32>(visit),
+        }
+    }
+
+    fn visit_as<E: TokenElem>(&self, visit: &mut dyn FnMut(Memory, Phase, Buffer)) -> [bool; 3] {
+        let keeps = self.keeps_p::<E>();
+        for &memory in self.placement.memories() {
+            self.phase_buffers::<E>(keeps, memory, &mut |phase, b| visit(memory, phase, b));
+        }
+        keeps
+    }
+
+    /// Each memory's peak with `keeps`, over all phases or only `only` (a memory the
+    /// placement does not use: 0).
     fn peaks<E: TokenElem>(&self, keeps: [bool; 3], only: Option<Phase>) -> [usize; 2] {
         let mut peaks = [0; 2];
-        for (i, &memory) in [Memory::Fast, Memory::Large].iter().enumerate() {
+        for (i, &memory) in self.placement.memories().iter().enumerate() {
             let mut current = (Phase::Stem, 0);
             let mut most = 0;
             self.phase_buffers::<E>(keeps, memory, &mut |phase, b| {
@@ -1330,8 +1322,8 @@ impl Plan<'_> {
         peaks
     }
 
-    /// [`newton_keeps_p`].
-    fn newton_keeps_p<E: TokenElem>(&self) -> [bool; 3] {
+    /// [`MemoryPlan::newton_keeps_p`] with token maps of `E`.
+    fn keeps_p<E: TokenElem>(&self) -> [bool; 3] {
         let formed = [false; 3];
         let peaks = self.peaks::<E>(formed, None);
         core::array::from_fn(|s| {

@@ -51,7 +51,7 @@ pub(crate) struct InverseConfig {
     pub stage: u8,
     pub block: u16,
     /// Keep `P` whole rather than form it again at every step: the planner's choice
-    /// (`model::newton_keeps_p`), the bits are the same either way.
+    /// (`MemoryPlan::newton_keeps_p`), the bits are the same either way.
     pub keeps_p: bool,
 }
 
@@ -559,22 +559,19 @@ mod tests {
         run_on(Kernels::generic(), workers, Schedule::COMPACT.chunk)
     }
 
-    /// A stored `m×m` matrix handed out a block at a time, as a formed `P` is.
+    /// A stored `m×m` matrix handed out a block at a time, as a formed `P` is: [`Stored`]
+    /// that does not say it is stored, so products take the panel path.
     struct Dense<'a>(&'a [f32], usize);
 
     impl Columns for Dense<'_> {
         fn block(
             &self,
-            _: &Kernels,
+            k: &Kernels,
             rows: Range<usize>,
             cols: Range<usize>,
             out: &mut [f32],
         ) -> Result<()> {
-            let Dense(p, m) = *self;
-            for (i, row) in rows.zip(out.chunks_exact_mut(cols.len())) {
-                row.copy_from_slice(&p[i * m + cols.start..i * m + cols.end]);
-            }
-            Ok(())
+            Stored(self.0, self.1).block(k, rows, cols, out)
         }
     }
 
@@ -889,37 +886,6 @@ mod tests {
         v
     }
 
-    /// Inverse by Gauss–Jordan elimination with partial pivoting, in f64.
-    fn inverse_f64(a: &[f64], m: usize) -> Vec<f64> {
-        let w = 2 * m;
-        let mut aug = vec![0.0; m * w];
-        for i in 0..m {
-            aug[i * w..i * w + m].copy_from_slice(&a[i * m..(i + 1) * m]);
-            aug[i * w + m + i] = 1.0;
-        }
-        for col in 0..m {
-            let pivot = (col..m)
-                .max_by(|&x, &y| aug[x * w + col].abs().total_cmp(&aug[y * w + col].abs()))
-                .unwrap();
-            for j in 0..w {
-                aug.swap(col * w + j, pivot * w + j);
-            }
-            let p = aug[col * w + col];
-            for j in 0..w {
-                aug[col * w + j] /= p;
-            }
-            for r in (0..m).filter(|&r| r != col) {
-                let f = aug[r * w + col];
-                for j in 0..w {
-                    aug[r * w + j] -= f * aug[col * w + j];
-                }
-            }
-        }
-        (0..m)
-            .flat_map(|i| aug[i * w + m..(i + 1) * w].to_vec())
-            .collect()
-    }
-
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// On well-conditioned symmetric matrices, 20 steps from `V0 = P / max_row_sum²`
@@ -939,7 +905,7 @@ mod tests {
             }
             let max_sum = max_row_sum(&p, m);
             let v = iterate(&p, 1.0 / (max_sum * max_sum), m, 1);
-            let exact = inverse_f64(&p.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), m);
+            let exact = soft_kernels::reference::inverse(&soft_kernels::reference::widen(&p), m);
             let scale = exact.iter().fold(0.0f64, |a, x| a.max(x.abs()));
             for (got, want) in v.iter().zip(&exact) {
                 prop_assert!((f64::from(*got) - want).abs() <= 1e-5 * scale, "{} vs {}", got, want);
@@ -963,7 +929,7 @@ mod tests {
         let (p, m) = (&ILL_CONDITIONED, 4);
         let max_sum = max_row_sum(p, m) - 0.01;
         let alpha = 1.8 / (max_sum * max_sum);
-        let exact = inverse_f64(&p.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(), m);
+        let exact = soft_kernels::reference::inverse(&soft_kernels::reference::widen(p), m);
         // The engine: both products whole.
         let v = iterate(p, alpha, m, 1);
         for (got, want) in v.iter().zip(&exact) {

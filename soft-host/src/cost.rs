@@ -27,7 +27,7 @@
 //! | `K1` rows (both passes), `K1ᵀV` (pass 1), `K1·Z` (pass 2) | `4·N·m·C` |
 //! | `K2` and `Z = pinv·S`, per head | `2·h·m²·d` |
 //! | Newton–Schulz, per head | `h·iters·2·m³` |
-//! | where the plan has it form `P` again at every step ([`newton_keeps_p`]), per head | `h·iters·m²·d` |
+//! | where the plan has it form `P` again at every step (`MemoryPlan::newton_keeps_p`), per head | `h·iters·m²·d` |
 //! | SOFT-Norm only: `K2` of the alpha search and one trial `K2·V` | `h·(2·m²·d + m³)` |
 //! | depthwise V-conv (in-image taps only) | `≈ N·k²·C` |
 //! | output projection, MLP `C→4C→C` | `N·C² + 8·N·C²` |
@@ -36,7 +36,7 @@
 //! `q` `n·C²`, `kv` `2n·C²`, scores and weighted sums `2·n²·C`, `proj` `n·C²`,
 //! MLP `2·n·C·hidden`. Then the head, `C4·classes`.
 
-use soft_core::model::newton_keeps_p;
+use soft_core::plan_placed;
 use soft_core::{ModelConfig, Placement, Precision, Schedule};
 
 /// Output size of a 3×3, pad-1, stride-2 convolution, as the engine computes it.
@@ -142,7 +142,7 @@ pub fn macs_for(cfg: &ModelConfig, height: usize, width: usize, schedule: &Sched
 }
 
 /// [`macs`] for a run with `precision` token maps, `schedule` and `placement`: they decide
-/// where the pseudo-inverse forms `P` again ([`newton_keeps_p`]).
+/// where the pseudo-inverse forms `P` again (`MemoryPlan::newton_keeps_p`).
 pub fn macs_placed(
     cfg: &ModelConfig,
     height: usize,
@@ -151,8 +151,8 @@ pub fn macs_placed(
     schedule: &Schedule,
     placement: Placement,
 ) -> u64 {
-    let keeps_p =
-        newton_keeps_p(cfg, height, width, precision, schedule, placement).unwrap_or([true; 3]);
+    let keeps_p = plan_placed(cfg, height, width, precision, schedule, placement)
+        .map_or([true; 3], |plan| plan.newton_keeps_p);
     let c = cfg.embed_dims;
     let sw = cfg.stem_width;
     let stem = (half(height), half(width));
@@ -286,10 +286,9 @@ mod tests {
         // At 224² other steps are larger and `P` is kept; at 448² stage 1's
         // pseudo-inverse sets the model's peak and forms `P` again at each of its 20
         // steps, while stages 2–3, under that peak, keep it.
-        let keeps =
-            |side| newton_keeps_p(&cfg, side, side, Precision::F16, &compact, Placement::ONE);
-        assert_eq!(keeps(224).unwrap(), [true; 3]);
-        assert_eq!(keeps(448).unwrap(), [false, true, true]);
+        let keeps = |side| plan_placed(&cfg, side, side, Precision::F16, &compact, Placement::ONE);
+        assert_eq!(keeps(224).unwrap().newton_keeps_p, [true; 3]);
+        assert_eq!(keeps(448).unwrap().newton_keeps_p, [false, true, true]);
         // Newton–Schulz alone: 20 steps of two m×m products per head, and at 448² `P`
         // formed again (m²·d squared-distance terms) at each.
         let newton = |side: usize| {
