@@ -658,7 +658,7 @@ impl<'a> Model<'a> {
     }
 
     // Out of line: `run_with` and `run_split` both call it, and a caller that inlined both
-    // copies would carry both frames through the inference (4.2 KB more stack on the M4).
+    // copies would carry both frames through the inference (about 4 KB more stack on the M4).
     #[inline(never)]
     fn run_in(
         &self,
