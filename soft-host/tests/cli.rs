@@ -1,6 +1,7 @@
 //! The `soft` binary end to end: every golden case through convert and run, every
 //! checkpoint wrapper, and one clear error line (exit 1, no output file) per bad input.
 
+use std::ffi::OsStr;
 use std::path::Path;
 
 mod common;
@@ -313,11 +314,7 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
         assert!(svg.contains(part), "{part}");
     }
     // The JSON names every buffer of every phase; they add up to the phase.
-    let out = soft()
-        .args(["plan", "--arch", "soft_tiny", "--json"])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_of(&["plan", "--arch", "soft_tiny", "--json"].map(OsStr::new));
     for phase in v["phases"].as_array().unwrap() {
         let buffers = phase["buffers"].as_array().unwrap();
         let sum: u64 = buffers.iter().map(|b| b["bytes"].as_u64().unwrap()).sum();
@@ -327,18 +324,15 @@ fn plan_inspect_verify_and_export_report_what_they_promise() {
     // At 448² stage 1's pseudo-inverse sets the model's peak: its two m×m matrices show
     // (`P` is formed a panel at a time in the work buffer), then the scale and the work.
     // Stage 3's is under that peak and keeps `P` as a third matrix.
-    let out = soft()
-        .args([
-            "plan",
-            "--arch",
-            "soft_tiny",
-            "--image-size",
-            "448",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let args = [
+        "plan",
+        "--arch",
+        "soft_tiny",
+        "--image-size",
+        "448",
+        "--json",
+    ];
+    let v = json_of(&args.map(OsStr::new));
     let newton = |stage: &str| -> Vec<u64> {
         let phase = v["phases"]
             .as_array()
